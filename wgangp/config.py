@@ -1,0 +1,171 @@
+"""Structured configs: the schema of every user-facing key.
+
+Hydra composes the YAML files under ``configs/`` on top of these dataclasses, so a
+wrong type (``gp.lambda=abc``) or an unknown key (``trainer.stepz=5``) is refused by
+OmegaConf before any work starts. Semantic checks that a type cannot express
+(``λ ≥ 0``, ``0 ≤ β < 1``, CUDA present, ...) live in :mod:`wgangp.validate`.
+
+Groups mirror the code: ``dataset`` → :mod:`wgangp.data`, ``critic``/``generator`` →
+:mod:`wgangp.models`, ``optim``, ``gp`` → :mod:`wgangp.losses`, ``trainer`` →
+:mod:`wgangp.trainer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DatasetConfig:
+    """Where samples come from. One schema for every data set; ``name`` picks the loader."""
+
+    name: str = MISSING
+    # points data: a .npy/.csv file of an N×D array, optional known modes for metrics
+    path: str | None = None
+    modes: Any = None
+    mode_std: float | None = None
+    # image data
+    root: str = "data"
+    image_size: int = 32
+    channels: int = 3
+    download: bool = False
+    num_workers: int = 2
+    crop: str = "center"
+    category: str = "bedroom"
+    split: str = "train"
+    on_device: bool = False
+    # scale of the on-the-fly toy distributions (None: the official script's value)
+    scale: float | None = None
+    noise: float | None = None
+
+
+@dataclass
+class CriticConfig:
+    """Critic network. ``name`` picks an architecture from :mod:`wgangp.models`."""
+
+    name: str = MISSING
+    dim: int = 512
+    depth: int = 3
+    activation: str = "relu"
+    norm: str = "none"
+
+
+@dataclass
+class GeneratorConfig:
+    """Generator network; ``z_dim`` is the size of the Gaussian latent."""
+
+    name: str = MISSING
+    dim: int = 512
+    depth: int = 3
+    activation: str = "relu"
+    norm: str = "none"
+    z_dim: int = 2
+
+
+@dataclass
+class AdamConfig:
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
+
+
+@dataclass
+class OptimConfig:
+    critic: AdamConfig = field(default_factory=AdamConfig)
+    generator: AdamConfig = field(default_factory=AdamConfig)
+
+
+@dataclass
+class GPConfig:
+    """Gradient penalty λ·E[(‖∇D(x̂)‖₂ − target)²] (one-sided: max(0, ·)²).
+
+    The λ field is named ``lambda`` in the config, a Python keyword; the class is
+    declared with ``lambda_`` and renamed below so users type ``gp.lambda=10``.
+    """
+
+    lambda_: float = 10.0
+    target: float = 1.0
+    one_sided: bool = False
+
+
+def _rename_field(cls: type, old: str, new: str) -> None:
+    # OmegaConf reads dataclasses.fields() and the annotations, never the
+    # constructor, so renaming both is enough for a key that is not an identifier.
+    fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    f = fields.pop(old)
+    f.name = new
+    fields[new] = f
+    cls.__annotations__[new] = cls.__annotations__.pop(old)
+
+
+_rename_field(GPConfig, "lambda_", "lambda")
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the generator (``decay`` null: off)."""
+
+    decay: float | None = None
+    start: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    n_critic: int = 5
+    batch_size: int = 256
+    steps: int = 2000  # generator updates
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 500
+    ckpt_every: int = 500
+    keep_checkpoints: int = 3
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    progress: bool = True
+    nan_policy: str = "stop"  # stop | skip
+    max_nan_skips: int = 10
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    gp: GPConfig = field(default_factory=GPConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # a run directory, a checkpoint file, or "auto" (latest checkpoint of this run dir)
+    resume: str | None = None
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="wgangp_schema", node=Config)
+    for group, node in (
+        ("dataset", DatasetConfig),
+        ("critic", CriticConfig),
+        ("generator", GeneratorConfig),
+    ):
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+def schema_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every leaf key of the schema, dotted (``trainer.n_critic``, ...)."""
+    out: list[str] = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        sub = f.type if isinstance(f.type, type) else None
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            out.extend(schema_keys(type(default), key + "."))
+        elif sub is not None and dataclasses.is_dataclass(sub):
+            out.extend(schema_keys(sub, key + "."))
+        else:
+            out.append(key)
+    return out

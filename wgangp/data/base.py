@@ -1,0 +1,88 @@
+"""The interface the trainer draws real batches from, and a resumable tensor sampler."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from wgangp.errors import DataError
+
+
+class DataSource(ABC):
+    """An endless stream of real batches on the training device.
+
+    ``state_dict``/``load_state_dict`` capture the position in the stream so that a
+    resumed run draws exactly the batches an uninterrupted run would have drawn.
+    """
+
+    #: shape of one sample: ``(D,)`` for points, ``(C, H, W)`` for images
+    sample_shape: tuple[int, ...]
+    #: known mode centres ``(K, D)`` and their std (points data sets), for metrics
+    modes: Tensor | None = None
+    mode_std: float | None = None
+
+    @abstractmethod
+    def next_batch(self) -> Tensor:
+        """A fresh ``(batch_size, *sample_shape)`` float batch on the device."""
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` real samples for evaluation, independent of the training stream."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}{self.sample_shape}"
+
+
+class TensorSource(DataSource):
+    """Batches drawn without replacement from a tensor held on the device.
+
+    Each epoch is a fresh permutation seeded by ``(seed, epoch)``, and incomplete
+    last batches are dropped, so the position ``(epoch, index)`` is the whole state.
+    """
+
+    def __init__(self, data: Tensor, batch_size: int, seed: int, name: str = "data") -> None:
+        if data.shape[0] < batch_size:
+            raise DataError(
+                f"{name} has {data.shape[0]} samples, fewer than one batch "
+                f"(trainer.batch_size={batch_size}); lower trainer.batch_size or add data"
+            )
+        self.data = data
+        self.sample_shape = tuple(data.shape[1:])
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        self.index = 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.data.shape[0], generator=g).to(self.data.device)
+
+    def next_batch(self) -> Tensor:
+        if self.index + self.batch_size > self.data.shape[0]:
+            self.epoch += 1
+            self.index = 0
+            self._perm = self._permutation(self.epoch)
+        idx = self._perm[self.index : self.index + self.batch_size]
+        self.index += self.batch_size
+        return self.data[idx]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        idx = torch.randint(0, self.data.shape[0], (n,), generator=generator)
+        return self.data[idx.to(self.data.device)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self._perm = self._permutation(self.epoch)

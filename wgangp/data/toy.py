@@ -1,0 +1,175 @@
+"""The paper's toy distributions, sampled on the fly, and point sets from files.
+
+Scales follow the official ``gan_toy.py``: the 8-Gaussian ring has centres at radius 2
+and std 0.02, the 25-Gaussian grid spacing 2 and std 0.05, each divided by the same
+constant as the official script (√2 and 2√2), and the Swiss roll is sklearn's
+``make_swiss_roll(noise=0.25)`` projected on (x, z) and divided by 7.5.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wgangp.data.base import DataSource, TensorSource
+from wgangp.errors import ConfigError, DataError
+
+
+def ring_modes(k: int = 8, radius: float = 2.0) -> Tensor:
+    angles = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
+    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).float() * radius
+
+
+def grid_modes(side: int = 5, spacing: float = 2.0) -> Tensor:
+    r = (torch.arange(side, dtype=torch.float32) - (side - 1) / 2) * spacing
+    xx, yy = torch.meshgrid(r, r, indexing="ij")
+    return torch.stack([xx.flatten(), yy.flatten()], dim=1)
+
+
+class MixtureOfGaussians(DataSource):
+    """Isotropic Gaussians of equal weight around fixed centres, sampled on the device."""
+
+    def __init__(
+        self, modes: Tensor, std: float, batch_size: int, device: torch.device, seed: int
+    ) -> None:
+        self.modes = modes.to(device)
+        self.mode_std = std
+        self.sample_shape = (modes.shape[1],)
+        self.batch_size = batch_size
+        self.device = device
+        self.rng = torch.Generator(device=device).manual_seed(seed)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        g = generator if generator is not None else self.rng
+        dev = g.device
+        k = torch.randint(0, self.modes.shape[0], (n,), generator=g, device=dev)
+        noise = torch.randn(n, self.modes.shape[1], generator=g, device=dev)
+        return (self.modes.to(dev)[k] + self.mode_std * noise).to(self.device)
+
+    def next_batch(self) -> Tensor:
+        return self.sample(self.batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.set_state(state["rng"])
+
+
+class SwissRoll(DataSource):
+    """sklearn's Swiss roll, 2-D projection, as in the official toy script."""
+
+    def __init__(self, batch_size: int, device: torch.device, seed: int, noise: float = 0.25):
+        self.sample_shape = (2,)
+        self.batch_size = batch_size
+        self.device = device
+        self.noise = noise
+        self.rng = torch.Generator(device=device).manual_seed(seed)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        g = generator if generator is not None else self.rng
+        dev = g.device
+        t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g, device=dev))
+        xy = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1)
+        xy = xy + self.noise * torch.randn(n, 2, generator=g, device=dev)
+        return (xy / 7.5).to(self.device)
+
+    def next_batch(self) -> Tensor:
+        return self.sample(self.batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.set_state(state["rng"])
+
+
+def load_points(path: str | Path) -> Tensor:
+    """An N×D float array from ``.npy`` or ``.csv`` (comma separated, optional header)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(
+            f"dataset.path={str(path)!r}: no such file; give the path of a .npy or .csv "
+            "file holding an N×D array of points"
+        )
+    try:
+        if p.suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif p.suffix in (".csv", ".txt"):
+            with open(p, newline="") as f:
+                rows = [r for r in csv.reader(f) if r]
+            try:
+                float(rows[0][0])
+            except (ValueError, IndexError):
+                rows = rows[1:]  # header line
+            arr = np.array(rows, dtype=np.float64)
+        else:
+            raise DataError(
+                f"dataset.path={str(path)!r}: unsupported file type {p.suffix!r} "
+                "(allowed: .npy, .csv)"
+            )
+    except DataError:
+        raise
+    except Exception as e:  # malformed file: report it, never a traceback
+        raise DataError(f"dataset.path={str(path)!r}: cannot read an N×D array: {e}") from e
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(
+            f"dataset.path={str(path)!r}: expected an N×D array of points, got shape {arr.shape}"
+        )
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise DataError(f"dataset.path={str(path)!r}: {bad} rows hold NaN or Inf; clean the file")
+    return torch.from_numpy(arr.astype(np.float32))
+
+
+class PointsFile(TensorSource):
+    """Points from a file, with optional known modes for the mode metrics."""
+
+    def __init__(self, cfg: Any, batch_size: int, device: torch.device, seed: int) -> None:
+        if not cfg.path:
+            raise ConfigError(
+                "dataset.path", cfg.path, "a .npy or .csv file", "e.g. dataset.path=points.npy"
+            )
+        super().__init__(load_points(cfg.path).to(device), batch_size, seed, name=str(cfg.path))
+        if cfg.modes is not None:
+            modes = torch.as_tensor(np.asarray(cfg.modes, dtype=np.float32))
+            if modes.ndim != 2 or modes.shape[1] != self.sample_shape[0]:
+                raise ConfigError(
+                    "dataset.modes",
+                    cfg.modes,
+                    f"a list of K points of dimension {self.sample_shape[0]}",
+                )
+            self.modes = modes.to(device)
+            if cfg.mode_std is None or cfg.mode_std <= 0:
+                raise ConfigError(
+                    "dataset.mode_std", cfg.mode_std, "a positive float when dataset.modes is set"
+                )
+            self.mode_std = float(cfg.mode_std)
+
+
+def build_toy(cfg: Any, batch_size: int, device: torch.device, seed: int) -> DataSource:
+    name = cfg.name
+    if name == "gaussians8":
+        scale = cfg.scale if cfg.scale is not None else 2.0
+        std = cfg.noise if cfg.noise is not None else 0.02
+        return MixtureOfGaussians(
+            ring_modes(8, scale) / 1.414, std / 1.414, batch_size, device, seed
+        )
+    if name == "gaussians25":
+        scale = cfg.scale if cfg.scale is not None else 2.0
+        std = cfg.noise if cfg.noise is not None else 0.05
+        return MixtureOfGaussians(grid_modes(5, scale) / 2.828, std / 2.828, batch_size, device, seed)
+    if name == "swissroll":
+        return SwissRoll(batch_size, device, seed, cfg.noise if cfg.noise is not None else 0.25)
+    if name == "points":
+        return PointsFile(cfg, batch_size, device, seed)
+    raise KeyError(name)
+
+
+TOY_DATASETS = ("gaussians8", "gaussians25", "swissroll", "points")

@@ -1,0 +1,133 @@
+r"""The WGAN-GP objective as pure functions (Gulrajani et al. 2017, Algorithm 1).
+
+With critic :math:`D`, real samples :math:`x \sim P_r` and generated samples
+:math:`\tilde x = G(z) \sim P_g`:
+
+.. math::
+
+    L_D = \mathbb{E}[D(\tilde x)] - \mathbb{E}[D(x)]
+          + \lambda\,\mathbb{E}_{\hat x}\big[(\lVert\nabla_{\hat x} D(\hat x)\rVert_2 - 1)^2\big],
+    \qquad \hat x = \epsilon x + (1-\epsilon)\tilde x,\ \epsilon \sim U[0, 1]
+
+    L_G = -\mathbb{E}[D(G(z))]
+
+:math:`\epsilon` is drawn once per sample and broadcast over every non-batch
+dimension; the gradient norm is taken per sample over every non-batch dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+# sqrt has an infinite derivative at 0 (and ‖g‖ = g/‖g‖ is 0/0 there). Clamping the
+# squared norm at the smallest normal float keeps the forward value ≈ 0 (1e-19) and
+# makes the backward exactly 0 for a zero gradient instead of NaN.
+_TINY = torch.finfo(torch.float32).tiny
+
+
+def interpolation_weights(
+    batch_size: int,
+    ndim: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """ε ~ U[0, 1], one per sample, shaped ``(N, 1, ..., 1)`` to broadcast over ``ndim - 1`` dims."""
+    shape = (batch_size,) + (1,) * (ndim - 1)
+    return torch.rand(shape, device=device, dtype=dtype, generator=generator)
+
+
+def interpolate(real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:
+    """x̂ = ε·x + (1 − ε)·x̃ (``eps`` broadcasts per sample)."""
+    if real.shape != fake.shape:
+        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} differ in shape")
+    return fake + eps * (real - fake)
+
+
+def per_sample_norm(grad: Tensor) -> Tensor:
+    """‖g_i‖₂ over all non-batch dims, in fp32, finite gradient at g = 0."""
+    sq = grad.float().pow(2).flatten(1).sum(dim=1)
+    return sq.clamp_min(_TINY).sqrt()
+
+
+def penalty_from_norm(norm: Tensor, target: float = 1.0, one_sided: bool = False) -> Tensor:
+    """E[(‖g‖ − target)²], or E[max(0, ‖g‖ − target)²] when one-sided."""
+    dev = norm - target
+    if one_sided:
+        dev = dev.clamp_min(0.0)
+    return dev.pow(2).mean()
+
+
+class PenaltyResult(NamedTuple):
+    penalty: Tensor  # scalar, not yet multiplied by λ
+    grad_norm: Tensor  # (N,) per-sample ‖∇D(x̂)‖₂
+    critic_out: Tensor  # D(x̂), (N,) or (N, 1)
+
+
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    *,
+    target: float = 1.0,
+    one_sided: bool = False,
+    eps: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    output_scale: Tensor | float | None = None,
+) -> PenaltyResult:
+    r"""Gradient penalty of ``critic`` at random interpolates of ``real`` and ``fake``.
+
+    Args:
+        critic: maps a batch ``(N, ...)`` to scores ``(N,)`` or ``(N, 1)``.
+        real, fake: batches of equal shape; ``fake`` should be detached from G.
+        target: the norm the penalty pulls towards (1 in the paper).
+        one_sided: penalise only norms above ``target``.
+        eps: interpolation weights ``(N, 1, ..., 1)``; drawn from U[0, 1] if None.
+        generator: RNG for ``eps``.
+        output_scale: multiply the outputs before differentiating and divide the
+            gradients after (fp16 loss scaling, PyTorch's AMP "gradient penalty"
+            recipe) so small gradients do not underflow; the result is unchanged.
+
+    Returns:
+        :class:`PenaltyResult` with the mean penalty (differentiable w.r.t. the
+        critic's parameters through ``create_graph=True``), the per-sample norms and
+        :math:`D(\hat x)`.
+    """
+    if eps is None:
+        eps = interpolation_weights(
+            real.shape[0], real.dim(), device=real.device, dtype=real.dtype, generator=generator
+        )
+    # x̂ must be a non-leaf requiring grad: the penalty differentiates D with respect
+    # to its input, and x̂ itself must not carry gradient back into G or the data.
+    x_hat = interpolate(real.detach(), fake.detach(), eps).requires_grad_(True)
+    out = critic(x_hat)
+    scaled = out if output_scale is None else out * output_scale
+    (grad,) = torch.autograd.grad(
+        outputs=scaled.sum(),  # samples are independent: ∂ΣD/∂x̂_i = ∂D(x̂_i)/∂x̂_i
+        inputs=x_hat,
+        create_graph=True,
+    )
+    if output_scale is not None:
+        grad = grad / output_scale
+    norm = per_sample_norm(grad)
+    return PenaltyResult(penalty_from_norm(norm, target, one_sided), norm, out)
+
+
+def wasserstein_estimate(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """E[D(x)] − E[D(x̃)]: the critic's estimate of W(P_r, P_g)."""
+    return d_real.float().mean() - d_fake.float().mean()
+
+
+def critic_loss(d_real: Tensor, d_fake: Tensor, penalty: Tensor, lam: float) -> Tensor:
+    """L_D = E[D(x̃)] − E[D(x)] + λ·penalty."""
+    return d_fake.float().mean() - d_real.float().mean() + lam * penalty
+
+
+def generator_loss(d_fake: Tensor) -> Tensor:
+    """L_G = −E[D(G(z))]."""
+    return -d_fake.float().mean()
