@@ -100,6 +100,8 @@ def _rename_field(cls: type, old: str, new: str) -> None:
     f.name = new
     fields[new] = f
     cls.__annotations__[new] = cls.__annotations__.pop(old)
+    # instances (default_factory) are read with getattr(obj, new)
+    setattr(cls, new, property(lambda self: getattr(self, old)))
 
 
 _rename_field(GPConfig, "lambda_", "lambda")
@@ -147,12 +149,6 @@ def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="wgangp_schema", node=Config)
-    for group, node in (
-        ("dataset", DatasetConfig),
-        ("critic", CriticConfig),
-        ("generator", GeneratorConfig),
-    ):
-        cs.store(group=group, name=f"{group}_schema", node=node)
 
 
 def schema_keys(cls: type = Config, prefix: str = "") -> list[str]:

@@ -1,0 +1,25 @@
+# make install: the package, its test/lint tools and PyTorch into the active Python
+# make test:    the fast test suite (what CI runs); make test-slow: the long tests
+PYTHON ?= python3
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install test test-slow lint bench train clean
+
+install:
+	$(PYTHON) -m pip install $(TORCH_PINS)
+	$(PYTHON) -m pip install -e ".[dev,metrics,sweep]"
+
+test:
+	$(PYTHON) -m pytest -q
+
+test-slow:
+	$(PYTHON) -m pytest -q -m slow
+
+lint:
+	$(PYTHON) -m ruff check wgangp tests scripts
+
+train:
+	wgangp-train
+
+clean:
+	rm -rf outputs multirun build dist *.egg-info

@@ -1,0 +1,176 @@
+"""Checkpoints: atomic writes, safe loads, rotation, and finding the one to resume from.
+
+A checkpoint is a plain dict of tensors and primitives (no pickled classes), written
+with ``torch.save`` to a temporary file in the same directory, fsynced and renamed over
+the target, so a crash or a full disk leaves either the old file or the new one, never
+half of one. Loading always uses ``torch.load(weights_only=True)``: a file carrying
+code is refused, not executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wgangp.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "wgangp-checkpoint"
+VERSION = 1
+LAST = "last.pt"
+BEST = "best.pt"
+_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600 files; give the checkpoint the user's usual permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a wgangp checkpoint; every failure is a :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle, code in the pickle, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            problem = (
+                "refused by the safe loader (weights_only=True): it holds Python objects "
+                f"or code, not a wgangp checkpoint ({first[:200]})"
+            )
+        else:
+            problem = f"unreadable: truncated or corrupted ({type(e).__name__}: {first[:200]})"
+        raise CheckpointError(path, problem) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(path, "not a wgangp checkpoint (no 'format: wgangp-checkpoint' field)")
+    version = ckpt.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(
+            path,
+            f"written in format version {version}, newer than this wgangp reads ({VERSION}); "
+            "upgrade wgangp",
+        )
+    return ckpt
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A run directory → its ``checkpoints/last.pt``; a file → itself."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for cand in (p / "checkpoints" / LAST, p / LAST):
+            if cand.is_file():
+                return cand
+        raise CheckpointError(p, f"directory holds no checkpoints/{LAST}")
+    if not p.exists():
+        raise CheckpointError(p, "no such file or directory")
+    return p
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint file belongs to."""
+    checkpoint = checkpoint.resolve()
+    parent = checkpoint.parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+def step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """``step_*.pt`` files in ``ckpt_dir``, newest step first."""
+    out = []
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.iterdir():
+            m = _STEP_RE.match(p.name)
+            if m:
+                out.append((int(m.group(1)), p))
+    return sorted(out, reverse=True)
+
+
+def latest_good_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest loadable checkpoint of a run (``resume=auto``), skipping bad ones with a warning.
+
+    Candidates: ``last.pt`` and every ``step_*.pt``, ordered by the step they hold.
+    """
+    ckpt_dir = run_dir / "checkpoints"
+    cands = [p for _, p in step_checkpoints(ckpt_dir)]
+    if (ckpt_dir / LAST).is_file():
+        cands.insert(0, ckpt_dir / LAST)
+    good: list[tuple[int, Path, dict[str, Any]]] = []
+    for p in cands:
+        try:
+            ck = load_checkpoint(p)
+        except CheckpointError as e:
+            log.warning("resume=auto: skipping %s", e)
+            continue
+        good.append((int(ck.get("step", 0)), p, ck))
+    if not good:
+        return None
+    step, p, ck = max(good, key=lambda t: t[0])
+    return p, ck
+
+
+class CheckpointManager:
+    """Writes ``last.pt`` and ``step_<N>.pt`` under ``run_dir/checkpoints``, keeping the newest k."""
+
+    def __init__(self, run_dir: Path, keep: int) -> None:
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep = keep
+
+    def save(self, state: dict[str, Any], step: int, *, step_file: bool = True) -> Path:
+        state = {"format": FORMAT, "version": VERSION, **state}
+        try:
+            if step_file and self.keep > 0:
+                atomic_save(state, self.dir / f"step_{step:07d}.pt")
+            atomic_save(state, self.dir / LAST)
+        except OSError as e:
+            raise CheckpointError(
+                self.dir,
+                f"cannot write a checkpoint at step {step} ({e.strerror or e}); "
+                "the previous checkpoint is intact — free disk space or fix permissions",
+            ) from None
+        self._prune()
+        return self.dir / LAST
+
+    def save_best(self, state: dict[str, Any]) -> Path:
+        atomic_save({"format": FORMAT, "version": VERSION, **state}, self.dir / BEST)
+        return self.dir / BEST
+
+    def _prune(self) -> None:
+        for _, p in step_checkpoints(self.dir)[max(self.keep, 0) :]:
+            with contextlib.suppress(OSError):
+                p.unlink()

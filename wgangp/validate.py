@@ -1,0 +1,116 @@
+"""Semantic checks of a composed config, run before any work starts.
+
+OmegaConf already refuses wrong types and unknown keys; these checks cover what a type
+cannot say. Each failure is a :class:`ConfigError` naming the key, the value and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+
+from wgangp.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+NAN_POLICIES = ("stop", "skip")
+CRITIC_NORMS = ("none", "layernorm", "instancenorm", "auto")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _finite(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(key, value, "a finite number")
+    return float(value)
+
+
+def _at_least(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(key, value, f"an integer ≥ {low}")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto|cpu|cuda|cuda:N`` → a device that exists here, or a ConfigError."""
+    if not isinstance(spec, str) or not _DEVICE_RE.match(spec):
+        raise ConfigError("trainer.device", spec, "auto | cpu | cuda | cuda:N")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.device",
+            spec,
+            "auto | cpu | cuda | cuda:N",
+            "CUDA is not available on this machine; use trainer.device=cpu (or auto)",
+        )
+    dev = torch.device(spec)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            "trainer.device",
+            spec,
+            f"cuda:0 … cuda:{torch.cuda.device_count() - 1} on this machine",
+        )
+    return dev
+
+
+def validate_optim(cfg: Any) -> None:
+    for who in ("critic", "generator"):
+        node = cfg.optim[who]
+        lr = _finite(f"optim.{who}.lr", node.lr)
+        if lr <= 0:
+            raise ConfigError(f"optim.{who}.lr", node.lr, "a number > 0", "e.g. 1e-4 (the paper's)")
+        betas = list(node.betas)
+        if len(betas) != 2:
+            raise ConfigError(
+                f"optim.{who}.betas", betas, "two numbers [β1, β2]", "e.g. [0.0, 0.9] (the paper's)"
+            )
+        for i, b in enumerate(betas):
+            if not 0.0 <= _finite(f"optim.{who}.betas", b) < 1.0:
+                raise ConfigError(f"optim.{who}.betas[{i}]", b, "0 ≤ β < 1")
+
+
+def validate(cfg: Any) -> torch.device:
+    """Check ``cfg``; return the training device. Raises :class:`ConfigError`."""
+    lam = _finite("gp.lambda", cfg.gp["lambda"])
+    if lam < 0:
+        raise ConfigError("gp.lambda", cfg.gp["lambda"], "a number ≥ 0", "the paper uses 10")
+    if _finite("gp.target", cfg.gp.target) < 0:
+        raise ConfigError("gp.target", cfg.gp.target, "a number ≥ 0", "the paper uses 1")
+    validate_optim(cfg)
+    t = cfg.trainer
+    _at_least("trainer.n_critic", t.n_critic, 1)
+    _at_least("trainer.batch_size", t.batch_size, 1)
+    _at_least("trainer.steps", t.steps, 0)
+    _at_least("trainer.log_every", t.log_every, 1)
+    _at_least("trainer.sample_every", t.sample_every, 0)
+    _at_least("trainer.ckpt_every", t.ckpt_every, 0)
+    _at_least("trainer.keep_checkpoints", t.keep_checkpoints, 0)
+    _at_least("trainer.max_nan_skips", t.max_nan_skips, 0)
+    if t.precision not in PRECISIONS:
+        raise ConfigError("trainer.precision", t.precision, " | ".join(PRECISIONS))
+    if t.nan_policy not in NAN_POLICIES:
+        raise ConfigError("trainer.nan_policy", t.nan_policy, " | ".join(NAN_POLICIES))
+    if t.ema.decay is not None and not 0.0 < _finite("trainer.ema.decay", t.ema.decay) < 1.0:
+        raise ConfigError(
+            "trainer.ema.decay", t.ema.decay, "null (off) or 0 < decay < 1", "e.g. 0.999"
+        )
+    norm = cfg.critic.norm
+    if norm == "batchnorm" or norm not in CRITIC_NORMS:
+        raise ConfigError(
+            "critic.norm",
+            norm,
+            " | ".join(n for n in CRITIC_NORMS),
+            "batch norm couples the samples of a batch, so the critic's gradient at one "
+            "interpolate depends on the others and the per-sample penalty no longer "
+            "constrains a 1-Lipschitz function (Gulrajani et al. 2017, §4); use layernorm",
+        )
+    device = resolve_device(t.device)
+    if t.precision in ("fp16",) and device.type != "cuda":
+        raise ConfigError(
+            "trainer.precision", t.precision, "fp32 | bf16 on CPU", "fp16 needs a CUDA device"
+        )
+    return device
