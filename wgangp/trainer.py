@@ -73,9 +73,11 @@ class Trainer:
             )
         # one RNG for latents and interpolation weights, on the device (no host sync)
         self.rng = torch.Generator(device=device).manual_seed(t.seed + 1)
-        z_dim = self.generator.z_dim
+        # fixed latents make pictures comparable over time; their own RNG keeps
+        # picture-taking from shifting the training stream (bitwise resume)
+        n_fixed = 1024 if len(shape) == 1 else 64
         self.fixed_z = torch.randn(
-            64, z_dim, generator=torch.Generator().manual_seed(t.seed + 2)
+            n_fixed, self.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 2)
         ).to(device)
         self.step = 0
         self.nan_skips = 0
@@ -231,10 +233,7 @@ class Trainer:
         g.train(was_training)
         out = self.run_dir / "samples"
         if fake.dim() == 2:
-            n = 1024
-            g.eval()
-            fake = torch.cat([fake, g(self.noise(n - fake.shape[0])).float()])
-            g.train(was_training)
+            n = fake.shape[0]
             real = self.data.sample(n, generator=torch.Generator(self.device).manual_seed(0))
             fig = scatter_figure(fake, real, self.critic, title=f"step {self.step}")
             save_figure(fig, out / f"step_{self.step:07d}.png")

@@ -1,0 +1,58 @@
+"""Shared helpers: run the real CLI in a subprocess, compose configs in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from wgangp.config import register_configs
+from wgangp.train import config_dir, register_resolvers
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: a tiny, fast toy run (seconds on 2 cores)
+TINY = [
+    "critic.dim=32",
+    "generator.dim=32",
+    "trainer.batch_size=64",
+    "trainer.progress=false",
+    "trainer.log_every=5",
+]
+
+
+def cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None, check: bool = False):
+    """``wgangp-train ARGS`` as a user runs it (``python -m wgangp.train``)."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wgangp.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def compose_cfg(*overrides: str):
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    # keep runs reproducible and stop tests fighting over the 2 cores
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
