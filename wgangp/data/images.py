@@ -60,9 +60,7 @@ LSUN_CATEGORIES = (
     "tower",
 )
 MNIST_FILES = tuple(
-    f"{part}-{kind}-ubyte"
-    for part in ("train", "t10k")
-    for kind in ("images-idx3", "labels-idx1")
+    f"{part}-{kind}-ubyte" for part in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")
 )
 CELEBA_TEXT_FILES = (
     "list_eval_partition.txt",
@@ -106,9 +104,7 @@ def _missing_error(name: str, root: Path, layout: Layout, missing: list[str], ca
     return msg + (f" ({cause})" if cause else "")
 
 
-def _open_error(
-    name: str, root: Path, layout: Layout, download: bool, err: Exception
-) -> DataError:
+def _open_error(name: str, root: Path, layout: Layout, download: bool, err: Exception) -> DataError:
     """The DataError for a torchvision data set that could not be opened."""
     missing = [r for r in layout.required if not (root / r).exists()]
     cause = f"download failed: {type(err).__name__}: {err}" if download else ""
@@ -213,8 +209,7 @@ def open_cifar10(cfg: Any) -> Any:
 CELEBA_LAYOUT = Layout(
     required=("celeba/img_align_celeba", *(f"celeba/{f}" for f in CELEBA_TEXT_FILES)),
     expected=(
-        "root/celeba/img_align_celeba/*.jpg with root/celeba/"
-        f"{{{', '.join(CELEBA_TEXT_FILES)}}}"
+        f"root/celeba/img_align_celeba/*.jpg with root/celeba/{{{', '.join(CELEBA_TEXT_FILES)}}}"
     ),
     holder="celeba/",
 )
