@@ -1,0 +1,133 @@
+"""Any directory of images, loaded with PIL (the ``image_folder`` data set).
+
+Discovery: every file under ``dataset.root``, recursively (class sub-folders or not,
+nested at any depth, symlinked folders followed once), whose extension is one of
+:data:`IMAGE_EXTENSIONS`, case-insensitive. Hidden files and folders (``.name``) are
+skipped. Paths are sorted, so the index of an image, hence the training order for a
+given seed, does not depend on the file system's listing order.
+
+Undecodable files, policy:
+
+1. At start-up every file is opened *lazily* with PIL (header only, no pixel
+   decoding, in a few threads): files PIL cannot identify (not an image, empty, a
+   truncated header, a macOS ``._`` resource fork, ...) are dropped, with ONE warning
+   giving their count and the first few paths. If none is left, :class:`DataError`.
+2. A file whose header is fine but whose pixels fail to decode (truncated data) is
+   found only when loaded: it is replaced by the next decodable image in index order
+   (deterministic, so the batch keeps its size and a resumed run sees the same
+   images), with one warning per bad file per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from wgangp.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+#: how many bad paths a warning lists
+SHOW_BAD = 5
+#: how many following images a load tries before giving up on a run of bad files
+MAX_FALLBACK = 32
+
+
+def find_images(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursive, sorted, hidden entries skipped)."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop or a folder linked twice
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(Path(dirpath) / f)
+    return sorted(found)
+
+
+def _identifiable(path: Path) -> bool:
+    try:
+        with Image.open(path) as img:
+            return img.size[0] > 0 and img.size[1] > 0
+    except Exception:  # any failure to identify the file: it is not usable
+        return False
+
+
+def _bad_files_message(bad: list[Path], total: int, root: Path) -> str:
+    shown = ", ".join(str(p) for p in bad[:SHOW_BAD])
+    more = f" and {len(bad) - SHOW_BAD} more" if len(bad) > SHOW_BAD else ""
+    return f"{len(bad)} of {total} image files under {root} cannot be decoded: {shown}{more}"
+
+
+def scan_images(root: Path, threads: int = 8) -> list[Path]:
+    """The decodable-looking images under ``root``; see the module docstring."""
+    if not root.is_dir():
+        raise DataError(
+            f"image_folder: dataset.root={str(root)!r} is not a directory; point "
+            "dataset.root= to a folder of images (sub-folders allowed)"
+        )
+    paths = find_images(root)
+    if not paths:
+        raise DataError(
+            f"image_folder: no image files under dataset.root={str(root)!r} (looked "
+            f"recursively for {', '.join(IMAGE_EXTENSIONS)}); point dataset.root= to a "
+            "folder of images"
+        )
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        ok = list(pool.map(_identifiable, paths))
+    good = [p for p, k in zip(paths, ok, strict=True) if k]
+    bad = [p for p, k in zip(paths, ok, strict=True) if not k]
+    if not good:
+        raise DataError(
+            "image_folder: " + _bad_files_message(bad, len(paths), root) + "; none is usable"
+        )
+    if bad:
+        log.warning("%s; skipping them", _bad_files_message(bad, len(paths), root))
+    return good
+
+
+class ImageFolderImages(Dataset):
+    """The images of a folder as ``(PIL image, 0)`` items, like a torchvision data set."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        self.paths = scan_images(self.root)
+        self._warned: set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _open(self, path: Path) -> Image.Image:
+        img = Image.open(path)
+        try:
+            img.load()
+        except Exception:
+            img.close()
+            raise
+        return img
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        n = len(self.paths)
+        for k in range(min(n, MAX_FALLBACK)):
+            path = self.paths[(index + k) % n]
+            try:
+                return self._open(path), 0
+            except Exception as e:  # undecodable pixels: use the next image instead
+                if path not in self._warned:
+                    self._warned.add(path)
+                    log.warning("cannot decode %s (%s); using the next image instead", path, e)
+        raise DataError(
+            f"image_folder: {min(n, MAX_FALLBACK)} images in a row from {self.paths[index]} "
+            f"on cannot be decoded under {self.root}; check the files"
+        )

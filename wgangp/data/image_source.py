@@ -1,0 +1,329 @@
+"""Resumable, deterministic streams of images for any map-style image data set.
+
+The pieces, from the file on disk to the batch on the device:
+
+* :class:`ImageTransform` turns one PIL image into a ``(C, H, W)`` ``uint8`` tensor:
+  channel conversion, crop, resize. It is a plain picklable object, so DataLoader
+  workers can run it.
+* :class:`ImageItems` wraps a data set whose items are ``(PIL image, target)`` (every
+  torchvision data set) and is indexed by ``(index, augmentation_seed)`` pairs, so the
+  randomness of an augmentation travels with the index instead of living in a worker's
+  global RNG. A random crop is therefore the same whichever worker (or no worker) loads
+  the image, and the same again after a resume.
+* :class:`EpochSampler` yields those pairs in the order of epoch ``e``'s permutation,
+  derived from ``(seed, e)`` exactly as :class:`~wgangp.data.base.TensorSource` does,
+  starting at any offset, so a resumed stream never loads the images it skips.
+* :class:`ImageSource` is the :class:`~wgangp.data.base.DataSource`: a DataLoader over
+  the sampler, endless, with state ``(epoch, index)``.
+* :class:`ByteTensorSource` is the ``dataset.on_device=true`` fast path: the whole set
+  held once on the device as ``uint8`` (4× smaller than float) and scaled per batch.
+
+Batches travel as ``uint8`` through workers, pinned memory and the host→device copy,
+and are scaled to float32 in ``[-1, 1]`` (``x / 127.5 - 1``: 0 → -1, 255 → +1) on the
+device.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from wgangp.data.base import DataSource, TensorSource
+from wgangp.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CROPS = ("center", "resize", "random")
+MODES = {1: "L", 3: "RGB"}
+_MASK64 = (1 << 64) - 1
+
+
+def to_unit_range(batch: Tensor) -> Tensor:
+    """``uint8`` images → float32 in ``[-1, 1]`` (0 ↦ -1, 255 ↦ +1)."""
+    return batch.float().div_(127.5).sub_(1.0)
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def mix_seed(*parts: int) -> int:
+    """A well-spread 63-bit seed from integers (platform- and process-independent)."""
+    h = 0
+    for p in parts:
+        h = _splitmix64(h ^ (p & _MASK64))
+    return h >> 1
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """Epoch ``epoch``'s order of ``n`` items; the same formula as TensorSource."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """PIL image → ``(channels, size, size)`` ``uint8`` tensor.
+
+    ``crop`` policies (all end with a bicubic resize to ``size × size``, skipped when
+    the image already has that size):
+
+    * ``center``: crop the largest centred square (side = the short side), then
+      resize. Keeps the aspect ratio; on CelebA's aligned 178×218 faces this is the
+      usual 178×178 centre crop.
+    * ``resize``: resize the whole image, ignoring its aspect ratio (no pixel lost,
+      shapes stretched).
+    * ``random``: crop a square of the short side at a uniformly random position,
+      then resize. The position comes from the per-item augmentation seed, so it is
+      reproducible given ``trainer.seed`` and changes from epoch to epoch.
+
+    Channels: the image is first converted with PIL to ``"L"`` (1 channel; RGB uses
+    ITU-R 601-2 luma) or ``"RGB"`` (3 channels; grey is replicated). Palette, alpha
+    and CMYK images convert too (alpha is dropped). 16-bit grey images are clipped to
+    255 by PIL's conversion: convert them to 8 bit beforehand.
+    """
+
+    size: int
+    channels: int
+    crop: str = "center"
+
+    def __call__(self, img: Image.Image, aug_seed: int = 0) -> Tensor:
+        mode = MODES[self.channels]
+        if img.mode != mode:
+            img = img.convert(mode)
+        w, h = img.size
+        if self.crop != "resize" and w != h:
+            side = min(w, h)
+            if self.crop == "random":
+                rng = random.Random(aug_seed)
+                left, top = rng.randint(0, w - side), rng.randint(0, h - side)
+            else:
+                left, top = (w - side) // 2, (h - side) // 2
+            img = img.crop((left, top, left + side, top + side))
+        if img.size != (self.size, self.size):
+            img = img.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        arr = np.asarray(img, dtype=np.uint8)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageItems(Dataset):
+    """A data set of ``(PIL image, target)`` items, indexed by ``(index, aug_seed)``.
+
+    Targets are dropped: WGAN-GP is unconditional. The image file (if the base data
+    set opened one lazily, as CelebA does) is closed once transformed.
+    """
+
+    def __init__(self, base: Any, transform: ImageTransform) -> None:
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, item: tuple[int, int]) -> Tensor:
+        index, aug_seed = item
+        img = self.base[index][0]
+        try:
+            return self.transform(img, aug_seed)
+        finally:
+            img.close()
+
+
+class EpochSampler(Sampler):
+    """``(index, aug_seed)`` pairs of epoch ``epoch``'s permutation from position ``start``.
+
+    ``epoch`` and ``start`` are plain attributes: the source sets them before each
+    ``iter(loader)``, which also works with persistent workers because a DataLoader
+    iterates its sampler in the main process.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self.epoch, self.start = 0, 0
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        perm = epoch_permutation(self.n, self.seed, self.epoch).tolist()
+        for pos in range(self.start, self.n):
+            yield perm[pos], mix_seed(self.seed, self.epoch, pos)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed ``random`` and NumPy in a worker from its torch seed (itself from the loader's
+    seeded generator), for any third-party code that draws from them. Our own
+    augmentation does not: its seeds come with the indices."""
+    del worker_id
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
+def _check_loadable(items: ImageItems, name: str) -> None:
+    """Decode the first item now, so a broken data set fails before training starts."""
+    try:
+        items[(0, 0)]
+    except DataError:
+        raise
+    except Exception as e:  # a file the data set lists but cannot decode, etc.
+        raise DataError(f"{name}: cannot load its first image: {type(e).__name__}: {e}") from e
+
+
+def load_items(
+    items: ImageItems, pairs: list[tuple[int, int]], num_workers: int, batch: int = 256
+) -> Tensor:
+    """The images of ``pairs`` as one ``(len(pairs), C, H, W)`` ``uint8`` CPU tensor."""
+    if not pairs:
+        return torch.empty(0, dtype=torch.uint8)
+    if num_workers == 0 or len(pairs) <= batch:
+        return torch.stack([items[p] for p in pairs])
+    loader = DataLoader(
+        items,
+        batch_size=batch,
+        sampler=pairs,  # type: ignore[arg-type]
+        num_workers=num_workers,
+        worker_init_fn=seed_worker,
+    )
+    return torch.cat(list(loader))
+
+
+class ImageSource(DataSource):
+    """Endless, resumable batches of images from a map-style data set via a DataLoader.
+
+    State: ``epoch`` and ``index``, the position in that epoch's permutation of the
+    next batch's first image (a sample offset, like TensorSource, so it stays valid if
+    the batch size changes on resume). Incomplete last batches are dropped. Workers
+    are persistent: one pool serves every epoch.
+    """
+
+    def __init__(
+        self,
+        items: ImageItems,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        num_workers: int = 0,
+        name: str = "data",
+    ) -> None:
+        n = len(items)
+        if n < batch_size:
+            raise DataError(
+                f"{name} has {n} images, fewer than one batch "
+                f"(trainer.batch_size={batch_size}); lower trainer.batch_size or add images"
+            )
+        self.items, self.name = items, name
+        self.batch_size, self.device, self.seed = batch_size, device, seed
+        self.num_workers = num_workers
+        self.sample_shape = (items.transform.channels, items.transform.size, items.transform.size)
+        self.epoch, self.index = 0, 0
+        self._pin = device.type == "cuda"
+        self._sampler = EpochSampler(n, seed)
+        self._loader: DataLoader | None = None
+        self._iter: Iterator[Tensor] | None = None
+        _check_loadable(items, name)
+
+    def describe(self) -> str:
+        return f"{self.name}: {len(self.items)} images of shape {self.sample_shape}"
+
+    def _make_loader(self) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            self.items,
+            batch_size=self.batch_size,
+            sampler=self._sampler,
+            num_workers=workers,
+            pin_memory=self._pin,
+            drop_last=True,
+            worker_init_fn=seed_worker if workers else None,
+            generator=torch.Generator().manual_seed(self.seed),
+            persistent_workers=workers > 0,
+            prefetch_factor=2 if workers else None,
+        )
+
+    def _start(self) -> Iterator[Tensor]:
+        if self.index + self.batch_size > len(self.items):
+            self.epoch, self.index = self.epoch + 1, 0
+        self._sampler.epoch, self._sampler.start = self.epoch, self.index
+        if self._loader is None:
+            self._loader = self._make_loader()
+        return iter(self._loader)
+
+    def next_batch(self) -> Tensor:
+        if self._iter is None:
+            self._iter = self._start()
+        batch = next(self._iter, None)
+        if batch is None:  # epoch exhausted: the next starts at its beginning
+            self.epoch, self.index = self.epoch + 1, 0
+            self._iter = self._start()
+            batch = next(self._iter)
+        self.index += self.batch_size
+        return to_unit_range(batch.to(self.device, non_blocking=self._pin))
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` images (without replacement when ``n`` ≤ the set's size), loaded apart
+        from the training stream, whose position they leave unchanged."""
+        total = len(self.items)
+        dev = generator.device if generator is not None else torch.device("cpu")
+        if n <= total:
+            idx = torch.randperm(total, generator=generator, device=dev)[:n]
+        else:
+            idx = torch.randint(0, total, (n,), generator=generator, device=dev)
+        seeds = torch.randint(0, 2**62, (n,), generator=generator, device=dev)
+        pairs = list(zip(idx.tolist(), seeds.tolist(), strict=True))
+        return to_unit_range(load_items(self.items, pairs, self.num_workers).to(self.device))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self._iter = None  # the next batch restarts the sampler at (epoch, index)
+
+
+class ByteTensorSource(TensorSource):
+    """TensorSource over ``uint8`` images held on the device, scaled per batch."""
+
+    def next_batch(self) -> Tensor:
+        return to_unit_range(super().next_batch())
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return to_unit_range(super().sample(n, generator))
+
+
+def load_on_device(
+    items: ImageItems, batch_size: int, device: torch.device, seed: int, num_workers: int, name: str
+) -> ByteTensorSource:
+    """Decode the whole set once (fixed crops) into a ``uint8`` tensor on ``device``."""
+    n = len(items)
+    c, s = items.transform.channels, items.transform.size
+    need = n * c * s * s
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if need > 0.8 * free:
+            raise DataError(
+                f"{name}: dataset.on_device=true needs {need / 2**30:.1f} GiB on {device} "
+                f"but only {free / 2**30:.1f} GiB is free; set dataset.on_device=false"
+            )
+    log.info("loading %d images (%.1f MiB) of %s onto %s", n, need / 2**20, name, device)
+    if n < batch_size:  # fail before decoding everything
+        raise DataError(
+            f"{name} has {n} images, fewer than one batch "
+            f"(trainer.batch_size={batch_size}); lower trainer.batch_size or add images"
+        )
+    data = load_items(items, [(i, 0) for i in range(n)], num_workers).to(device)
+    return ByteTensorSource(data, batch_size, seed, name=name)

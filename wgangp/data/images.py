@@ -1,0 +1,323 @@
+"""Real image data sets: ``mnist``, ``fashion_mnist``, ``cifar10``, ``celeba``, ``lsun``,
+``image_folder``.
+
+The five named sets use torchvision's own classes and on-disk layouts under
+``dataset.root`` (so a copy torchvision downloaded once is found again), with
+``dataset.download=true`` passed through to torchvision where it can download.
+``image_folder`` is any folder of images (:mod:`wgangp.data.image_folder`).
+
+Every image becomes a float32 ``(dataset.channels, dataset.image_size,
+dataset.image_size)`` tensor in ``[-1, 1]``; see :class:`~wgangp.data.image_source.
+ImageTransform` for the channel conversion and the ``dataset.crop`` policies, and
+:class:`~wgangp.data.image_source.ImageSource` for the resumable stream.
+
+A missing, incomplete or unreadable data set fails in :func:`wgangp.data.build_data`,
+before any training, with a :class:`DataError` that names the expected layout and the
+two ways to fix it (``dataset.download=true``, or ``dataset.root=`` pointing to the
+right directory). torchvision's own ``RuntimeError("Dataset not found or
+corrupted...")`` is translated into that message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision import datasets as tvd
+
+from wgangp.data import register_dataset
+from wgangp.data.base import DataSource
+from wgangp.data.image_folder import ImageFolderImages
+from wgangp.data.image_source import (
+    CROPS,
+    MODES,
+    ImageItems,
+    ImageSource,
+    ImageTransform,
+    load_on_device,
+)
+from wgangp.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+#: torchvision's LSUN scene categories
+LSUN_CATEGORIES = (
+    "bedroom",
+    "bridge",
+    "church_outdoor",
+    "classroom",
+    "conference_room",
+    "dining_room",
+    "kitchen",
+    "living_room",
+    "restaurant",
+    "tower",
+)
+MNIST_FILES = tuple(
+    f"{part}-{kind}-ubyte" for part in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")
+)
+CELEBA_TEXT_FILES = (
+    "list_eval_partition.txt",
+    "identity_CelebA.txt",
+    "list_attr_celeba.txt",
+    "list_bbox_celeba.txt",
+    "list_landmarks_align_celeba.txt",
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a data set needs on disk, relative to ``dataset.root``.
+
+    ``required``: paths that must exist; ``expected``: the same in words, for messages;
+    ``holder``: the folder ``dataset.root`` must contain; ``downloadable``: whether
+    torchvision can fetch it.
+    """
+
+    required: tuple[str, ...]
+    expected: str
+    holder: str
+    downloadable: bool = True
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _missing_error(name: str, root: Path, layout: Layout, missing: list[str], cause: str) -> str:
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    fixes = (
+        f"set dataset.download=true to download it into dataset.root, or point dataset.root= "
+        f"to the directory that holds {layout.holder}"
+        if layout.downloadable
+        else f"point dataset.root= to the directory that holds {layout.holder}"
+    )
+    msg = (
+        f"{name}: data set not found or incomplete: expected {layout.expected} under "
+        f"dataset.root={str(root)!r} ({root.resolve()}); missing: {shown}. Fix: {fixes}"
+    )
+    return msg + (f" ({cause})" if cause else "")
+
+
+def _open_error(name: str, root: Path, layout: Layout, download: bool, err: Exception) -> DataError:
+    """The DataError for a torchvision data set that could not be opened."""
+    missing = [r for r in layout.required if not (root / r).exists()]
+    cause = f"download failed: {type(err).__name__}: {err}" if download else ""
+    if missing:
+        return DataError(_missing_error(name, root, layout, missing, cause))
+    if isinstance(err, RuntimeError) and "corrupt" in str(err):
+        return DataError(
+            f"{name}: the files of {layout.expected} are present under dataset.root="
+            f"{str(root)!r} but fail torchvision's checksum check (corrupt, partial or a "
+            f"different release). Fix: delete them and set dataset.download=true, or point "
+            f"dataset.root= to an intact copy"
+        )
+    return DataError(
+        f"{name}: cannot read the data set under dataset.root={str(root)!r} "
+        f"(expected {layout.expected}): {type(err).__name__}: {err}"
+    )
+
+
+def _open_torchvision(
+    name: str, cfg: Any, layout: Layout, factory: Callable[[str, bool], Any]
+) -> Any:
+    """``factory(root, download)``, with every failure turned into a DataError."""
+    root = Path(str(cfg.root)).expanduser()
+    try:
+        return factory(str(root), bool(cfg.download))
+    except Exception as e:  # torchvision: RuntimeError, OSError, unpickling, parsing...
+        raise _open_error(name, root, layout, bool(cfg.download), e) from e
+
+
+# --------------------------------------------------------------------------- config
+
+
+SPLITS: dict[str, tuple[str, ...]] = {
+    "mnist": ("train", "test"),
+    "fashion_mnist": ("train", "test"),
+    "cifar10": ("train", "test"),
+    "celeba": ("train", "valid", "test", "all"),
+    "lsun": ("train", "val"),
+}
+
+
+def validate_image_config(cfg: Any) -> None:
+    """Refuse image keys whose values no image data set accepts."""
+    if cfg.channels not in MODES:
+        raise ConfigError("dataset.channels", cfg.channels, "1 (grey) or 3 (RGB)")
+    if cfg.image_size < 4:
+        raise ConfigError("dataset.image_size", cfg.image_size, "an integer ≥ 4")
+    if cfg.crop not in CROPS:
+        raise ConfigError("dataset.crop", cfg.crop, " | ".join(CROPS))
+    if cfg.num_workers < 0:
+        raise ConfigError("dataset.num_workers", cfg.num_workers, "an integer ≥ 0 (0: no workers)")
+    splits = SPLITS.get(cfg.name)
+    if splits is not None and cfg.split not in splits:
+        raise ConfigError("dataset.split", cfg.split, f"for {cfg.name}: {' | '.join(splits)}")
+    if cfg.on_device and cfg.crop == "random":
+        raise ConfigError(
+            "dataset.crop",
+            cfg.crop,
+            "center | resize with dataset.on_device=true",
+            "on_device decodes every image once, so a random crop would be frozen; use "
+            "dataset.crop=center, or dataset.on_device=false to keep random crops",
+        )
+
+
+# --------------------------------------------------------------------------- openers
+
+
+def _mnist_like(cls: type, folder: str) -> Callable[[Any], Any]:
+    layout = Layout(
+        required=tuple(f"{folder}/raw/{f}" for f in MNIST_FILES),
+        expected=f"root/{folder}/raw/{{{', '.join(MNIST_FILES)}}} (uncompressed idx files)",
+        holder=f"{folder}/",
+    )
+
+    def open_(cfg: Any) -> Any:
+        return _open_torchvision(
+            cfg.name, cfg, layout, lambda r, d: cls(r, train=cfg.split == "train", download=d)
+        )
+
+    return open_
+
+
+CIFAR10_LAYOUT = Layout(
+    required=tuple(
+        f"cifar-10-batches-py/{f}"
+        for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+    ),
+    expected="root/cifar-10-batches-py/data_batch_1..5, test_batch and batches.meta",
+    holder="cifar-10-batches-py/",
+)
+
+
+def open_cifar10(cfg: Any) -> Any:
+    return _open_torchvision(
+        "cifar10",
+        cfg,
+        CIFAR10_LAYOUT,
+        lambda r, d: tvd.CIFAR10(r, train=cfg.split == "train", download=d),
+    )
+
+
+CELEBA_LAYOUT = Layout(
+    required=("celeba/img_align_celeba", *(f"celeba/{f}" for f in CELEBA_TEXT_FILES)),
+    expected=(
+        f"root/celeba/img_align_celeba/*.jpg with root/celeba/{{{', '.join(CELEBA_TEXT_FILES)}}}"
+    ),
+    holder="celeba/",
+)
+
+
+def _check_celeba_images(ds: Any, root: Path) -> None:
+    """torchvision only checks that the image folder exists: check the split's files."""
+    folder = root / "celeba" / "img_align_celeba"
+    present = set(os.listdir(folder))
+    absent = [f for f in ds.filename if f not in present]
+    if absent:
+        raise DataError(
+            _missing_error(
+                "celeba",
+                root,
+                CELEBA_LAYOUT,
+                [f"celeba/img_align_celeba/{f}" for f in absent],
+                f"{len(absent)} of the {len(ds.filename)} images that list_eval_partition.txt "
+                f"puts in split {ds.split!r} are absent: an incomplete extraction?",
+            )
+        )
+    if not ds.filename:
+        raise DataError(f"celeba: split {ds.split!r} is empty in list_eval_partition.txt")
+
+
+def open_celeba(cfg: Any) -> Any:
+    ds = _open_torchvision(
+        "celeba",
+        cfg,
+        CELEBA_LAYOUT,
+        lambda r, d: tvd.CelebA(r, split=cfg.split, target_type=[], download=d),
+    )
+    _check_celeba_images(ds, Path(str(cfg.root)).expanduser())
+    return ds
+
+
+def _require_lmdb() -> None:
+    try:
+        importlib.import_module("lmdb")
+    except ImportError as e:
+        raise DataError(
+            "lsun: reading LSUN needs the optional 'lmdb' package; install it with "
+            "`pip install wgangp[lsun]` (or `pip install lmdb`)"
+        ) from e
+
+
+def open_lsun(cfg: Any) -> Any:
+    """torchvision's LSUN for ``{category}_{split}``.
+
+    Note: torchvision caches each database's key list in a file ``_cache_<root>`` in the
+    current working directory (its own behaviour, not configurable).
+    """
+    if cfg.category not in LSUN_CATEGORIES:
+        raise ConfigError("dataset.category", cfg.category, " | ".join(LSUN_CATEGORIES))
+    if cfg.download:
+        raise ConfigError(
+            "dataset.download",
+            True,
+            "false for lsun",
+            "torchvision cannot download LSUN; fetch it with the LSUN project's "
+            "download.py and unzip it into dataset.root",
+        )
+    _require_lmdb()
+    db = f"{cfg.category}_{cfg.split}_lmdb"
+    layout = Layout(
+        required=(db,),
+        expected=f"root/{db}/ (an LMDB database: data.mdb, lock.mdb)",
+        holder=f"{db}/",
+        downloadable=False,
+    )
+    return _open_torchvision(
+        "lsun", cfg, layout, lambda r, d: tvd.LSUN(r, classes=[f"{cfg.category}_{cfg.split}"])
+    )
+
+
+def open_image_folder(cfg: Any) -> Any:
+    if cfg.download:
+        raise ConfigError(
+            "dataset.download",
+            True,
+            "false for image_folder",
+            "an image folder is yours to provide: point dataset.root= to it",
+        )
+    return ImageFolderImages(str(cfg.root))
+
+
+OPENERS: dict[str, Callable[[Any], Any]] = {
+    "mnist": _mnist_like(tvd.MNIST, "MNIST"),
+    "fashion_mnist": _mnist_like(tvd.FashionMNIST, "FashionMNIST"),
+    "cifar10": open_cifar10,
+    "celeba": open_celeba,
+    "lsun": open_lsun,
+    "image_folder": open_image_folder,
+}
+
+
+# --------------------------------------------------------------------------- builder
+
+
+def build_images(cfg: Any, batch_size: int, device: torch.device, seed: int) -> DataSource:
+    """The DataSource for an image data set config (see the module docstring)."""
+    validate_image_config(cfg)
+    base = OPENERS[cfg.name](cfg)
+    items = ImageItems(base, ImageTransform(cfg.image_size, cfg.channels, cfg.crop))
+    if cfg.on_device:
+        return load_on_device(items, batch_size, device, seed, cfg.num_workers, cfg.name)
+    return ImageSource(items, batch_size, device, seed, cfg.num_workers, name=cfg.name)
+
+
+for _name in OPENERS:
+    register_dataset(_name)(build_images)
