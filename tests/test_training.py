@@ -1,0 +1,143 @@
+"""The trainer does the right thing: updates move the losses the right way, toy data is right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY, compose_cfg
+from wgangp.data import build_data
+from wgangp.errors import DataError
+from wgangp.trainer import Trainer
+from wgangp.validate import validate
+
+
+def make_trainer(tmp_path, *overrides):
+    cfg = compose_cfg(*TINY, *overrides)
+    return Trainer(cfg, tmp_path, validate(cfg))
+
+
+def test_one_critic_step_widens_the_gap_and_one_generator_step_closes_it(tmp_path):
+    """Real at (+1, +1), fakes at (−1, −1): D must learn to score real above fake,
+    then G must move its samples towards where D scores high."""
+    tr = make_trainer(tmp_path, "optim.critic.lr=1e-2", "optim.generator.lr=1e-2", "gp.lambda=0")
+    real = torch.ones(64, 2)
+    fake = -torch.ones(64, 2)
+    with torch.no_grad():
+        gap_before = (tr.critic(real) - tr.critic(fake)).mean().item()
+    stats = tr.critic_step(real, fake)
+    with torch.no_grad():
+        gap_after = (tr.critic(real) - tr.critic(fake)).mean().item()
+    assert gap_after > gap_before
+    assert stats["wasserstein"].item() == pytest.approx(gap_before, rel=1e-5)
+
+    torch.manual_seed(0)
+    z = torch.randn(512, tr.generator.z_dim)
+    with torch.no_grad():
+        score_before = tr.critic(tr.generator(z)).mean().item()
+    critic_params = [p.detach().clone() for p in tr.critic.parameters()]
+    tr.generator_step()
+    with torch.no_grad():
+        score_after = tr.critic(tr.generator(z)).mean().item()
+    assert score_after > score_before  # L_G = −E[D(G(z))] went down
+    # the generator step leaves the critic alone, and its grads stay enabled after
+    for p, q in zip(tr.critic.parameters(), critic_params):
+        assert torch.equal(p, q) and p.requires_grad
+
+
+def test_a_train_step_does_n_critic_updates_on_fresh_batches(tmp_path):
+    tr = make_trainer(tmp_path, "trainer.n_critic=3")
+    seen = []
+    orig = tr.data.next_batch
+    tr.data.next_batch = lambda: seen.append(orig()) or seen[-1]
+    c_steps, g_steps = [], []
+    tr.opt_c.register_step_post_hook(lambda *a: c_steps.append(1))
+    tr.opt_g.register_step_post_hook(lambda *a: g_steps.append(1))
+    tr.train_step()
+    assert len(c_steps) == 3 and len(g_steps) == 1 and len(seen) == 3
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+
+
+def test_training_is_deterministic_on_cpu(tmp_path):
+    a, b = make_trainer(tmp_path / "a"), make_trainer(tmp_path / "b")
+    for _ in range(3):
+        a.train_step()
+        b.train_step()
+    for p, q in zip(a.generator.parameters(), b.generator.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(
+    "name,k,radius,std",
+    [("gaussians8", 8, 2 / 1.414, 0.02 / 1.414), ("gaussians25", 25, None, 0.05 / 2.828)],
+)
+def test_toy_mixtures_match_the_official_scales(name, k, radius, std):
+    cfg = compose_cfg(f"dataset={name}")
+    src = build_data(cfg.dataset, 256, torch.device("cpu"), seed=0)
+    assert src.modes.shape == (k, 2) and src.mode_std == pytest.approx(std)
+    if radius:
+        assert torch.allclose(src.modes.norm(dim=1), torch.full((k,), radius))
+    else:
+        assert src.modes.max().item() == pytest.approx(4 / 2.828)
+    x = torch.cat([src.next_batch() for _ in range(40)])
+    d, nearest = torch.cdist(x, src.modes).min(dim=1)
+    assert (d < 4 * std).float().mean() > 0.999
+    counts = torch.bincount(nearest, minlength=k).float()
+    assert counts.min() > 0.5 * counts.mean()  # equal weights
+
+
+def test_swissroll_shape_and_scale():
+    cfg = compose_cfg("dataset=swissroll")
+    x = build_data(cfg.dataset, 512, torch.device("cpu"), seed=0).next_batch()
+    r = x.norm(dim=1)
+    assert x.shape == (512, 2) and 0.4 < r.min() < 0.9 and 1.6 < r.max() < 2.2
+
+
+def test_points_file_npy_and_csv(tmp_path):
+    pts = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    np.save(tmp_path / "p.npy", pts)
+    np.savetxt(tmp_path / "p.csv", pts, delimiter=",", header="x,y,z", comments="")
+    for f in ("p.npy", "p.csv"):
+        cfg = compose_cfg("dataset=points", f"dataset.path={tmp_path / f}")
+        src = build_data(cfg.dataset, 32, torch.device("cpu"), seed=0)
+        batch = src.next_batch()
+        assert batch.shape == (32, 3)
+        assert any(torch.allclose(batch[0], torch.from_numpy(p), atol=1e-6) for p in pts)
+
+
+@pytest.mark.parametrize(
+    "array,needle",
+    [
+        (np.array([[0.0, 1.0], [np.nan, 2.0]] * 40), "1 rows hold NaN or Inf"),
+        (np.zeros((10, 2, 2)), "expected an N×D array of points, got shape (10, 2, 2)"),
+        (np.zeros((10, 2)), "has 10 samples, fewer than one batch (trainer.batch_size=32)"),
+    ],
+)
+def test_bad_points_files_are_refused(tmp_path, array, needle):
+    if np.isnan(array).any():
+        array = np.concatenate([array[:1]] * 0 + [array[:2]], axis=0)
+    np.save(tmp_path / "bad.npy", array)
+    cfg = compose_cfg("dataset=points", f"dataset.path={tmp_path / 'bad.npy'}")
+    with pytest.raises(DataError) as e:
+        build_data(cfg.dataset, 32, torch.device("cpu"), seed=0)
+    assert needle in str(e.value)
+
+
+def nearest_mode_counts(trainer: Trainer, n: int = 2000) -> torch.Tensor:
+    with torch.no_grad():
+        x = trainer.generator(torch.randn(n, trainer.generator.z_dim))
+    d, k = torch.cdist(x, trainer.data.modes).min(dim=1)
+    close = d < 0.25  # a quarter of the way to the next mode on the ring (spacing ≈ 1.08)
+    return torch.bincount(k[close], minlength=trainer.data.modes.shape[0])
+
+
+def test_toy_paper_run_covers_all_8_modes(tmp_path):
+    """A short run of the official toy settings spreads its samples over all 8 modes."""
+    torch.set_num_threads(2)
+    cfg = compose_cfg("experiment=toy_paper", "dataset=gaussians8", "trainer.progress=false")
+    tr = Trainer(cfg, tmp_path, validate(cfg))
+    for _ in range(400):
+        tr.train_step()
+    counts = nearest_mode_counts(tr)
+    assert (counts > 0.02 * 2000).all(), counts.tolist()
