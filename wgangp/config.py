@@ -52,7 +52,11 @@ class CriticConfig:
     dim: int = 512
     depth: int = 3
     activation: str = "relu"
+    # none | layernorm | instancenorm | auto (conv critics: the architecture's default
+    # for the image size); batchnorm is refused, it breaks the per-sample penalty
     norm: str = "none"
+    # weight init of conv critics: tflib (the official code's) | dcgan (U, std 0.02) | pytorch
+    init: str = "tflib"
 
 
 @dataclass
@@ -63,8 +67,9 @@ class GeneratorConfig:
     dim: int = 512
     depth: int = 3
     activation: str = "relu"
-    norm: str = "none"
+    norm: str = "none"  # conv generators: batchnorm | none | layernorm | instancenorm
     z_dim: int = 2
+    init: str = "tflib"  # as critic.init
 
 
 @dataclass

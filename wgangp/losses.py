@@ -37,7 +37,7 @@ def interpolation_weights(
     dtype: torch.dtype = torch.float32,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """ε ~ U[0, 1], one per sample, shaped ``(N, 1, ..., 1)`` to broadcast over ``ndim - 1`` dims."""
+    """ε ~ U[0, 1], one per sample, shaped ``(N, 1, ..., 1)`` to broadcast over the rest."""
     shape = (batch_size,) + (1,) * (ndim - 1)
     return torch.rand(shape, device=device, dtype=dtype, generator=generator)
 

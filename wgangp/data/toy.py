@@ -164,7 +164,9 @@ def build_toy(cfg: Any, batch_size: int, device: torch.device, seed: int) -> Dat
     if name == "gaussians25":
         scale = cfg.scale if cfg.scale is not None else 2.0
         std = cfg.noise if cfg.noise is not None else 0.05
-        return MixtureOfGaussians(grid_modes(5, scale) / 2.828, std / 2.828, batch_size, device, seed)
+        return MixtureOfGaussians(
+            grid_modes(5, scale) / 2.828, std / 2.828, batch_size, device, seed
+        )
     if name == "swissroll":
         return SwissRoll(batch_size, device, seed, cfg.noise if cfg.noise is not None else 0.25)
     if name == "points":

@@ -32,7 +32,9 @@ def activation(group: str, name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def mlp(in_dim: int, out_dim: int, width: int, depth: int, act: Any, norm: str = "none") -> nn.Sequential:
+def mlp(
+    in_dim: int, out_dim: int, width: int, depth: int, act: Any, norm: str = "none"
+) -> nn.Sequential:
     """``depth`` hidden layers of ``width`` units, then a linear output layer."""
     layers: list[nn.Module] = []
     d = in_dim

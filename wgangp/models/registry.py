@@ -40,7 +40,10 @@ def register_generator(name: str) -> Callable[[Builder], Builder]:
 def _lookup(table: dict[str, Builder], group: str, name: str) -> Builder:
     if name not in table:
         raise ConfigError(
-            f"{group}.name", name, f"one of {sorted(table)}", f"pick an existing {group} architecture"
+            f"{group}.name",
+            name,
+            f"one of {sorted(table)}",
+            f"pick an existing {group} architecture",
         )
     return table[name]
 

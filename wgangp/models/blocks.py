@@ -1,0 +1,297 @@
+r"""Building blocks shared by the convolutional critics and generators.
+
+Everything here is a small ``nn.Module`` or a function that makes one, so that
+:mod:`wgangp.models.dcgan` and :mod:`wgangp.models.resnet` read as a list of layers.
+
+Weight initialisation (``init=tflib``, the default)
+----------------------------------------------------
+The official code (``tflib/ops/{linear,conv2d,deconv2d}.py``) draws every weight from
+a *uniform* distribution :math:`U(-\sigma\sqrt3, \sigma\sqrt3)` (standard deviation
+:math:`\sigma`) and sets every bias to zero. :math:`\sigma` depends on the layer type
+and on a per-layer choice between "he" and "glorot":
+
+* convolution, kernel :math:`k`, stride :math:`s`:
+  :math:`\text{fan}_\text{in} = C_\text{in} k^2`,
+  :math:`\text{fan}_\text{out} = C_\text{out} k^2 / s^2`;
+* transposed convolution (always stride 2 there):
+  :math:`\text{fan}_\text{in} = C_\text{in} k^2 / s^2`,
+  :math:`\text{fan}_\text{out} = C_\text{out} k^2`;
+* for both: he → :math:`\sigma = \sqrt{4 / (\text{fan}_\text{in} + \text{fan}_\text{out})}`,
+  glorot → :math:`\sigma = \sqrt{2 / (\text{fan}_\text{in} + \text{fan}_\text{out})}`;
+* linear: glorot (tflib's default, used by every image model) →
+  :math:`\sigma = \sqrt{2 / (n_\text{in} + n_\text{out})}`; he → :math:`\sqrt{2 / n_\text{in}}`.
+
+Convolutions default to he; the official models ask for glorot on the 1×1 residual
+shortcuts and on a few input/output convolutions (each use site says which).
+``init=dcgan`` reproduces ``gan_64x64.py``'s DCGAN pair, which overrides all of this
+with :math:`\sigma = 0.02` (still uniform); ``init=pytorch`` keeps PyTorch's defaults.
+Normalisation layers start at scale 1, offset 0 in every scheme.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wgangp.errors import ConfigError
+
+ActFactory = Callable[[], nn.Module]
+
+INIT_SCHEMES = ("tflib", "dcgan", "pytorch")
+CRITIC_NORMS = ("none", "layernorm", "instancenorm", "auto")
+GENERATOR_NORMS = ("batchnorm", "none", "layernorm", "instancenorm")
+
+# Same wording as wgangp.validate, so the refusal reads the same from either place.
+BATCHNORM_FIX = (
+    "batch norm couples the samples of a batch, so the critic's gradient at one "
+    "interpolate depends on the others and the per-sample penalty no longer "
+    "constrains a 1-Lipschitz function (Gulrajani et al. 2017, §4); use layernorm"
+)
+
+# ---------------------------------------------------------------------------- init
+
+_INIT_ATTR = "_tflib_init"  # "he" | "glorot", read by init_weights
+
+
+def tag(layer: nn.Module, kind: str) -> nn.Module:
+    """Mark ``layer`` for he or glorot init under ``init=tflib`` (returns ``layer``)."""
+    assert kind in ("he", "glorot")
+    setattr(layer, _INIT_ATTR, kind)
+    return layer
+
+
+def tflib_std(layer: nn.Module) -> float:
+    """The standard deviation tflib would give ``layer``'s weight (see module docstring)."""
+    kind = getattr(layer, _INIT_ATTR, None)
+    if isinstance(layer, nn.Linear):
+        n_in, n_out = layer.in_features, layer.out_features
+        return math.sqrt(2.0 / n_in) if kind == "he" else math.sqrt(2.0 / (n_in + n_out))
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+        k2 = layer.kernel_size[0] * layer.kernel_size[1]
+        s2 = layer.stride[0] * layer.stride[1]
+        if isinstance(layer, nn.ConvTranspose2d):
+            fan_in, fan_out = layer.in_channels * k2 / s2, layer.out_channels * k2
+        else:
+            fan_in, fan_out = layer.in_channels * k2, layer.out_channels * k2 / s2
+        gain = 2.0 if kind == "glorot" else 4.0  # convs default to he
+        return math.sqrt(gain / (fan_in + fan_out))
+    raise TypeError(f"no tflib init for {type(layer).__name__}")
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, scheme: str) -> nn.Module:
+    """Initialise every linear/conv layer of ``model`` with ``scheme`` (in place)."""
+    if scheme == "pytorch":
+        return model
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            std = 0.02 if scheme == "dcgan" else tflib_std(m)
+            bound = std * math.sqrt(3.0)  # U(-a, a) has std a/√3
+            m.weight.uniform_(-bound, bound)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and m.affine:
+            m.weight.fill_(1.0)
+            m.bias.zero_()
+    return model
+
+
+def check_init(group: str, scheme: str) -> str:
+    if scheme not in INIT_SCHEMES:
+        raise ConfigError(f"{group}.init", scheme, " | ".join(INIT_SCHEMES))
+    return scheme
+
+
+# ---------------------------------------------------------------------------- layers
+
+
+def conv(c_in: int, c_out: int, k: int, *, init: str = "he", bias: bool = True) -> nn.Conv2d:
+    """k×k stride-1 convolution that keeps H×W (tflib's 'SAME' padding for odd k)."""
+    return tag(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=bias), init)  # type: ignore[return-value]
+
+
+class LayerNorm2d(nn.GroupNorm):
+    """Layer norm of a conv feature map: statistics over (C, H, W) of *each sample*.
+
+    The official ``Layernorm(name, [1, 2, 3], x)`` normalises over all non-batch axes
+    and learns one scale and offset per channel, which is exactly ``GroupNorm`` with
+    a single group (ε = 1e-5 in both). One sample's output never depends on another's,
+    so the critic stays a per-sample function and the gradient penalty stays valid.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(1, channels, eps=1e-5, affine=True)
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """A 2-D normalisation of ``channels`` feature maps (``none`` → identity)."""
+    if kind == "none":
+        return nn.Identity()
+    if kind == "layernorm":
+        return LayerNorm2d(channels)
+    if kind == "instancenorm":
+        # per sample and channel over H×W; affine so it can undo the normalisation
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "batchnorm":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(kind)  # builders validate before getting here
+
+
+class MeanPool(nn.Module):
+    """2×2 average pooling (the official code's sum of the four strided slices / 4)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, 2)
+
+
+class Upsample(nn.Module):
+    """2× nearest-neighbour up-sampling.
+
+    The official ``UpsampleConv`` concatenates four copies of the channels and applies
+    ``depth_to_space(2)``, which copies each pixel into a 2×2 block: nearest neighbour.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block: ``shortcut(x) + F(x)``.
+
+    ``F = conv2 ∘ act ∘ norm2 ∘ conv1 ∘ act ∘ norm1`` with 3×3 convolutions; the
+    resampling (``up``: nearest 2×, ``down``: 2×2 mean pool) sits *before* ``conv1``
+    when going up and *after* ``conv2`` when going down, as in the official
+    ``UpsampleConv`` / ``ConvMeanPool``. Shapes: ``(N, c_in, H, W) → (N, c_out, H', W')``
+    with ``H' = 2H`` (up), ``H/2`` (down) or ``H``.
+
+    The shortcut is the identity when nothing changes shape, otherwise a 1×1
+    convolution (glorot init) applied after up-sampling or after mean pooling (for a
+    1×1 conv, pooling before or after gives the same result, so the official
+    ``ConvMeanPool`` shortcut of the CIFAR model and ``MeanPoolConv`` one of the 64×64
+    model are the same function; pooling first is cheaper).
+
+    Channel plan (official): ``up``: conv1 c_in→c_out, conv2 c_out→c_out; ``down`` and
+    none: conv1 c_in→c_in, conv2 c_in→c_out. ``conv1_bias=False`` reproduces the 64×64
+    model, whose first convolution has no bias (a norm follows it).
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        resample: str | None,
+        norm: str,
+        act: ActFactory,
+        *,
+        conv1_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if resample not in (None, "up", "down"):
+            raise ValueError(resample)
+        mid = c_out if resample == "up" else c_in
+        self.norm1 = norm_layer(norm, c_in)
+        self.act1 = act()
+        self.up = Upsample() if resample == "up" else nn.Identity()
+        self.conv1 = conv(c_in, mid, 3, bias=conv1_bias)
+        self.norm2 = norm_layer(norm, mid)
+        self.act2 = act()
+        self.conv2 = conv(mid, c_out, 3)
+        self.down = MeanPool() if resample == "down" else nn.Identity()
+        self.shortcut: nn.Module
+        if c_in == c_out and resample is None:
+            self.shortcut = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(
+                Upsample() if resample == "up" else nn.Identity(),
+                MeanPool() if resample == "down" else nn.Identity(),
+                conv(c_in, c_out, 1, init="glorot"),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(self.up(self.act1(self.norm1(x))))
+        h = self.down(self.conv2(self.act2(self.norm2(h))))
+        return self.shortcut(x) + h
+
+
+class OptimizedDownBlock(nn.Module):
+    """The CIFAR critic's first block (official ``OptimizedResBlockDisc1``).
+
+    ``MeanPool(conv1x1(x)) + MeanPool(conv3x3(act(conv3x3(x))))``: no pre-activation
+    on raw pixels and no normalisation. ``(N, c_in, H, W) → (N, c_out, H/2, W/2)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, act: ActFactory) -> None:
+        super().__init__()
+        self.conv1 = conv(c_in, c_out, 3)
+        self.act = act()
+        self.conv2 = conv(c_out, c_out, 3)
+        self.pool = MeanPool()
+        self.shortcut = nn.Sequential(MeanPool(), conv(c_in, c_out, 1, init="glorot"))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shortcut(x) + self.pool(self.conv2(self.act(self.conv1(x))))
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check_image_shape(
+    sample_shape: tuple[int, ...], allowed_sizes: tuple[int, ...], arch: str
+) -> tuple[int, int]:
+    """``(C, H, W)`` with ``H == W`` in ``allowed_sizes`` → ``(C, H)``, else ConfigError."""
+    allowed = " | ".join(str(s) for s in allowed_sizes)
+    if len(sample_shape) != 3:
+        raise ConfigError(
+            "dataset",
+            f"samples of shape {tuple(sample_shape)}",
+            "images (C, H, W)",
+            f"the {arch} architecture needs an image data set; use critic=mlp generator=mlp "
+            "for point data",
+        )
+    c, h, w = sample_shape
+    if c < 1:
+        raise ConfigError("dataset.channels", c, "an integer ≥ 1")
+    if h != w or h not in allowed_sizes:
+        raise ConfigError(
+            "dataset.image_size",
+            h if h == w else f"{h}x{w}",
+            allowed,
+            f"the {arch} architecture supports square images of these sizes",
+        )
+    return c, h
+
+
+def check_dim(group: str, dim: Any) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ConfigError(f"{group}.dim", dim, "an integer ≥ 1")
+    return dim
+
+
+def check_z_dim(z_dim: Any) -> int:
+    if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
+        raise ConfigError("generator.z_dim", z_dim, "an integer ≥ 1", "the paper uses 128")
+    return z_dim
+
+
+def critic_norm(norm: str, auto: str) -> str:
+    """Validate ``critic.norm``; ``auto`` becomes the architecture's default ``auto``."""
+    if norm == "batchnorm" or norm not in CRITIC_NORMS:
+        raise ConfigError("critic.norm", norm, " | ".join(CRITIC_NORMS), BATCHNORM_FIX)
+    return auto if norm == "auto" else norm
+
+
+def generator_norm(norm: str) -> str:
+    """Validate ``generator.norm`` (batch norm is fine in G: the penalty is on D only)."""
+    if norm not in GENERATOR_NORMS:
+        raise ConfigError("generator.norm", norm, " | ".join(GENERATOR_NORMS))
+    return norm
+
+
+def log2_stages(size: int) -> int:
+    """Number of 2× resampling stages between 4×4 and ``size``×``size``."""
+    return int(math.log2(size // 4))

@@ -1,0 +1,145 @@
+r"""The paper's DCGAN pair (official ``gan_cifar.py`` and ``gan_64x64.py`` "DCGAN").
+
+For an ``S×S`` image there are :math:`n = \log_2(S/4)` resampling stages (2 at 16,
+3 at 32 as in ``gan_cifar.py``, 4 at 64 as in ``gan_64x64.py``, 5 at 128). The width
+at a feature map of side :math:`r` is ``dim · S/(2r)``, so the 4×4 end carries
+``dim · 2^(n-1)`` channels (``4·dim`` at 32, ``8·dim`` at 64) and the ``S/2`` end
+carries ``dim``.
+
+Generator, ``(N, z_dim) → (N, C, S, S)``::
+
+    linear z → 4·4·dim·2^(n-1), reshape to (dim·2^(n-1), 4, 4), norm, ReLU
+    (n-1) × [5×5 stride-2 transposed conv halving channels, doubling H×W, norm, ReLU]
+    5×5 stride-2 transposed conv dim → C (S/2 → S), tanh
+
+Critic, ``(N, C, S, S) → (N,)``::
+
+    5×5 stride-2 conv C → dim (S → S/2), LeakyReLU(0.2)
+    (n-1) × [5×5 stride-2 conv doubling channels, halving H×W, norm, LeakyReLU(0.2)]
+    flatten dim·2^(n-1)·4·4 → linear → 1 (no sigmoid: a Wasserstein critic)
+
+Critic norm: ``gan_cifar.py`` drops the critic's batch norm in WGAN-GP mode (the
+default here, ``norm: none``); ``gan_64x64.py`` swaps it for layer norm over (C, H, W)
+(``critic.norm=layernorm``). Either way the norm is on every conv but the first.
+The generator keeps batch norm (the penalty only involves the critic). The official
+32×32 generator batch-normalises the linear output per feature (``BatchNorm1d``); here,
+as in the 64×64 one, it is per channel after the reshape.
+
+Padding: a 5×5 stride-2 conv with padding 2 (and a transposed one with padding 2,
+output padding 1) maps even ``H`` exactly to ``H/2`` (``2H``), like TensorFlow's
+'SAME'; TensorFlow pads (1, 2) instead of (2, 2) for the forward conv, a one-pixel
+shift that makes no difference to what the network can express.
+
+Init: ``init=tflib`` (default) is the CIFAR script's (He-style for every conv and
+transposed conv, Glorot for the linears; formulas in :mod:`wgangp.models.blocks`);
+``init=dcgan`` is the 64×64 script's uniform with standard deviation 0.02.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from wgangp.models.blocks import (
+    ActFactory,
+    check_dim,
+    check_image_shape,
+    check_init,
+    check_z_dim,
+    critic_norm,
+    generator_norm,
+    init_weights,
+    log2_stages,
+    norm_layer,
+    tag,
+)
+from wgangp.models.mlp import activation
+from wgangp.models.registry import register_critic, register_generator
+
+SIZES = (16, 32, 64, 128)
+KERNEL = 5  # every DCGAN conv in the official code is 5×5
+
+
+def _down(c_in: int, c_out: int) -> nn.Conv2d:
+    """5×5 stride-2 conv: (N, c_in, H, W) → (N, c_out, H/2, W/2)."""
+    return tag(nn.Conv2d(c_in, c_out, KERNEL, stride=2, padding=2), "he")  # type: ignore[return-value]
+
+
+def _up(c_in: int, c_out: int) -> nn.ConvTranspose2d:
+    """5×5 stride-2 transposed conv: (N, c_in, H, W) → (N, c_out, 2H, 2W)."""
+    layer = nn.ConvTranspose2d(c_in, c_out, KERNEL, stride=2, padding=2, output_padding=1)
+    return tag(layer, "he")  # type: ignore[return-value]
+
+
+class DCGANGenerator(nn.Module):
+    """G: N(0, I_{z_dim}) → [-1, 1]^{C×S×S}. See the module docstring for the layers."""
+
+    def __init__(
+        self, channels: int, size: int, dim: int, z_dim: int, norm: str, act: ActFactory
+    ) -> None:
+        super().__init__()
+        self.sample_shape = (channels, size, size)
+        self.z_dim = z_dim
+        n = log2_stages(size)
+        c = dim * 2 ** (n - 1)
+        self.top_channels = c
+        self.input = tag(nn.Linear(z_dim, 4 * 4 * c), "glorot")
+        self.input_act = nn.Sequential(norm_layer(norm, c), act())
+        layers: list[nn.Module] = []
+        for _ in range(n - 1):
+            layers += [_up(c, c // 2), norm_layer(norm, c // 2), act()]
+            c //= 2
+        layers += [_up(c, channels), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.input(z).view(z.shape[0], self.top_channels, 4, 4)
+        return self.body(self.input_act(h))
+
+
+class DCGANCritic(nn.Module):
+    """D: R^{C×S×S} → R, one linear score per sample (no sigmoid, no batch norm)."""
+
+    def __init__(self, channels: int, size: int, dim: int, norm: str, act: ActFactory) -> None:
+        super().__init__()
+        self.sample_shape = (channels, size, size)
+        n = log2_stages(size)
+        layers: list[nn.Module] = [_down(channels, dim), act()]
+        c = dim
+        for _ in range(n - 1):
+            layers += [_down(c, 2 * c), norm_layer(norm, 2 * c), act()]
+            c *= 2
+        self.body = nn.Sequential(*layers)
+        self.output = tag(nn.Linear(4 * 4 * c, 1), "glorot")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.output(self.body(x).flatten(1)).squeeze(1)
+
+
+@register_critic("dcgan")
+def build_dcgan_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
+    c, size = check_image_shape(sample_shape, SIZES, "dcgan")
+    dim = check_dim("critic", cfg.dim)
+    norm = critic_norm(cfg.norm, auto="none")
+    scheme = check_init("critic", getattr(cfg, "init", "tflib"))
+    act_name = cfg.activation
+    activation("critic", act_name)  # validate once, before building
+    model = DCGANCritic(c, size, dim, norm, lambda: activation("critic", act_name))
+    return init_weights(model, scheme)
+
+
+@register_generator("dcgan")
+def build_dcgan_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
+    c, size = check_image_shape(sample_shape, SIZES, "dcgan")
+    dim = check_dim("generator", cfg.dim)
+    z_dim = check_z_dim(cfg.z_dim)
+    norm = generator_norm(cfg.norm)
+    scheme = check_init("generator", getattr(cfg, "init", "tflib"))
+    act_name = cfg.activation
+    activation("generator", act_name)
+    model = DCGANGenerator(c, size, dim, z_dim, norm, lambda: activation("generator", act_name))
+    return init_weights(model, scheme)
+
+
+__all__ = ["DCGANCritic", "DCGANGenerator", "build_dcgan_critic", "build_dcgan_generator"]
