@@ -24,7 +24,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.linalg
+import scipy.special
 import torch
+from scipy.spatial.distance import cdist
 from torch import Tensor
 
 from wgangp.errors import MetricUnavailable
@@ -259,11 +261,11 @@ def _check_2d(x: Tensor, name: str, min_n: int = 1) -> Tensor:
 
 def feature_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
     """Mean ``μ`` (D,) and unbiased covariance ``Σ`` (D, D) of (N, D) features, float64."""
-    f = _check_2d(features, "features", min_n=2)
-    mu = f.mean(dim=0)
+    f = _check_2d(features, "features", min_n=2).numpy()
+    mu = f.mean(axis=0)
     c = f - mu
     sigma = c.T @ c / (f.shape[0] - 1)
-    return mu, sigma
+    return torch.from_numpy(mu), torch.from_numpy(sigma)
 
 
 def frechet_distance(
@@ -309,7 +311,7 @@ def fid_from_features(fake: Tensor, real: Tensor) -> float:
     return frechet_distance(*feature_statistics(fake), *feature_statistics(real))
 
 
-def _mmd2_unbiased(x: Tensor, y: Tensor) -> float:
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD² with ``k(a, b) = (a·b/d + 1)³`` (Bińkowski et al. 2018).
 
     ``(Σ_{i≠j} k(x_i,x_j) + Σ_{i≠j} k(y_i,y_j)) / (m(m−1)) − 2 Σ_{i,j} k(x_i,y_j) / m²``,
@@ -319,8 +321,8 @@ def _mmd2_unbiased(x: Tensor, y: Tensor) -> float:
     kxx = (x @ x.T / d + 1) ** 3
     kyy = (y @ y.T / d + 1) ** 3
     kxy = (x @ y.T / d + 1) ** 3
-    sxx = kxx.sum() - kxx.diagonal().sum()
-    syy = kyy.sum() - kyy.diagonal().sum()
+    sxx = kxx.sum() - np.trace(kxx)
+    syy = kyy.sum() - np.trace(kyy)
     return float((sxx + syy) / (m * (m - 1)) - 2 * kxy.sum() / (m * m))
 
 
@@ -339,7 +341,7 @@ def kid_from_features(
     The std is the population std (ddof 0) over subsets. Lower is better; values near
     0 (possibly slightly negative: the estimator is unbiased) mean equal distributions.
     """
-    x, y = _check_2d(fake, "fake", 2), _check_2d(real, "real", 2)
+    x, y = _check_2d(fake, "fake", 2).numpy(), _check_2d(real, "real", 2).numpy()
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature dimensions differ: {x.shape[1]} vs {y.shape[1]}")
     m = min(subset_size, x.shape[0], y.shape[0])
@@ -348,8 +350,8 @@ def kid_from_features(
     rng = np.random.RandomState(seed)
     mmds = np.empty(n_subsets)
     for i in range(n_subsets):
-        ix = torch.from_numpy(rng.choice(x.shape[0], m, replace=False))
-        iy = torch.from_numpy(rng.choice(y.shape[0], m, replace=False))
+        ix = rng.choice(x.shape[0], m, replace=False)
+        iy = rng.choice(y.shape[0], m, replace=False)
         mmds[i] = _mmd2_unbiased(x[ix], y[iy])
     return float(mmds.mean()), float(mmds.std())
 
@@ -363,37 +365,39 @@ def inception_score_from_logits(logits: Tensor, splits: int = 10) -> tuple[float
     original code. Ranges from 1 (uninformative or collapsed) to the number of
     classes. Higher is better.
     """
-    lg = _check_2d(logits, "logits")
+    lg = _check_2d(logits, "logits").numpy()
     n = lg.shape[0]
     s = max(1, min(splits, n))
-    logp = torch.log_softmax(lg, dim=1)
-    p = logp.exp()
+    logp = scipy.special.log_softmax(lg, axis=1)
+    p = np.exp(logp)
     scores = []
     for i in range(s):
         lo, hi = i * n // s, (i + 1) * n // s
         pc, lpc = p[lo:hi], logp[lo:hi]
-        log_py = torch.log(pc.mean(dim=0, keepdim=True))
-        kl = (pc * (lpc - log_py)).sum(dim=1).mean()
-        scores.append(float(kl.exp()))
+        log_py = np.log(pc.mean(axis=0, keepdims=True))
+        kl = (pc * (lpc - log_py)).sum(axis=1).mean()
+        scores.append(float(np.exp(kl)))
     arr = np.asarray(scores)
     return float(arr.mean()), float(arr.std())
 
 
-def _kth_nn_radius(x: Tensor, k: int, chunk: int) -> Tensor:
+def _kth_nn_radius(x: np.ndarray, k: int, chunk: int) -> np.ndarray:
     """Distance from each row of x to its k-th nearest other row (self excluded)."""
     out = []
-    for part in x.split(chunk):
-        d = torch.cdist(part, x)
-        out.append(d.kthvalue(k + 1, dim=1).values)  # the smallest (k=0) is the point itself
-    return torch.cat(out)
+    for lo in range(0, len(x), chunk):
+        d = cdist(x[lo : lo + chunk], x)
+        out.append(np.partition(d, k, axis=1)[:, k])  # index 0 is the point itself
+    return np.concatenate(out)
 
 
-def _inside_any_ball(query: Tensor, centres: Tensor, radii: Tensor, chunk: int) -> Tensor:
+def _inside_any_ball(
+    query: np.ndarray, centres: np.ndarray, radii: np.ndarray, chunk: int
+) -> np.ndarray:
     """For each query row: is it within ``radii[j]`` of some ``centres[j]``?"""
     out = []
-    for part in query.split(chunk):
-        out.append((torch.cdist(part, centres) <= radii.unsqueeze(0)).any(dim=1))
-    return torch.cat(out)
+    for lo in range(0, len(query), chunk):
+        out.append((cdist(query[lo : lo + chunk], centres) <= radii[None, :]).any(axis=1))
+    return np.concatenate(out)
 
 
 def precision_recall_from_features(
@@ -407,13 +411,13 @@ def precision_recall_from_features(
     samples inside the fake manifold (boundary included, ``≤``). Both in [0, 1],
     higher is better. Distances in float64, computed in row chunks of ``chunk``.
     """
-    x, y = _check_2d(fake, "fake", k + 1), _check_2d(real, "real", k + 1)
+    x, y = _check_2d(fake, "fake", k + 1).numpy(), _check_2d(real, "real", k + 1).numpy()
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature dimensions differ: {x.shape[1]} vs {y.shape[1]}")
     r_real = _kth_nn_radius(y, k, chunk)
     r_fake = _kth_nn_radius(x, k, chunk)
-    precision = _inside_any_ball(x, y, r_real, chunk).double().mean()
-    recall = _inside_any_ball(y, x, r_fake, chunk).double().mean()
+    precision = _inside_any_ball(x, y, r_real, chunk).mean()
+    recall = _inside_any_ball(y, x, r_fake, chunk).mean()
     return float(precision), float(recall)
 
 

@@ -14,15 +14,18 @@ Conventions (used by every function here):
   the histogram of the high-quality samples' mode assignments and ``p_real`` the true,
   uniform, distribution ``1/K``. See :func:`reverse_kl` for the epsilon convention.
 
-All arithmetic is done in float64 on the CPU; inputs may live on any device.
+All arithmetic is done in float64 with NumPy/SciPy on the CPU (single-threaded kernels,
+robust on a busy machine); inputs are tensors on any device.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
 from torch import Tensor
 
 #: sample sizes up to this use exact optimal transport, larger ones sliced Wasserstein
@@ -31,14 +34,10 @@ DEFAULT_N_STD = 3.0
 DEFAULT_KL_EPS = 1e-12
 
 
-def _f64(x: Tensor) -> Tensor:
-    return x.detach().to(device="cpu", dtype=torch.float64)
-
-
-def _check_points(x: Tensor, name: str) -> Tensor:
+def _check_points(x: Tensor, name: str) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"{name} must be an (N, D) tensor of points, got shape {tuple(x.shape)}")
-    return _f64(x)
+    return x.detach().to(device="cpu", dtype=torch.float64).numpy()
 
 
 def assign_modes(samples: Tensor, modes: Tensor) -> tuple[Tensor, Tensor]:
@@ -55,8 +54,9 @@ def assign_modes(samples: Tensor, modes: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError("modes is empty")
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.float64)
-    dist, idx = torch.cdist(x, m).min(dim=1)
-    return idx, dist
+    d = cdist(x, m)
+    idx = d.argmin(axis=1)
+    return torch.from_numpy(idx).long(), torch.from_numpy(d[np.arange(len(x)), idx])
 
 
 def mode_counts(
@@ -160,26 +160,26 @@ def wasserstein_exact(x: Tensor, y: Tensor) -> float:
         )
     if a.shape[0] == 0:
         raise ValueError("no samples")
-    cost = torch.cdist(a, b).numpy()
+    cost = cdist(a, b)
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean())
 
 
-def _w1_1d(u: Tensor, v: Tensor) -> Tensor:
+def _w1_1d(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """W1 between 1-D empirical distributions, batched over rows: ``(P, n), (P, m) → (P,)``.
 
     ``W1 = ∫ |F_u(t) − F_v(t)| dt``, evaluated exactly on the merged sorted support.
     For ``n == m`` this equals ``mean |sort(u) − sort(v)|``, the shortcut used then.
     """
+    us, vs = np.sort(u, axis=1), np.sort(v, axis=1)
     if u.shape[1] == v.shape[1]:
-        return (u.sort(dim=1).values - v.sort(dim=1).values).abs().mean(dim=1)
-    us, vs = u.sort(dim=1).values, v.sort(dim=1).values
-    allv = torch.cat([us, vs], dim=1).sort(dim=1).values
-    deltas = allv[:, 1:] - allv[:, :-1]
-    t = allv[:, :-1].contiguous()
-    fu = torch.searchsorted(us, t, right=True).to(u.dtype) / u.shape[1]
-    fv = torch.searchsorted(vs, t, right=True).to(v.dtype) / v.shape[1]
-    return ((fu - fv).abs() * deltas).sum(dim=1)
+        return np.abs(us - vs).mean(axis=1)
+    allv = np.sort(np.concatenate([us, vs], axis=1), axis=1)
+    deltas = np.diff(allv, axis=1)
+    t = allv[:, :-1]
+    fu = np.stack([np.searchsorted(us[i], t[i], side="right") for i in range(len(t))])
+    fv = np.stack([np.searchsorted(vs[i], t[i], side="right") for i in range(len(t))])
+    return (np.abs(fu / u.shape[1] - fv / v.shape[1]) * deltas).sum(axis=1)
 
 
 def sliced_constant(d: int) -> float:
@@ -212,10 +212,12 @@ def sliced_wasserstein(
     if a.shape[0] == 0 or b.shape[0] == 0:
         raise ValueError("no samples")
     d = a.shape[1]
-    g = torch.Generator().manual_seed(seed)
-    theta = torch.randn(n_projections, d, generator=g, dtype=torch.float64)
-    theta = theta / theta.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    sw = float(_w1_1d(theta @ a.T, theta @ b.T).mean())
+    rng = np.random.default_rng(seed)
+    theta = rng.standard_normal((n_projections, d))
+    theta /= np.maximum(np.linalg.norm(theta, axis=1, keepdims=True), 1e-300)
+    proj_a = np.einsum("pd,nd->pn", theta, a)
+    proj_b = np.einsum("pd,nd->pn", theta, b)
+    sw = float(_w1_1d(proj_a, proj_b).mean())
     return sw / sliced_constant(d) if normalize else sw
 
 
