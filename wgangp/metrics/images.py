@@ -34,7 +34,8 @@ from wgangp.errors import MetricUnavailable
 log = logging.getLogger(__name__)
 
 #: file names of the TF Inception weights converted to PyTorch: torch-fidelity's
-#: download name first, then pytorch-fid's (same network, same parameter names)
+#: download name first, then pytorch-fid's (same TF graph; its torchvision-style
+#: parameter names load strictly into torch-fidelity's network)
 INCEPTION_WEIGHTS_FILES = (
     "weights-inception-2015-12-05-6726825d.pth",
     "pt_inception-2015-12-05-6726825d.pth",
@@ -521,6 +522,13 @@ def load_or_compute_real_stats(
         return cached
     src = images() if callable(images) and not isinstance(images, Tensor) else images
     feats = extract_features(extractor, src, batch_size=batch_size, limit=key.num_samples)
+    if feats["pool"].shape[0] < key.num_samples:
+        log.warning(
+            "real statistics %s: only %d of the %d requested images were available",
+            key.filename(),
+            feats["pool"].shape[0],
+            key.num_samples,
+        )
     stats = RealStats.from_features(feats["pool"])
     save_real_stats(stats, key, path)
     return stats
