@@ -35,3 +35,10 @@ class CheckpointError(UserError):
 
 class DataError(UserError):
     """A data set that is missing, incomplete or malformed."""
+
+
+class MetricUnavailable(UserError):
+    """A metric cannot be computed here, e.g. the Inception weights are missing offline.
+
+    The message is one line saying how to make it available.
+    """
