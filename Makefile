@@ -8,6 +8,8 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 install:
 	$(PYTHON) -m pip install $(TORCH_PINS)
 	$(PYTHON) -m pip install -e ".[dev,metrics,sweep]"
+	@# pyenv only puts new console scripts on PATH after a rehash
+	@command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 
 test:
 	$(PYTHON) -m pytest -q

@@ -30,9 +30,14 @@ IMAGE_SETS = ("mnist", "fashion_mnist", "cifar10", "celeba", "lsun", "image_fold
 def make_cfg(name: str, root: Path, **over: Any) -> Any:
     """The schema merged with ``configs/dataset/<name>.yaml``, then overrides."""
     return OmegaConf.merge(
-        OmegaConf.structured(DatasetConfig),
-        OmegaConf.load(CONFIGS / f"{name}.yaml"),
-        {"root": str(root), "num_workers": 0, **over},
+        dataset_node(name), {"root": str(root), "num_workers": 0, **over}
+    )
+
+
+def dataset_node(name: str) -> Any:
+    """The ``dataset`` node of ``configs/dataset/<name>.yaml`` (a global-package file)."""
+    return OmegaConf.merge(
+        OmegaConf.structured(DatasetConfig), OmegaConf.load(CONFIGS / f"{name}.yaml").dataset
     )
 
 
@@ -167,9 +172,7 @@ def test_all_image_sets_registered() -> None:
 
 @pytest.mark.parametrize("name", IMAGE_SETS)
 def test_yaml_merges_with_schema(name: str) -> None:
-    cfg = OmegaConf.merge(
-        OmegaConf.structured(DatasetConfig), OmegaConf.load(CONFIGS / f"{name}.yaml")
-    )
+    cfg = dataset_node(name)
     assert cfg.name == name and cfg.download is False and cfg.crop == "center"
     expected = {"mnist": (32, 1), "fashion_mnist": (32, 1), "cifar10": (32, 3), "celeba": (64, 3)}
     if name in expected:
@@ -548,3 +551,18 @@ def test_all_files_corrupt(tmp_path: Path) -> None:
         (tmp_path / f"{i}.png").write_bytes(b"garbage")
     with pytest.raises(DataError, match="3 of 3 image files .* none is usable"):
         build_data(make_cfg("image_folder", tmp_path), 2, CPU, 0)
+
+
+@pytest.mark.parametrize(
+    "name,arch", [("mnist", "dcgan"), ("cifar10", "resnet"), ("celeba", "dcgan"), ("image_folder", "dcgan")]
+)
+def test_image_sets_pick_image_networks_and_schedule(name: str, arch: str) -> None:
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(f"dataset={name}")
+    assert cfg.dataset.name == name
+    assert cfg.critic.name == arch == cfg.generator.name
+    assert cfg.trainer.batch_size == 64 and cfg.gp["lambda"] == 10.0
+    # the command line still wins
+    cfg = compose_cfg(f"dataset={name}", "critic=resnet", "generator=dcgan", "trainer.batch_size=16")
+    assert (cfg.critic.name, cfg.generator.name, cfg.trainer.batch_size) == ("resnet", "dcgan", 16)

@@ -1,0 +1,210 @@
+"""``wgangp-sample``: export what a run learned.
+
+    wgangp-sample checkpoint=PATH n=N out=PATH [seed=0] [ema=true|false]
+                  [batch_size=256] [device=auto] [interpolate=K] [steps=8]
+
+``checkpoint`` is a run directory (its ``checkpoints/last.pt``) or a checkpoint file.
+``out`` decides the format:
+
+* ``*.png``: one picture — an image grid, or for points a scatter over real data;
+* ``*.npz``: the array ``samples`` — ``N×D`` points in the data's coordinates, or
+  ``N×C×H×W`` images as uint8 in [0, 255] (the data's own pixel scale);
+* anything else: a directory of individual PNGs (``000000.png`` …); for points, the
+  ``samples.npz`` and ``scatter.png``.
+
+For 2-D points every output also writes the scatter picture. ``interpolate=K`` writes
+``K`` latent interpolation strips of ``steps`` images (spherical interpolation between
+two Gaussian latents) instead of ``n`` independent samples.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import Tensor, nn
+
+from wgangp.checkpoint import load_checkpoint, resolve_checkpoint_path
+from wgangp.errors import ConfigError, UserError
+from wgangp.models import build_generator
+from wgangp.plots import image_grid, save_figure, scatter_figure
+from wgangp.validate import resolve_device
+
+
+@dataclass
+class SampleConfig:
+    checkpoint: str | None = None
+    n: int = 64
+    out: str | None = None
+    seed: int = 0
+    ema: bool | None = None  # None: the EMA generator when the checkpoint has one
+    batch_size: int = 256
+    device: str = "auto"
+    interpolate: int = 0
+    steps: int = 8
+
+
+def parse_args(argv: list[str]) -> Any:
+    """``key=value`` arguments checked against :class:`SampleConfig`."""
+    schema = OmegaConf.structured(SampleConfig)
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        raise ConfigError(
+            bad[0].split("=")[0], bad[0], "key=value arguments", f"usage: {USAGE}"
+        )
+    try:
+        cfg = OmegaConf.merge(schema, OmegaConf.from_dotlist(argv))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or "argument"
+        raise ConfigError(key, str(e).splitlines()[0], f"see: {USAGE}") from None
+    if not cfg.checkpoint:
+        raise ConfigError("checkpoint", None, "a run directory or a checkpoint file", USAGE)
+    if not cfg.out:
+        raise ConfigError("out", None, "a .png or .npz file, or a directory", USAGE)
+    if cfg.n < 1:
+        raise ConfigError("n", cfg.n, "an integer ≥ 1")
+    if cfg.batch_size < 1:
+        raise ConfigError("batch_size", cfg.batch_size, "an integer ≥ 1")
+    if cfg.interpolate < 0 or cfg.steps < 2:
+        raise ConfigError("interpolate/steps", (cfg.interpolate, cfg.steps), "interpolate ≥ 0, steps ≥ 2")
+    return cfg
+
+
+USAGE = (
+    "wgangp-sample checkpoint=RUN_DIR_OR_FILE n=N out=FILE.png|FILE.npz|DIR "
+    "[seed=0] [ema=true|false] [batch_size=256] [device=auto] [interpolate=K] [steps=8]"
+)
+
+
+def load_generator(path: str, ema: bool | None, device: torch.device) -> tuple[nn.Module, dict]:
+    """The (EMA) generator of a checkpoint, on ``device``, in eval mode."""
+    ckpt_path = resolve_checkpoint_path(path)
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    cfg = OmegaConf.create(ckpt["config"])
+    gen = build_generator(cfg.generator, tuple(ckpt["sample_shape"]))
+    has_ema = ckpt.get("ema") is not None
+    if ema and not has_ema:
+        raise ConfigError(
+            "ema", True, "false for this checkpoint", f"{ckpt_path} was trained without an EMA"
+        )
+    if has_ema and ema is not False:
+        prefix = "module."
+        gen.load_state_dict({k[len(prefix):]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)})
+    else:
+        gen.load_state_dict(ckpt["generator"])
+    return gen.to(device).eval(), ckpt
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between latents ``a`` and ``b`` (rows) at fractions ``t``."""
+    an, bn = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((an * bn).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+@torch.no_grad()
+def generate(gen: nn.Module, z: Tensor, batch_size: int) -> Tensor:
+    return torch.cat([gen(z[i : i + batch_size]).float().cpu() for i in range(0, len(z), batch_size)])
+
+
+def latents(cfg: Any, z_dim: int, device: torch.device) -> Tensor:
+    g = torch.Generator().manual_seed(cfg.seed)
+    if cfg.interpolate:
+        a = torch.randn(cfg.interpolate, 1, z_dim, generator=g)
+        b = torch.randn(cfg.interpolate, 1, z_dim, generator=g)
+        t = torch.linspace(0, 1, cfg.steps).view(1, -1, 1)
+        return slerp(a, b, t).reshape(-1, z_dim).to(device)
+    return torch.randn(cfg.n, z_dim, generator=g).to(device)
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def write(samples: Tensor, out: Path, ckpt: dict, cfg: Any) -> list[Path]:
+    """Write ``samples`` to ``out`` in the format its name asks for; returns the files."""
+    written: list[Path] = []
+    is_points = samples.dim() == 2
+    nrow = cfg.steps if cfg.interpolate else 8
+    if out.suffix == ".npz":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, samples=samples.numpy() if is_points else to_uint8(samples))
+        written.append(out)
+    elif out.suffix == ".png":
+        if is_points:
+            written += _scatter(samples, out, ckpt)
+        else:
+            image_grid(samples, path=out, nrow=nrow)
+            written.append(out)
+    elif out.suffix:
+        raise ConfigError("out", str(out), "a .png or .npz file, or a directory (no suffix)")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        if is_points:
+            np.savez(out / "samples.npz", samples=samples.numpy())
+            written.append(out / "samples.npz")
+            written += _scatter(samples, out / "scatter.png", ckpt)
+        else:
+            from PIL import Image
+
+            for i, img in enumerate(to_uint8(samples)):
+                arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+                p = out / f"{i:06d}.png"
+                Image.fromarray(arr).save(p)
+                written.append(p)
+    if is_points and out.suffix == ".npz":
+        written += _scatter(samples, out.with_suffix(".png"), ckpt)
+    return written
+
+
+def _scatter(samples: Tensor, path: Path, ckpt: dict) -> list[Path]:
+    if samples.shape[1] < 2:
+        return []
+    real = _real_points(ckpt, len(samples))
+    fig = scatter_figure(samples, real if real is not None else samples[:0], title=f"step {ckpt['step']}")
+    save_figure(fig, path)
+    return [path]
+
+
+def _real_points(ckpt: dict, n: int) -> Tensor | None:
+    """Fresh real points for the scatter, when the data set can still be built here."""
+    from wgangp.data import build_data
+
+    try:
+        cfg = OmegaConf.create(ckpt["config"])
+        src = build_data(cfg.dataset, min(n, 256), torch.device("cpu"), seed=0)
+        return src.sample(n, generator=torch.Generator().manual_seed(0))
+    except (UserError, OSError):
+        return None
+
+
+def sample(argv: list[str]) -> list[Path]:
+    cfg = parse_args(argv)
+    device = resolve_device(cfg.device)
+    gen, ckpt = load_generator(cfg.checkpoint, cfg.ema, device)
+    samples = generate(gen, latents(cfg, gen.z_dim, device), cfg.batch_size)
+    return write(samples, Path(cfg.out).expanduser(), ckpt, cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    try:
+        files = sample(argv)
+    except UserError as e:
+        print(f"wgangp-sample: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    print(f"wrote {len(files)} file(s): {files[0] if len(files) == 1 else files[0].parent}")
+
+
+if __name__ == "__main__":
+    main()
