@@ -13,6 +13,7 @@ TensorBoard files, pictures and checkpoints.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import sys
 import time
@@ -72,11 +73,30 @@ def _start_time(pattern: str) -> str:
     return datetime.datetime.fromtimestamp(distributed.start_time()).strftime(pattern)
 
 
+#: longest override-based job directory name kept as is (file names stop at 255 bytes)
+MAX_DIRNAME = 120
+
+
+def _short_dirname(name: Any) -> str:
+    """Hydra resolver: a sweep job's override-based name, shortened when too long.
+
+    Long names (an Optuna trial's 17-digit floats, many overrides) keep their first
+    characters and end with a hash of the whole, so they stay readable and distinct;
+    the full overrides are always in the job's ``.hydra/overrides.yaml``.
+    """
+    name = str(name)
+    if len(name.encode()) <= MAX_DIRNAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name.encode()[: MAX_DIRNAME - 10].decode(errors='ignore')}_{digest}"
+
+
 def register_resolvers() -> None:
     for name, fn in (
         ("wgangp_run_dir", _resume_run_dir),
         ("wgangp_output_subdir", _resume_output_subdir),
         ("wgangp_now", _start_time),
+        ("wgangp_dirname", _short_dirname),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
