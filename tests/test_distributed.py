@@ -197,3 +197,29 @@ def test_multirun_under_torchrun_is_refused(argv):
         _torchrun_argv(argv, distributed.DistInfo(rank=1, world_size=2))
     quiet = _torchrun_argv(["wgangp-train", "x=1"], distributed.DistInfo(rank=1, world_size=2))
     assert "hydra.output_subdir=null" in quiet
+
+
+def test_stored_data_ranks_split_each_global_batch():
+    """TensorSource and the image sampler: rank slices concatenate to the one-process batch."""
+    from wgangp.data.base import TensorSource
+    from wgangp.data.image_source import EpochSampler
+
+    data = torch.arange(50.0).unsqueeze(1)
+    one = TensorSource(data, 8, seed=3)
+    ranks = [TensorSource(data, 4, seed=3) for _ in range(2)]
+    for r, src in enumerate(ranks):
+        src.shard(r, 2)
+    for _ in range(14):  # several epochs (6 global batches each, 2 samples dropped)
+        whole = one.next_batch()
+        parts = torch.cat([src.next_batch() for src in ranks])
+        assert torch.equal(whole, parts)
+        assert ranks[0].state_dict() == ranks[1].state_dict() == one.state_dict()
+    full = EpochSampler(50, seed=3)
+    full.start = 8
+    split = [EpochSampler(50, seed=3) for _ in range(2)]
+    for r, s in enumerate(split):
+        s.rank, s.world_size, s.block, s.start = r, 2, 4, 8
+    seq, per = list(full)[:40], [list(s) for s in split]
+    assert len(per[0]) == len(split[0]) == 20
+    merged = [p for i in range(5) for s in per for p in s[4 * i : 4 * i + 4]]
+    assert merged == seq[:40]
