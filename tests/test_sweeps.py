@@ -18,6 +18,7 @@ from wgangp.sweep_report import main as report_main
 from wgangp.sweep_report import read_scalars
 from wgangp.train import _short_dirname
 
+EXTRA = "needs the sweep extra: pip install 'wgangp[sweep]'"
 QUICK = [*TINY, "critic.dim=16", "generator.dim=16", "trainer.batch_size=32",
          "trainer.log_every=1", "trainer.steps=2", "trainer.sample_every=0"]
 
@@ -46,7 +47,7 @@ def assert_complete(job: Path, steps: int = 2) -> dict:
 
 
 def test_joblib_launcher_runs_two_jobs_in_parallel_and_the_report_gathers_them(tmp_path, capsys):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'wgangp[sweep]'")
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=EXTRA)
     proc = cli("-m", "hydra/launcher=parallel", *QUICK, "gp.lambda=0.1,10", cwd=tmp_path,
                check=True)
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
@@ -78,7 +79,7 @@ def test_joblib_launcher_runs_two_jobs_in_parallel_and_the_report_gathers_them(t
 
 
 def test_submitit_local_launcher(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install 'wgangp[sweep]'")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason=EXTRA)
     cli("-m", "hydra/launcher=slurm_local", *QUICK, "trainer.n_critic=1,2", cwd=tmp_path,
         check=True)
     sweep = sweep_dir(tmp_path)
@@ -89,7 +90,7 @@ def test_submitit_local_launcher(tmp_path):
 
 
 def test_optuna_sweep_of_three_trials(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install 'wgangp[sweep]'")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=EXTRA)
     proc = cli("-m", "hparams_search=toy_optuna", "hydra.sweeper.n_trials=3", *QUICK,
                cwd=tmp_path, check=True)
     sweep = sweep_dir(tmp_path)
