@@ -73,7 +73,8 @@ class Trainer:
         # (checkpoints, EMA, pictures). See wgangp.distributed for the GP pattern.
         self.critic_ddp = distributed.wrap(self.critic, device)
         self.generator_ddp = distributed.wrap(self.generator, device, sync_bn=t.sync_bn)
-        self.generator = getattr(self.generator_ddp, "module", self.generator)
+        if isinstance(self.generator_ddp, torch.nn.parallel.DistributedDataParallel):
+            self.generator = self.generator_ddp.module  # SyncBatchNorm may have replaced layers
         self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device)
         self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device)
         self.ema: AveragedModel | None = None
@@ -203,8 +204,8 @@ class Trainer:
         count, last = 0, {}
         tick = time.perf_counter()
         bar = tqdm(
-            total=t.steps, initial=self.step, disable=not (t.progress and main), dynamic_ncols=True,
-            desc="wgangp",
+            total=t.steps, initial=self.step, disable=not (t.progress and main),
+            dynamic_ncols=True, desc="wgangp",
         )
         handlers = self._install_signal_handlers()
         try:
