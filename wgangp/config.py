@@ -136,6 +136,8 @@ class TrainerConfig:
     nan_policy: str = "stop"  # stop | skip
     max_nan_skips: int = 10
     ema: EMAConfig = field(default_factory=EMAConfig)
+    # torchrun: BatchNorm layers of the generator → SyncBatchNorm (CUDA only)
+    sync_bn: bool = False
 
 
 @dataclass
@@ -148,6 +150,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     # a run directory, a checkpoint file, or "auto" (latest checkpoint of this run dir)
     resume: str | None = None
+    # the logged value the Hydra task returns (what an Optuna sweep optimises)
+    optimized_metric: str = "wasserstein"
 
 
 def register_configs() -> None:

@@ -4,10 +4,16 @@ Composes ``configs/config.yaml`` (+ command-line overrides) on top of the struct
 schema, checks it, then trains in Hydra's run directory. ``resume=PATH`` continues a
 run in place: the run directory becomes PATH's, and the config is the one the run was
 started with plus this command line's overrides.
+
+Under ``torchrun`` every rank runs this same Hydra app (see :func:`main`): the ranks
+agree on one run directory, and only rank 0 writes ``.hydra/``, ``train.log``,
+TensorBoard files, pictures and checkpoints.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import logging
 import sys
 import time
@@ -18,6 +24,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from wgangp import distributed
 from wgangp.checkpoint import (
     latest_good_checkpoint,
     load_checkpoint,
@@ -61,10 +68,35 @@ def _resume_output_subdir(resume: Any) -> str:
     return f".hydra/resume_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
 
 
+def _start_time(pattern: str) -> str:
+    # like Hydra's ${now:...}, but rank 0's clock on every torchrun rank
+    return datetime.datetime.fromtimestamp(distributed.start_time()).strftime(pattern)
+
+
+#: longest override-based job directory name kept as is (file names stop at 255 bytes)
+MAX_DIRNAME = 120
+
+
+def _short_dirname(name: Any) -> str:
+    """Hydra resolver: a sweep job's override-based name, shortened when too long.
+
+    Long names (an Optuna trial's 17-digit floats, many overrides) keep their first
+    characters and end with a hash of the whole, so they stay readable and distinct;
+    the full overrides are always in the job's ``.hydra/overrides.yaml``.
+    """
+    name = str(name)
+    if len(name.encode()) <= MAX_DIRNAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name.encode()[: MAX_DIRNAME - 10].decode(errors='ignore')}_{digest}"
+
+
 def register_resolvers() -> None:
     for name, fn in (
         ("wgangp_run_dir", _resume_run_dir),
         ("wgangp_output_subdir", _resume_output_subdir),
+        ("wgangp_now", _start_time),
+        ("wgangp_dirname", _short_dirname),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
@@ -133,7 +165,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         ckpt_path = resolve_checkpoint_path(cfg.resume)
         ckpt = load_checkpoint(ckpt_path)
         cfg, overrides, changes = resume_config(ckpt, ckpt_path, overrides)
-    device = validate(cfg)
+    dist_info = distributed.info()
+    device = distributed.device_for(validate(cfg), dist_info)
     trainer = Trainer(cfg, run_dir, device)
     trainer.overrides = overrides
     if ckpt is not None:
@@ -147,8 +180,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 {"step": trainer.step, "changes": {k: [o, n] for k, (o, n) in changes.items()}}
             )
         log.info("resumed from %s at step %d", ckpt_path, trainer.step)
-    OmegaConf.save(cfg, run_dir / "config.yaml")
-    log.info("run directory: %s | device: %s", run_dir, device)
+    if dist_info.is_main:
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+    log.info(
+        "run directory: %s | device: %s | rank %d of %d",
+        run_dir, device, dist_info.rank, dist_info.world_size,
+    )
     return trainer.fit()
 
 
@@ -163,15 +200,55 @@ def task(cfg: DictConfig) -> float | None:
         log.error("%s", e)
         print(f"wgangp: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    value = last.get("wasserstein")
-    return None if value is None else float(value)
+    key = cfg.get("optimized_metric") or "wasserstein"
+    if key not in last:
+        log.error("optimized_metric=%s was not logged; logged: %s", key, ", ".join(sorted(last)))
+        return None
+    return float(last[key])
+
+
+#: overrides every rank > 0 adds: no .hydra/ copy, no log file, warnings to the console
+RANK_OVERRIDES = (
+    "hydra.output_subdir=null",
+    "hydra/job_logging=stdout",
+    "hydra.job_logging.root.level=WARNING",
+)
+
+
+def _torchrun_argv(argv: list[str], info: distributed.DistInfo) -> list[str]:
+    """The command line of one torchrun rank: rank 0's unchanged, others quiet."""
+    if any(a in ("-m", "--multirun") for a in argv[1:]):
+        raise UserError(
+            "-m/--multirun under torchrun is not supported: sweep with a Hydra launcher "
+            "whose jobs each call torchrun, or run the sweep without torchrun"
+        )
+    return argv if info.is_main else [*argv, *RANK_OVERRIDES]
 
 
 def main() -> None:
     register_configs()
     register_resolvers()
-    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(task)()
+    info = distributed.init_from_env()  # torchrun: join the process group first
+    try:
+        if info.enabled:
+            try:
+                sys.argv = _torchrun_argv(sys.argv, info)
+            except UserError as e:
+                print(f"wgangp: error: {e}", file=sys.stderr)
+                sys.exit(e.exit_code)
+            distributed.start_time()  # one shared run directory name
+        hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(task)()
+    finally:
+        distributed.cleanup()
 
+
+# launchers that pickle the task (joblib, submitit) run it in fresh processes, which
+# resolve hydra.* keys with these resolvers before calling the task
+register_resolvers()
 
 if __name__ == "__main__":
-    main()
+    # run the importable module, not this __main__ copy: pickled tasks then refer to
+    # wgangp.train.task, which a launcher's worker process can import
+    from wgangp.train import main as _main
+
+    _main()

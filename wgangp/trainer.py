@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from wgangp import losses
+from wgangp import distributed, losses
 from wgangp.checkpoint import CheckpointManager
 from wgangp.data import build_data
 from wgangp.errors import CheckpointError, UserError
@@ -59,11 +59,22 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = device
         t = cfg.trainer
-        torch.manual_seed(t.seed)  # weight init
+        # torchrun: this rank's place; rank 0 of 1 in a single process
+        self.dist = distributed.info()
+        torch.manual_seed(t.seed)  # weight init (the same on every rank)
         self.data = build_data(cfg.dataset, t.batch_size, device, t.seed)
+        if self.dist.enabled:
+            self.data.shard(self.dist.rank, self.dist.world_size)
         shape = self.data.sample_shape
         self.critic = build_critic(cfg.critic, shape).to(device)
         self.generator = build_generator(cfg.generator, shape).to(device)
+        # the modules the training steps call: DDP wrappers under torchrun, else the
+        # modules themselves; self.critic/self.generator stay the plain modules
+        # (checkpoints, EMA, pictures). See wgangp.distributed for the GP pattern.
+        self.critic_ddp = distributed.wrap(self.critic, device)
+        self.generator_ddp = distributed.wrap(self.generator, device, sync_bn=t.sync_bn)
+        if isinstance(self.generator_ddp, torch.nn.parallel.DistributedDataParallel):
+            self.generator = self.generator_ddp.module  # SyncBatchNorm may have replaced layers
         self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device)
         self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device)
         self.ema: AveragedModel | None = None
@@ -72,7 +83,9 @@ class Trainer:
                 self.generator, multi_avg_fn=get_ema_multi_avg_fn(t.ema.decay), use_buffers=True
             )
         # one RNG for latents and interpolation weights, on the device (no host sync)
-        self.rng = torch.Generator(device=device).manual_seed(t.seed + 1)
+        self.rng = torch.Generator(device=device).manual_seed(
+            distributed.rank_seed(t.seed + 1, self.dist.rank)
+        )
         # fixed latents make pictures comparable over time; their own RNG keeps
         # picture-taking from shifting the training stream (bitwise resume)
         n_fixed = 1024 if len(shape) == 1 else 64
@@ -94,6 +107,15 @@ class Trainer:
             cfg.generator.name,
             count_parameters(self.generator),
         )
+        log.info(
+            "effective batch size %d (%d per rank × %d ranks)",
+            self.global_batch_size, t.batch_size, self.dist.world_size,
+        )
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per critic update over all ranks: per-rank batch × world size."""
+        return int(self.cfg.trainer.batch_size) * self.dist.world_size
 
     # ------------------------------------------------------------------ the method
     def _autocast(self) -> Any:
@@ -109,10 +131,12 @@ class Trainer:
         """One critic update on L_D = E[D(x̃)] − E[D(x)] + λ·GP."""
         gp_cfg = self.cfg.gp
         with self._autocast():
-            d_real = self.critic(real)
-            d_fake = self.critic(fake)
+            d_real = self.critic_ddp(real)
+            d_fake = self.critic_ddp(fake)
+            # through the DDP wrapper, then one backward of the total loss (see
+            # wgangp.distributed): DDP averages the penalty's gradient with the rest
             gp = losses.gradient_penalty(
-                self.critic, real, fake,
+                self.critic_ddp, real, fake,
                 target=gp_cfg.target, one_sided=gp_cfg.one_sided, generator=self.rng,
             )
         loss = losses.critic_loss(d_real, d_fake, gp.penalty, gp_cfg["lambda"])
@@ -130,7 +154,8 @@ class Trainer:
         self.critic.requires_grad_(False)
         try:
             with self._autocast():
-                fake = self.generator(self.noise(self.cfg.trainer.batch_size))
+                fake = self.generator_ddp(self.noise(self.cfg.trainer.batch_size))
+                # the plain critic: its frozen parameters are no DDP reducer's business
                 loss = losses.generator_loss(self.critic(fake))
             self._apply(loss, self.opt_g, "generator")
         finally:
@@ -144,7 +169,10 @@ class Trainer:
         loss.backward()
         # Checked before the update so a NaN never reaches the weights. On CPU this
         # costs nothing; on CUDA it is one small sync per update.
-        if not torch.isfinite(loss):
+        bad = not torch.isfinite(loss)
+        if self.dist.enabled:  # every rank skips, or none: the replicas stay equal
+            bad = distributed.any_true(bad, self.device)
+        if bad:
             opt.zero_grad(set_to_none=True)
             raise _NonFiniteStep(who, float(loss))
         opt.step()
@@ -164,15 +192,20 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, float]:
         t = self.cfg.trainer
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
-        if self.step == 0:
+        main = self.dist.is_main  # rank 0 alone writes logs, pictures and checkpoints
+        writer: Any = (
+            SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+            if main
+            else _NullWriter()
+        )
+        if self.step == 0 and main:
             self._write_real(writer)
         sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         count, last = 0, {}
         tick = time.perf_counter()
         bar = tqdm(
-            total=t.steps, initial=self.step, disable=not t.progress, dynamic_ncols=True,
-            desc="wgangp",
+            total=t.steps, initial=self.step, disable=not (t.progress and main),
+            dynamic_ncols=True, desc="wgangp",
         )
         handlers = self._install_signal_handlers()
         try:
@@ -189,8 +222,10 @@ class Trainer:
                 count += 1
                 if self.step % t.log_every == 0 or self.step == t.steps:
                     now = time.perf_counter()
-                    last = {k: float(v) / count for k, v in sums.items()}  # the one host sync
+                    means = distributed.mean_over_ranks(dict(sums))  # averaged over ranks
+                    last = {k: float(v) / count for k, v in means.items()}  # the one host sync
                     last["perf/steps_per_sec"] = count / max(now - tick, 1e-9)
+                    last["perf/global_batch_size"] = float(self.global_batch_size)
                     self._log(writer, last)
                     bar.set_postfix({k: f"{last[k]:.3g}" for k in ("wasserstein", "gp")})
                     sums.clear()
@@ -199,9 +234,12 @@ class Trainer:
                     self.write_samples(writer)
                 if t.ckpt_every and self.step % t.ckpt_every == 0:
                     self.save()
-                if self._stop_signal is not None:
+                stop = self._stop_signal is not None
+                if self.dist.enabled:  # stop together, at the same step, or hang
+                    stop = distributed.any_true(stop, self.device)
+                if stop:
                     path = self.save()
-                    raise Interrupted(self._stop_signal, path)
+                    raise Interrupted(self._stop_signal or signal.SIGTERM, path)
             self.write_samples(writer)
             self.save()
         finally:
@@ -226,6 +264,8 @@ class Trainer:
 
     @torch.no_grad()
     def write_samples(self, writer: SummaryWriter) -> None:
+        if not self.dist.is_main:
+            return
         g = self.sampling_generator()
         was_training = g.training
         g.eval()
@@ -291,13 +331,51 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.data.load_state_dict(ckpt["data"])
         self.step = int(ckpt["step"])
+        if self.dist.enabled:
+            self._load_rank_state(ckpt.get("ranks"), path)
         self.nan_skips = int(ckpt.get("nan_skips", 0))
         self.history = list(ckpt.get("history", []))
 
     def save(self) -> Path:
-        return self.ckpts.save(
-            self.state_dict(), self.step, step_file=bool(self.cfg.trainer.ckpt_every)
-        )
+        """Write a checkpoint (rank 0). Under torchrun every rank must call it: the
+        ranks' random streams are gathered into it (``ranks``), so that a resume with
+        the same world size continues every rank's stream exactly."""
+        ranks = None
+        if self.dist.enabled:
+            ranks = distributed.gather_objects(self._rank_state())
+        if not self.dist.is_main:
+            return self.ckpts.dir / "last.pt"
+        state = self.state_dict()
+        if ranks is not None:
+            state["ranks"] = ranks
+        return self.ckpts.save(state, self.step, step_file=bool(self.cfg.trainer.ckpt_every))
+
+    def _rank_state(self) -> dict[str, Any]:
+        return {
+            "noise": self.rng.get_state(),
+            "torch": torch.get_rng_state(),
+            "data": self.data.state_dict(),
+        }
+
+    def _load_rank_state(self, ranks: list[dict[str, Any]] | None, path: Any) -> None:
+        """Every rank loads the same checkpoint, then takes its own random streams."""
+        rank, world = self.dist.rank, self.dist.world_size
+        if ranks is not None and len(ranks) == world:
+            mine = ranks[rank]
+            self.rng.set_state(mine["noise"])
+            torch.set_rng_state(mine["torch"])
+            self.data.load_state_dict(mine["data"])
+            return
+        had = len(ranks) if ranks is not None else 1
+        if rank == 0:
+            log.warning(
+                "%s was written by %d process(es), this run has %d: ranks > 0 start fresh "
+                "random streams (data position and weights are resumed)", path, had, world,
+            )
+        if rank > 0:
+            seed = self.cfg.trainer.seed + self.step
+            self.rng.manual_seed(distributed.rank_seed(seed + 1, rank))
+            self.data.shard(rank, world)  # reseeds generated data for this rank
 
     # ------------------------------------------------------------------ faults
     def _handle_nonfinite(self, bad: _NonFiniteStep) -> None:
@@ -335,6 +413,13 @@ class Trainer:
     def _restore_signal_handlers(old: dict[int, Any]) -> None:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+class _NullWriter:
+    """Stands in for the SummaryWriter on ranks > 0, which write nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
 
 
 class _NonFiniteStep(Exception):  # noqa: N818 - internal control flow

@@ -41,6 +41,16 @@ class DataSource(ABC):
     def describe(self) -> str:
         return f"{type(self).__name__}{self.sample_shape}"
 
+    def shard(self, rank: int, world_size: int) -> None:
+        """Make this the stream of rank ``rank`` of ``world_size`` (distributed training).
+
+        Each rank then draws ``batch_size`` samples per batch and the global batch is
+        ``batch_size × world_size``. A source must override this to be usable under
+        torchrun: generated data reseeds per rank, stored data splits each global batch.
+        """
+        if world_size > 1:
+            raise DataError(f"{type(self).__name__} cannot be split across {world_size} ranks")
+
 
 class TensorSource(DataSource):
     """Batches drawn without replacement from a tensor held on the device.
@@ -62,18 +72,33 @@ class TensorSource(DataSource):
         self.epoch = 0
         self.index = 0
         self._perm = self._permutation(0)
+        self.rank, self.world_size = 0, 1
+        self.name = name
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Rank ``rank`` takes the ``rank``-th ``batch_size`` slice of every global batch
+        of the shared permutation; ``index`` counts global positions, so the state is
+        the same on every rank."""
+        if self.data.shape[0] < self.batch_size * world_size:
+            raise DataError(
+                f"{self.name} has {self.data.shape[0]} samples, fewer than one global batch "
+                f"(trainer.batch_size={self.batch_size} × {world_size} ranks)"
+            )
+        self.rank, self.world_size = rank, world_size
 
     def _permutation(self, epoch: int) -> Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.data.shape[0], generator=g).to(self.data.device)
 
     def next_batch(self) -> Tensor:
-        if self.index + self.batch_size > self.data.shape[0]:
+        step = self.batch_size * self.world_size
+        if self.index + step > self.data.shape[0]:
             self.epoch += 1
             self.index = 0
             self._perm = self._permutation(self.epoch)
-        idx = self._perm[self.index : self.index + self.batch_size]
-        self.index += self.batch_size
+        start = self.index + self.rank * self.batch_size
+        idx = self._perm[start : start + self.batch_size]
+        self.index += step
         return self.data[idx]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -154,13 +154,29 @@ class EpochSampler(Sampler):
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed = n, seed
         self.epoch, self.start = 0, 0
+        # distributed: rank ``rank`` yields the ``rank``-th ``block`` of every run of
+        # ``block × world_size`` positions (its slice of each global batch)
+        self.rank, self.world_size, self.block = 0, 1, 1
+
+    def _positions(self) -> Iterator[int]:
+        if self.world_size == 1:
+            yield from range(self.start, self.n)
+            return
+        step = self.block * self.world_size
+        pos = self.start
+        while pos + step <= self.n:
+            first = pos + self.rank * self.block
+            yield from range(first, first + self.block)
+            pos += step
 
     def __len__(self) -> int:
-        return self.n - self.start
+        if self.world_size == 1:
+            return self.n - self.start
+        return (self.n - self.start) // (self.block * self.world_size) * self.block
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         perm = epoch_permutation(self.n, self.seed, self.epoch).tolist()
-        for pos in range(self.start, self.n):
+        for pos in self._positions():
             yield perm[pos], mix_seed(self.seed, self.epoch, pos)
 
 
@@ -255,8 +271,21 @@ class ImageSource(DataSource):
             prefetch_factor=2 if workers else None,
         )
 
+    def shard(self, rank: int, world_size: int) -> None:
+        """Rank ``rank`` loads its ``batch_size`` slice of every global batch of the
+        shared epoch permutation (a DistributedSampler that stays resumable: ``index``
+        counts global positions, so the state is the same on every rank)."""
+        if len(self.items) < self.batch_size * world_size:
+            raise DataError(
+                f"{self.name} has {len(self.items)} images, fewer than one global batch "
+                f"(trainer.batch_size={self.batch_size} × {world_size} ranks)"
+            )
+        s = self._sampler
+        s.rank, s.world_size, s.block = rank, world_size, self.batch_size
+        self._iter = None
+
     def _start(self) -> Iterator[Tensor]:
-        if self.index + self.batch_size > len(self.items):
+        if self.index + self.batch_size * self._sampler.world_size > len(self.items):
             self.epoch, self.index = self.epoch + 1, 0
         self._sampler.epoch, self._sampler.start = self.epoch, self.index
         if self._loader is None:
@@ -271,7 +300,7 @@ class ImageSource(DataSource):
             self.epoch, self.index = self.epoch + 1, 0
             self._iter = self._start()
             batch = next(self._iter)
-        self.index += self.batch_size
+        self.index += self.batch_size * self._sampler.world_size
         return to_unit_range(batch.to(self.device, non_blocking=self._pin))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -32,7 +32,21 @@ def grid_modes(side: int = 5, spacing: float = 2.0) -> Tensor:
     return torch.stack([xx.flatten(), yy.flatten()], dim=1)
 
 
-class MixtureOfGaussians(DataSource):
+class _Generated(DataSource):
+    """Data sampled on the fly from ``self.rng`` (seeded with ``self.seed``)."""
+
+    seed: int
+    rng: torch.Generator
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Each rank samples its own ``batch_size`` points from its own seed."""
+        from wgangp.distributed import rank_seed
+
+        del world_size
+        self.rng.manual_seed(rank_seed(self.seed, rank))
+
+
+class MixtureOfGaussians(_Generated):
     """Isotropic Gaussians of equal weight around fixed centres, sampled on the device."""
 
     def __init__(
@@ -43,6 +57,7 @@ class MixtureOfGaussians(DataSource):
         self.sample_shape = (modes.shape[1],)
         self.batch_size = batch_size
         self.device = device
+        self.seed = seed
         self.rng = torch.Generator(device=device).manual_seed(seed)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -62,7 +77,7 @@ class MixtureOfGaussians(DataSource):
         self.rng.set_state(state["rng"])
 
 
-class SwissRoll(DataSource):
+class SwissRoll(_Generated):
     """sklearn's Swiss roll, 2-D projection, as in the official toy script."""
 
     def __init__(self, batch_size: int, device: torch.device, seed: int, noise: float = 0.25):
@@ -70,6 +85,7 @@ class SwissRoll(DataSource):
         self.batch_size = batch_size
         self.device = device
         self.noise = noise
+        self.seed = seed
         self.rng = torch.Generator(device=device).manual_seed(seed)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

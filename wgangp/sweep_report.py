@@ -1,0 +1,239 @@
+"""``wgangp-sweep-report DIR``: a finished sweep as one table and one plot.
+
+Every job directory under ``DIR`` (a directory holding ``checkpoints/last.pt``, as each
+``wgangp-train -m`` job leaves, whatever the launcher or sweeper) gives one row:
+
+* the overrides that vary between jobs (the checkpoint's own override list),
+* the final and best value of the metric (``--metric``, default the runs'
+  ``optimized_metric``) and the step of the best, read from the job's TensorBoard
+  events, plus the final gradient penalty,
+* the steps reached and the median ``perf/steps_per_sec``.
+
+Writes ``sweep_report.md``, ``sweep_report.csv`` and ``sweep_report.png`` (the metric
+against the step, one curve per job) into ``DIR`` (or ``--out``), and prints the
+Markdown table. For an Optuna sweep the best trial (``optimization_results.yaml``) is
+listed under the table. ``tensorboard --logdir DIR`` shows the same runs side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wgangp.checkpoint import load_checkpoint
+from wgangp.errors import CheckpointError
+
+_NUM = re.compile(r"^(\d+)_?")
+
+
+@dataclass
+class Job:
+    """One sweep job: where it is, its overrides, and its logged scalars."""
+
+    path: Path
+    name: str
+    overrides: list[str]
+    step: int
+    config: dict[str, Any]
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+def find_jobs(root: Path) -> list[Path]:
+    """Job directories under ``root``, in job-number order."""
+    found = {p.parent.parent for p in root.rglob("checkpoints/last.pt")}
+
+    def key(p: Path) -> tuple[int, str]:
+        m = _NUM.match(p.name)
+        return (int(m.group(1)) if m else 1 << 30, str(p))
+
+    return sorted(found, key=key)
+
+
+def read_scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of a TensorBoard directory: ``{tag: [(step, value), ...]}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not tb_dir.is_dir():
+        return {}
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
+def load_job(path: Path, root: Path) -> Job:
+    ck = load_checkpoint(path / "checkpoints" / "last.pt")
+    return Job(
+        path=path,
+        name=str(path.relative_to(root)) if path != root else path.name,
+        overrides=[str(o) for o in ck.get("overrides", [])],
+        step=int(ck.get("step", 0)),
+        config=dict(ck.get("config", {})),
+        scalars=read_scalars(path / "tb"),
+    )
+
+
+def varying_overrides(jobs: list[Job]) -> list[list[str]]:
+    """Each job's overrides whose key's value is not the same in every job."""
+    def as_dict(job: Job) -> dict[str, str]:
+        return dict(o.split("=", 1) if "=" in o else (o, "") for o in job.overrides)
+
+    dicts = [as_dict(j) for j in jobs]
+    keys = sorted({k for d in dicts for k in d})
+    vary = [k for k in keys if len({d.get(k) for d in dicts}) > 1] if len(jobs) > 1 else keys
+    return [[f"{k}={d[k]}" for k in vary if k in d] for d in dicts]
+
+
+def summarise(jobs: list[Job], metric: str, mode: str) -> list[dict[str, Any]]:
+    """One row per job (see the module docstring)."""
+    rows = []
+    for job, vary in zip(jobs, varying_overrides(jobs), strict=True):
+        series = job.scalars.get(metric, [])
+        finite = [(s, v) for s, v in series if math.isfinite(v)]
+        pick = min if mode == "min" else max
+        best = pick(finite, key=lambda sv: sv[1]) if finite else (None, None)
+        speeds = [v for _, v in job.scalars.get("perf/steps_per_sec", [])]
+        gp = job.scalars.get("gp", [])
+        m = _NUM.match(job.path.name)
+        rows.append({
+            "job": m.group(1) if m else job.name,
+            "overrides": " ".join(vary),
+            "steps": job.step,
+            f"final_{metric}": series[-1][1] if series else None,
+            f"best_{metric}": best[1],
+            "best_step": best[0],
+            "final_gp": gp[-1][1] if gp else None,
+            "steps_per_sec": statistics.median(speeds) if speeds else None,
+            "all_overrides": " ".join(job.overrides),
+            "dir": job.name,
+        })
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+def markdown(rows: list[dict[str, Any]], title: str, extra: str = "") -> str:
+    cols = [c for c in rows[0] if c not in ("all_overrides", "dir")] if rows else []
+    lines = [f"# Sweep report: {title}", ""]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "|".join("---" for _ in cols) + "|")
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    if extra:
+        lines += ["", extra]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["job"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot(jobs: list[Job], rows: list[dict[str, Any]], metric: str, path: Path) -> None:
+    """The metric against the step, one curve per job, labelled by its varying overrides."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for job, row in zip(jobs, rows, strict=True):
+        series = job.scalars.get(metric, [])
+        if series:
+            steps, values = zip(*series, strict=True)
+            label = row["overrides"] or job.name
+            ax.plot(steps, values, marker="o" if len(steps) < 20 else None, ms=3,
+                    label=label[:60])
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def optuna_summary(root: Path) -> str:
+    """The best trial of an Optuna sweep (``optimization_results.yaml``), as Markdown."""
+    found = sorted(root.rglob("optimization_results.yaml"))
+    if not found:
+        return ""
+    from omegaconf import OmegaConf
+
+    res = OmegaConf.to_container(OmegaConf.load(found[0]))
+    assert isinstance(res, dict)
+    best = res.get("best_params", {})
+    params = ", ".join(f"`{k}={v}`" for k, v in best.items())
+    return f"Optuna best value: {res.get('best_value')} with {params}"
+
+
+def report(
+    root: Path, metric: str | None = None, mode: str = "min", out: Path | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """Build the report of the sweep under ``root``; returns its rows and the files written."""
+    root = Path(root)
+    jobs = []
+    for p in find_jobs(root):
+        try:
+            jobs.append(load_job(p, root))
+        except CheckpointError as e:
+            print(f"wgangp-sweep-report: skipping {p}: {e}", file=sys.stderr)
+    if not jobs:
+        raise FileNotFoundError(f"{root}: no job directories (with checkpoints/last.pt) found")
+    metric = metric or str(jobs[0].config.get("optimized_metric") or "wasserstein")
+    rows = summarise(jobs, metric, mode)
+    out = Path(out) if out is not None else root
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "md": out / "sweep_report.md",
+        "csv": out / "sweep_report.csv",
+        "png": out / "sweep_report.png",
+    }
+    files["md"].write_text(markdown(rows, str(root), optuna_summary(root)))
+    write_csv(rows, files["csv"])
+    plot(jobs, rows, metric, files["png"])
+    return rows, files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="wgangp-sweep-report",
+        description="Gather a finished wgangp-train -m sweep into one table and a plot.",
+    )
+    parser.add_argument("dir", type=Path, help="the sweep directory (multirun/<date>/<time>)")
+    parser.add_argument("--metric", default=None,
+                        help="TensorBoard tag to report (default: the runs' optimized_metric)")
+    parser.add_argument("--mode", choices=("min", "max"), default="min",
+                        help="whether lower (min) or higher (max) values are best")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: DIR)")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        print(f"wgangp-sweep-report: error: {args.dir}: no such directory", file=sys.stderr)
+        return 2
+    try:
+        _, files = report(args.dir, args.metric, args.mode, args.out)
+    except FileNotFoundError as e:
+        print(f"wgangp-sweep-report: error: {e}", file=sys.stderr)
+        return 2
+    print(files["md"].read_text(), end="")
+    print(f"\nwrote {files['md']}, {files['csv']}, {files['png']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
