@@ -28,7 +28,9 @@ TINY = [
 
 def cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None, check: bool = False):
     """``wgangp-train ARGS`` as a user runs it (``python -m wgangp.train``)."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    # one thread: tiny runs gain nothing from two, and OpenMP threads spinning against
+    # other processes on a busy 2-core machine can slow a run down tenfold
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     proc = subprocess.run(
         [sys.executable, "-m", "wgangp.train", *args],
@@ -52,7 +54,8 @@ def compose_cfg(*overrides: str):
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    # keep runs reproducible and stop tests fighting over the 2 cores
+    # one thread per test (see cli()); a test that needs both cores sets it itself
     n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
