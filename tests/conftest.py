@@ -16,8 +16,15 @@ from wgangp.train import config_dir, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: a tiny, fast toy run (seconds on 2 cores)
+def pythonpath(*first: Path) -> str:
+    """``first`` ahead of whatever PYTHONPATH the tests run with."""
+    rest = os.environ.get("PYTHONPATH", "")
+    return os.pathsep.join([*(str(p) for p in first), *([rest] if rest else [])])
+
+
+#: a tiny, fast toy run (seconds on 2 cores); CPU so results don't depend on the machine
 TINY = [
+    "trainer.device=cpu",
     "critic.dim=32",
     "generator.dim=32",
     "trainer.batch_size=64",
@@ -30,7 +37,7 @@ def cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None, ch
     """``wgangp-train ARGS`` as a user runs it (``python -m wgangp.train``)."""
     # one thread: tiny runs gain nothing from two, and OpenMP threads spinning against
     # other processes on a busy 2-core machine can slow a run down tenfold
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": pythonpath(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     proc = subprocess.run(
         [sys.executable, "-m", "wgangp.train", *args],

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO, TINY, cli
+from tests.conftest import REPO, TINY, cli, pythonpath
 from wgangp.checkpoint import load_checkpoint
 
 SCALARS = {"loss/critic", "loss/generator", "wasserstein", "gp", "grad_norm", "lr/critic",
@@ -94,7 +94,7 @@ def test_plain_wheel_install_finds_its_configs(tmp_path):
         "'experiment=toy_paper', 'dataset=gaussians25', '--cfg', 'job']; t.main()"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True,
-                          text=True, timeout=120, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+                          text=True, timeout=120, env={"PYTHONPATH": pythonpath(target), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(str(target)) and lines[1] == str(target / "wgangp" / "configs")

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.conftest import REPO, TINY, compose_cfg
+from tests.conftest import REPO, TINY, compose_cfg, pythonpath
 from wgangp import distributed, losses
 from wgangp.checkpoint import load_checkpoint
 from wgangp.trainer import Trainer
@@ -134,7 +134,7 @@ def test_single_process_helpers_are_no_ops():
 
 def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
     """``torchrun --standalone --nproc_per_node=2 -m wgangp.train ARGS`` (loopback only)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": pythonpath(REPO), "OMP_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, cli, pythonpath
 from wgangp.checkpoint import load_checkpoint
 
 IMG = [
-    "dataset=image_folder", "dataset.image_size=16", "dataset.channels=1",
+    "trainer.device=cpu", "dataset=image_folder", "dataset.image_size=16", "dataset.channels=1",
     "dataset.num_workers=0", "critic.dim=8", "generator.dim=8", "trainer.batch_size=16",
     "trainer.progress=false", "trainer.log_every=20", "trainer.n_critic=1",
 ]
@@ -37,7 +37,7 @@ def make_folder(root: Path, n: int = 48) -> Path:
 def sample_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "wgangp.sample", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        timeout=120, env={"PYTHONPATH": pythonpath(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
     )
 
 
@@ -119,7 +119,7 @@ def test_sample_errors_are_clean(trained, tmp_path, args, needle):
 
 
 def test_points_sample_writes_npz_and_scatter(tmp_path):
-    cli("critic.dim=16", "generator.dim=16", "trainer.batch_size=32", "trainer.steps=2",
+    cli("trainer.device=cpu", "critic.dim=16", "generator.dim=16", "trainer.batch_size=32", "trainer.steps=2",
         "trainer.progress=false", cwd=tmp_path, check=True)
     (run,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
     proc = sample_cli(f"checkpoint={run}", "n=100", f"out={tmp_path / 'p.npz'}", cwd=tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY, cli, compose_cfg
+from tests.conftest import REPO, TINY, cli, compose_cfg, pythonpath
 from wgangp.checkpoint import load_checkpoint
 from wgangp.errors import CheckpointError
 from wgangp.trainer import Trainer
@@ -85,7 +85,7 @@ def test_state_dict_mismatch_lists_the_differing_parameters():
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": pythonpath(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "wgangp.train", *TINY, "trainer.steps=100000",
          "trainer.log_every=1", "trainer.ckpt_every=0", "trainer.sample_every=0"],

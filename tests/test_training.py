@@ -135,7 +135,9 @@ def nearest_mode_counts(trainer: Trainer, n: int = 2000) -> torch.Tensor:
 def test_toy_paper_run_covers_all_8_modes(tmp_path):
     """A short run of the official toy settings spreads its samples over all 8 modes."""
     torch.set_num_threads(2)
-    cfg = compose_cfg("experiment=toy_paper", "dataset=gaussians8", "trainer.progress=false")
+    cfg = compose_cfg(
+        "experiment=toy_paper", "dataset=gaussians8", "trainer.progress=false", "trainer.device=cpu"
+    )
     tr = Trainer(cfg, tmp_path, validate(cfg))
     for _ in range(400):
         tr.train_step()
