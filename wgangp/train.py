@@ -12,11 +12,12 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from wgangp.checkpoint import (
     latest_good_checkpoint,
@@ -152,17 +153,38 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return trainer.fit()
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    log.error("%s", message)
+    print(f"wgangp: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def task(cfg: DictConfig) -> float | None:
-    """Hydra task: exits non-zero with one clear message on a user mistake."""
+    """Hydra task: exits non-zero with one clear message on a user mistake.
+
+    Exit codes: 0 done; 2 a user error (bad config value, data, checkpoint, or a run
+    directory / disk that refuses writes); 128+N stopped by signal N after saving a
+    checkpoint (130 SIGINT, 143 SIGTERM). Hydra itself exits 1 on an override it
+    cannot compose (unknown key or option, wrong type).
+    """
     try:
         last = run(cfg)
     except Interrupted as e:
         log.warning("%s", e)
         sys.exit(e.exit_code)
     except UserError as e:
-        log.error("%s", e)
-        print(f"wgangp: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        _fail(str(e), e.exit_code)
+    except OmegaConfBaseException as e:  # e.g. an interpolation that cannot resolve
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        key = getattr(e, "full_key", None)
+        _fail(f"invalid config{f' at {key}' if key else ''}: {first}", UserError.exit_code)
+    except OSError as e:  # disk full, read-only or vanished run directory, ...
+        where = f" {e.filename}" if e.filename else ""
+        _fail(
+            f"cannot write{where}: {e.strerror or e}; free disk space or fix the permissions "
+            "of the run directory (checkpoints already written are intact)",
+            UserError.exit_code,
+        )
     value = last.get("wasserstein")
     return None if value is None else float(value)
 

@@ -12,6 +12,8 @@ import re
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from wgangp.errors import ConfigError
 
@@ -73,8 +75,37 @@ def validate_optim(cfg: Any) -> None:
                 raise ConfigError(f"optim.{who}.betas[{i}]", b, "0 ≤ β < 1")
 
 
+def check_resolvable(cfg: Any) -> None:
+    """Every value present and every ``${...}`` interpolation resolvable, else ConfigError."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False) if key else None
+        except OmegaConfBaseException:
+            value = None
+        raw = _raw_value(cfg, key)
+        raise ConfigError(
+            key, raw if raw is not None else value, "a value or an interpolation that resolves",
+            first,
+        ) from None
+
+
+def _raw_value(cfg: Any, key: str) -> Any:
+    node: Any = cfg
+    try:
+        for part in key.split("."):
+            node = node._get_node(part)
+        return node._value() if node is not None else None
+    except Exception:  # best effort, for the message only
+        return None
+
+
 def validate(cfg: Any) -> torch.device:
     """Check ``cfg``; return the training device. Raises :class:`ConfigError`."""
+    check_resolvable(cfg)
     lam = _finite("gp.lambda", cfg.gp["lambda"])
     if lam < 0:
         raise ConfigError("gp.lambda", cfg.gp["lambda"], "a number ≥ 0", "the paper uses 10")
