@@ -69,6 +69,22 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     _fsync_dir(path.parent)
 
 
+def _load_problem(e: Exception) -> str:
+    """What ``torch.load(weights_only=True)``'s exception says, in one short phrase."""
+    text = str(e).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    code = [ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln]
+    if code:
+        return (
+            "refused by the safe loader (weights_only=True): it references Python code or "
+            f"classes, so it is not a wgangp checkpoint and was not executed ({code[0][:200]})"
+        )
+    # torch prefixes unpickler errors with a paragraph about weights_only: skip it
+    useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the "))]
+    detail = useful[0][:200] if useful else type(e).__name__
+    return f"unreadable: truncated or corrupted, or not a PyTorch file ({type(e).__name__}: {detail})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a wgangp checkpoint; every failure is a :class:`CheckpointError`."""
     path = Path(path)
@@ -77,15 +93,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, code in the pickle, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            problem = (
-                "refused by the safe loader (weights_only=True): it holds Python objects "
-                f"or code, not a wgangp checkpoint ({first[:200]})"
-            )
-        else:
-            problem = f"unreadable: truncated or corrupted ({type(e).__name__}: {first[:200]})"
-        raise CheckpointError(path, problem) from None
+        raise CheckpointError(path, _load_problem(e)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(path, "not a wgangp checkpoint (no 'format: wgangp-checkpoint' field)")
     version = ckpt.get("version")

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -27,6 +28,7 @@ from wgangp.checkpoint import (
 )
 from wgangp.config import register_configs
 from wgangp.errors import CheckpointError, UserError
+from wgangp.paths import unwritable_reason
 from wgangp.trainer import Interrupted, Trainer
 from wgangp.validate import validate
 
@@ -187,6 +189,34 @@ def task(cfg: DictConfig) -> float | None:
         )
     value = last.get("wasserstein")
     return None if value is None else float(value)
+
+
+class RunDirCheck(Callback):
+    """Hydra callback: refuse an unusable run/sweep directory with one clear line.
+
+    Hydra creates the run directory and its log file before the task starts, so a
+    failure there would otherwise surface as a traceback.
+    """
+
+    def _check(self, config: DictConfig, key: str) -> None:
+        try:
+            directory = OmegaConf.select(config, key)
+        except OmegaConfBaseException:
+            return  # Hydra reports its own interpolation errors
+        reason = unwritable_reason(str(directory))
+        if reason:
+            print(
+                f"wgangp: error: cannot create the run directory {directory}: {reason}; "
+                f"choose another with {key}=PATH",
+                file=sys.stderr,
+            )
+            sys.exit(UserError.exit_code)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
 
 
 def main() -> None:
