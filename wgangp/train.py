@@ -219,7 +219,43 @@ class RunDirCheck(Callback):
         self._check(config, "hydra.sweep.dir")
 
 
+def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
+    """A message for ``group=VALUE`` overrides whose VALUE is not an option name.
+
+    Hydra answers ``dataset=0`` or ``critic=[1]`` with a ValueError traceback; say what
+    the options are instead. Unparsable arguments are left to Hydra's own message.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = {d.name for d in conf_dir.iterdir() if d.is_dir() and not d.name.startswith("_")}
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            o = parser.parse_override(arg)
+        except Exception:  # Hydra reports a malformed override itself
+            continue
+        key = o.key_or_group
+        if key == "":
+            return f"override {arg!r} has no key (expected KEY=VALUE, e.g. trainer.steps=100)"
+        if (key in groups or "/" in key) and not o.is_delete():
+            value = o.value()
+            if not isinstance(value, str) and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            ):
+                options = sorted(f.stem for f in (conf_dir / key).glob("*.yaml")) or ["…"]
+                return f"invalid option for {key}: {arg.split('=', 1)[1]!r} (allowed: " + (
+                    " | ".join(options) + ")"
+                )
+    return None
+
+
 def main() -> None:
+    bad = check_group_overrides(sys.argv[1:], config_dir())
+    if bad:
+        print(f"wgangp: error: {bad}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
     register_configs()
     register_resolvers()
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(task)()
