@@ -4,6 +4,7 @@ message (our UserError, or Hydra's compact composition errors) or a valid setup.
 from __future__ import annotations
 
 import pytest
+import torch
 from hydra.errors import HydraException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -70,7 +71,7 @@ def setup_like_the_cli(overrides: list[str], root: str) -> None:
         validate(cfg)
         if cfg.resume not in (None, "", "auto"):
             load_checkpoint(resolve_checkpoint_path(cfg.resume))
-        data = build_data(cfg.dataset, cfg.trainer.batch_size, __import__("torch").device("cpu"),
+        data = build_data(cfg.dataset, cfg.trainer.batch_size, torch.device("cpu"),
                           cfg.trainer.seed)
         build_critic(cfg.critic, data.sample_shape)
         build_generator(cfg.generator, data.sample_shape)
