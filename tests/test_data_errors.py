@@ -74,7 +74,8 @@ def test_image_folder_with_mixed_modes_and_sizes_and_junk_trains(tmp_path, caplo
                                        ("RGB", (31, 17)), ("CMYK", (12, 12)), ("I;16", (10, 10)),
                                        ("1", (11, 11))]):
         arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-        Image.fromarray(arr).convert(mode).save(tmp_path / f"img{i}.{'tif' if mode in ('CMYK', 'I;16') else 'png'}")
+        ext = "tif" if mode in ("CMYK", "I;16") else "png"
+        Image.fromarray(arr).convert(mode).save(tmp_path / f"img{i}.{ext}")
     (tmp_path / "notes.png").write_text("not an image")
     (tmp_path / "readme.txt").write_text("ignored: not an image extension")
     for channels in (1, 3):

@@ -158,7 +158,7 @@ def test_a_nan_through_the_cli_stops_with_the_step_terms_and_checkpoint(tmp_path
                  "trainer.sample_every=0", fault="nan_critic_at:5")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "Traceback" not in out + err
-    assert (f"wgangp: error: non-finite critic loss at step 5 (critic loss=nan, W estimate="
+    assert ("wgangp: error: non-finite critic loss at step 5 (critic loss=nan, W estimate="
             in err), err
     assert f"last good checkpoint: {run}/checkpoints/last.pt" in err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4

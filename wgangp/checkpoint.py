@@ -82,7 +82,9 @@ def _load_problem(e: Exception) -> str:
     # torch prefixes unpickler errors with a paragraph about weights_only: skip it
     useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the "))]
     detail = useful[0][:200] if useful else type(e).__name__
-    return f"unreadable: truncated or corrupted, or not a PyTorch file ({type(e).__name__}: {detail})"
+    return (
+        f"unreadable: truncated or corrupted, or not a PyTorch file ({type(e).__name__}: {detail})"
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -95,7 +97,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as e:  # truncated zip, foreign pickle, code in the pickle, ...
         raise CheckpointError(path, _load_problem(e)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(path, "not a wgangp checkpoint (no 'format: wgangp-checkpoint' field)")
+        raise CheckpointError(
+            path, "not a wgangp checkpoint (no 'format: wgangp-checkpoint' field)"
+        )
     version = ckpt.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(path, f"invalid format version {version!r} (expected 1…{VERSION})")
@@ -187,7 +191,7 @@ def latest_good_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 class CheckpointManager:
-    """Writes ``last.pt`` and ``step_<N>.pt`` under ``run_dir/checkpoints``, keeping the newest k."""
+    """Writes ``last.pt`` and ``step_<N>.pt`` under ``run_dir/checkpoints``; keeps the newest k."""
 
     def __init__(self, run_dir: Path, keep: int) -> None:
         self.dir = Path(run_dir) / "checkpoints"

@@ -7,6 +7,7 @@ allowed.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from typing import Any
@@ -103,8 +104,37 @@ def _raw_value(cfg: Any, key: str) -> Any:
         return None
 
 
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for k in node:
+        key = f"{prefix}{k}"
+        child = node._get_node(k)
+        if OmegaConf.is_dict(child):
+            out.extend(_leaf_keys(child, key + "."))
+        else:
+            out.append(key)
+    return out
+
+
+def check_known_keys(cfg: Any) -> None:
+    """Refuse keys the schema does not have (``+trainer.stepz=1`` would be ignored)."""
+    from wgangp.config import schema_keys
+
+    known = set(schema_keys())
+    for key in _leaf_keys(cfg):
+        if key in known or any(key.startswith(k + ".") for k in known):
+            continue  # a known key, or inside a free-form one (dataset.modes)
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        raise ConfigError(
+            key, OmegaConf.select(cfg, key, throw_on_resolution_failure=False),
+            "a key of the schema (see wgangp/config.py)",
+            f"did you mean {close[0]}?" if close else "remove it",
+        )
+
+
 def validate(cfg: Any) -> torch.device:
     """Check ``cfg``; return the training device. Raises :class:`ConfigError`."""
+    check_known_keys(cfg)
     check_resolvable(cfg)
     lam = _finite("gp.lambda", cfg.gp["lambda"])
     if lam < 0:
