@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from wgangp.errors import CheckpointError
+from wgangp.paths import expand_path
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,13 @@ VERSION = 1
 LAST = "last.pt"
 BEST = "best.pt"
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+#: temporary files of :func:`atomic_save` (``.last.pt.<random>.tmp``) a crash can leave
+_TMP_RE = re.compile(r"^\.(last|best|step_\d+)\.pt\..+\.tmp$")
+#: what a checkpoint must hold for a resume
+REQUIRED_KEYS = ("step", "critic", "generator", "opt_critic", "opt_generator", "rng", "data",
+                 "config")
+#: the entries whose tensors must be finite before anything is written
+CHECKED_FOR_FINITE = ("critic", "generator", "ema", "opt_critic", "opt_generator")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -61,6 +69,24 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     _fsync_dir(path.parent)
 
 
+def _load_problem(e: Exception) -> str:
+    """What ``torch.load(weights_only=True)``'s exception says, in one short phrase."""
+    text = str(e).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    code = [ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln]
+    if code:
+        return (
+            "refused by the safe loader (weights_only=True): it references Python code or "
+            f"classes, so it is not a wgangp checkpoint and was not executed ({code[0][:200]})"
+        )
+    # torch prefixes unpickler errors with a paragraph about weights_only: skip it
+    useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the "))]
+    detail = useful[0][:200] if useful else type(e).__name__
+    return (
+        f"unreadable: truncated or corrupted, or not a PyTorch file ({type(e).__name__}: {detail})"
+    )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a wgangp checkpoint; every failure is a :class:`CheckpointError`."""
     path = Path(path)
@@ -69,30 +95,50 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, code in the pickle, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            problem = (
-                "refused by the safe loader (weights_only=True): it holds Python objects "
-                f"or code, not a wgangp checkpoint ({first[:200]})"
-            )
-        else:
-            problem = f"unreadable: truncated or corrupted ({type(e).__name__}: {first[:200]})"
-        raise CheckpointError(path, problem) from None
+        raise CheckpointError(path, _load_problem(e)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(path, "not a wgangp checkpoint (no 'format: wgangp-checkpoint' field)")
+        raise CheckpointError(
+            path, "not a wgangp checkpoint (no 'format: wgangp-checkpoint' field)"
+        )
     version = ckpt.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(path, f"invalid format version {version!r} (expected 1…{VERSION})")
+    if version > VERSION:
         raise CheckpointError(
             path,
             f"written in format version {version}, newer than this wgangp reads ({VERSION}); "
             "upgrade wgangp",
         )
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(path, f"incomplete: missing {', '.join(missing)}")
     return ckpt
+
+
+def _nonfinite_tensors(node: Any, prefix: str, out: list[str]) -> None:
+    if isinstance(node, torch.Tensor):
+        if node.is_floating_point() and not bool(torch.isfinite(node).all()):
+            out.append(prefix)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            _nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            _nonfinite_tensors(v, f"{prefix}[{i}]", out)
+
+
+def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of the floating tensors holding NaN/Inf in the weights, EMA and optimizer state."""
+    out: list[str] = []
+    for key in CHECKED_FOR_FINITE:
+        if state.get(key) is not None:
+            _nonfinite_tensors(state[key], key, out)
+    return out
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
     """A run directory → its ``checkpoints/last.pt``; a file → itself."""
-    p = Path(path).expanduser()
+    p = expand_path(path)
     if p.is_dir():
         for cand in (p / "checkpoints" / LAST, p / LAST):
             if cand.is_file():
@@ -145,14 +191,50 @@ def latest_good_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 class CheckpointManager:
-    """Writes ``last.pt`` and ``step_<N>.pt`` under ``run_dir/checkpoints``, keeping the newest k."""
+    """Writes ``last.pt`` and ``step_<N>.pt`` under ``run_dir/checkpoints``; keeps the newest k."""
 
     def __init__(self, run_dir: Path, keep: int) -> None:
         self.dir = Path(run_dir) / "checkpoints"
         self.keep = keep
 
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the ``.*.pt.*.tmp`` files a killed process left mid-write; return them.
+
+        They are never read (a checkpoint only exists once renamed into place); this
+        only reclaims their disk space. Call it before this process writes anything.
+        """
+        removed: list[Path] = []
+        if self.dir.is_dir():
+            for p in sorted(self.dir.iterdir()):
+                if _TMP_RE.match(p.name):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                        removed.append(p)
+        if removed:
+            log.warning(
+                "removed %d incomplete checkpoint file(s) left by an interrupted write: %s",
+                len(removed), ", ".join(p.name for p in removed),
+            )
+        return removed
+
+    def _refuse_nonfinite(self, state: dict[str, Any], step: int) -> None:
+        bad = nonfinite_tensors(state)
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise CheckpointError(
+                self.dir / LAST,
+                f"refusing to save step {step}: NaN/Inf in {shown}; the previous checkpoint "
+                "is kept unchanged (not overwritten by bad weights)",
+            )
+
     def save(self, state: dict[str, Any], step: int, *, step_file: bool = True) -> Path:
+        """Write ``step_<step>.pt`` (if ``step_file``) and ``last.pt``, then prune.
+
+        Raises :class:`CheckpointError` when the state holds NaN/Inf (nothing is
+        written) or the disk refuses the write (the previous files stay intact).
+        """
         state = {"format": FORMAT, "version": VERSION, **state}
+        self._refuse_nonfinite(state, step)
         try:
             if step_file and self.keep > 0:
                 atomic_save(state, self.dir / f"step_{step:07d}.pt")
@@ -167,6 +249,7 @@ class CheckpointManager:
         return self.dir / LAST
 
     def save_best(self, state: dict[str, Any]) -> Path:
+        self._refuse_nonfinite(state, int(state.get("step", -1)))
         atomic_save({"format": FORMAT, "version": VERSION, **state}, self.dir / BEST)
         return self.dir / BEST
 

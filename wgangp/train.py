@@ -18,11 +18,13 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from wgangp import distributed
 from wgangp.checkpoint import (
@@ -33,6 +35,7 @@ from wgangp.checkpoint import (
 )
 from wgangp.config import register_configs
 from wgangp.errors import CheckpointError, UserError
+from wgangp.paths import unwritable_reason
 from wgangp.trainer import Interrupted, Trainer
 from wgangp.validate import validate
 
@@ -189,17 +192,38 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return trainer.fit()
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    log.error("%s", message)
+    print(f"wgangp: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def task(cfg: DictConfig) -> float | None:
-    """Hydra task: exits non-zero with one clear message on a user mistake."""
+    """Hydra task: exits non-zero with one clear message on a user mistake.
+
+    Exit codes: 0 done; 2 a user error (bad config value, data, checkpoint, or a run
+    directory / disk that refuses writes); 128+N stopped by signal N after saving a
+    checkpoint (130 SIGINT, 143 SIGTERM). Hydra itself exits 1 on an override it
+    cannot compose (unknown key or option, wrong type).
+    """
     try:
         last = run(cfg)
     except Interrupted as e:
         log.warning("%s", e)
         sys.exit(e.exit_code)
     except UserError as e:
-        log.error("%s", e)
-        print(f"wgangp: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        _fail(str(e), e.exit_code)
+    except OmegaConfBaseException as e:  # e.g. an interpolation that cannot resolve
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        key = getattr(e, "full_key", None)
+        _fail(f"invalid config{f' at {key}' if key else ''}: {first}", UserError.exit_code)
+    except OSError as e:  # disk full, read-only or vanished run directory, ...
+        where = f" {e.filename}" if e.filename else ""
+        _fail(
+            f"cannot write{where}: {e.strerror or e}; free disk space or fix the permissions "
+            "of the run directory (checkpoints already written are intact)",
+            UserError.exit_code,
+        )
     key = cfg.get("optimized_metric") or "wasserstein"
     if key not in last:
         log.error("optimized_metric=%s was not logged; logged: %s", key, ", ".join(sorted(last)))
@@ -225,7 +249,71 @@ def _torchrun_argv(argv: list[str], info: distributed.DistInfo) -> list[str]:
     return argv if info.is_main else [*argv, *RANK_OVERRIDES]
 
 
+class RunDirCheck(Callback):
+    """Hydra callback: refuse an unusable run/sweep directory with one clear line.
+
+    Hydra creates the run directory and its log file before the task starts, so a
+    failure there would otherwise surface as a traceback.
+    """
+
+    def _check(self, config: DictConfig, key: str) -> None:
+        try:
+            directory = OmegaConf.select(config, key)
+        except OmegaConfBaseException:
+            return  # Hydra reports its own interpolation errors
+        reason = unwritable_reason(str(directory))
+        if reason:
+            print(
+                f"wgangp: error: cannot create the run directory {directory}: {reason}; "
+                f"choose another with {key}=PATH",
+                file=sys.stderr,
+            )
+            sys.exit(UserError.exit_code)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+
+def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
+    """A message for ``group=VALUE`` overrides whose VALUE is not an option name.
+
+    Hydra answers ``dataset=0`` or ``critic=[1]`` with a ValueError traceback; say what
+    the options are instead. Unparsable arguments are left to Hydra's own message.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = {d.name for d in conf_dir.iterdir() if d.is_dir() and not d.name.startswith("_")}
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            o = parser.parse_override(arg)
+        except Exception:  # Hydra reports a malformed override itself
+            continue
+        key = o.key_or_group
+        if key == "":
+            return f"override {arg!r} has no key (expected KEY=VALUE, e.g. trainer.steps=100)"
+        if (key in groups or "/" in key) and not o.is_delete():
+            value = o.value()
+            if not isinstance(value, str) and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            ):
+                options = sorted(f.stem for f in (conf_dir / key).glob("*.yaml")) or ["…"]
+                return f"invalid option for {key}: {arg.split('=', 1)[1]!r} (allowed: " + (
+                    " | ".join(options) + ")"
+                )
+    return None
+
+
 def main() -> None:
+    bad = check_group_overrides(sys.argv[1:], config_dir())
+    if bad:
+        print(f"wgangp: error: {bad}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
     register_configs()
     register_resolvers()
     info = distributed.init_from_env()  # torchrun: join the process group first

@@ -97,6 +97,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.overrides: list[str] = []
         self.ckpts = CheckpointManager(self.run_dir, t.keep_checkpoints)
+        self.ckpts.remove_stale_temporaries()  # left by a process killed mid-write
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self._stop_signal: int | None = None
         log.info(
@@ -140,11 +141,13 @@ class Trainer:
                 target=gp_cfg.target, one_sided=gp_cfg.one_sided, generator=self.rng,
             )
         loss = losses.critic_loss(d_real, d_fake, gp.penalty, gp_cfg["lambda"])
-        self._apply(loss, self.opt_c, "critic")
+        w = losses.wasserstein_estimate(d_real, d_fake).detach()
+        terms = {"critic loss": loss.detach(), "W estimate": w, "GP": gp.penalty.detach()}
+        self._apply(loss, self.opt_c, "critic", terms)
         return {
-            "loss/critic": loss.detach(),
-            "wasserstein": losses.wasserstein_estimate(d_real, d_fake).detach(),
-            "gp": gp.penalty.detach(),
+            "loss/critic": terms["critic loss"],
+            "wasserstein": w,
+            "gp": terms["GP"],
             "grad_norm": gp.grad_norm.detach().mean(),
         }
 
@@ -157,24 +160,41 @@ class Trainer:
                 fake = self.generator_ddp(self.noise(self.cfg.trainer.batch_size))
                 # the plain critic: its frozen parameters are no DDP reducer's business
                 loss = losses.generator_loss(self.critic(fake))
-            self._apply(loss, self.opt_g, "generator")
+            self._apply(loss, self.opt_g, "generator", {"generator loss": loss.detach()})
         finally:
             self.critic.requires_grad_(True)
         if self.ema is not None and self.step >= self.cfg.trainer.ema.start:
             self.ema.update_parameters(self.generator)
         return {"loss/generator": loss.detach()}
 
-    def _apply(self, loss: Tensor, opt: torch.optim.Optimizer, who: str) -> None:
+    def _apply(
+        self,
+        loss: Tensor,
+        opt: torch.optim.Optimizer,
+        who: str,
+        terms: dict[str, Tensor] | None = None,
+    ) -> None:
+        """Backward, then ``opt.step()`` only if the loss and every gradient are finite.
+
+        Checked before the update so a NaN/Inf never reaches the weights (or Adam's
+        moments). On CPU this costs nothing; on CUDA it is one small sync per update.
+        A non-finite step raises :class:`_NonFiniteStep` carrying the loss ``terms``.
+        """
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        # Checked before the update so a NaN never reaches the weights. On CPU this
-        # costs nothing; on CUDA it is one small sync per update.
-        bad = not torch.isfinite(loss)
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        # one norm per tensor (a foreach kernel): NaN or Inf anywhere makes it non-finite
+        finite = torch.isfinite(loss)
+        if grads:
+            finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        bad = not finite
         if self.dist.enabled:  # every rank skips, or none: the replicas stay equal
             bad = distributed.any_true(bad, self.device)
         if bad:
+            cause = "loss" if not torch.isfinite(loss) else "gradient"
             opt.zero_grad(set_to_none=True)
-            raise _NonFiniteStep(who, float(loss))
+            values = {k: float(v) for k, v in (terms or {}).items()}
+            raise _NonFiniteStep(who, float(loss.detach()), values, cause)
         opt.step()
 
     def train_step(self) -> dict[str, Tensor]:
@@ -382,8 +402,9 @@ class Trainer:
         t = self.cfg.trainer
         last = self.ckpts.dir / "last.pt"
         where = f"last good checkpoint: {last}" if last.exists() else "no checkpoint written yet"
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in bad.terms.items()) or f"loss={bad.value}"
         msg = (
-            f"non-finite {bad.who} loss ({bad.value}) at step {self.step + 1}; "
+            f"non-finite {bad.who} {bad.cause} at step {self.step + 1} ({terms}); "
             f"the update was not applied; {where}"
         )
         if t.nan_policy == "skip" and self.nan_skips < t.max_nan_skips:
@@ -423,9 +444,17 @@ class _NullWriter:
 
 
 class _NonFiniteStep(Exception):  # noqa: N818 - internal control flow
-    def __init__(self, who: str, value: float) -> None:
-        self.who, self.value = who, value
-        super().__init__(f"non-finite {who} loss {value}")
+    """A critic/generator update whose loss (``cause="loss"``) or gradient was NaN/Inf.
+
+    ``terms``: the loss terms of that update by name (critic loss, W estimate, GP, or
+    generator loss), as floats, for the message.
+    """
+
+    def __init__(
+        self, who: str, value: float, terms: dict[str, float] | None = None, cause: str = "loss"
+    ) -> None:
+        self.who, self.value, self.terms, self.cause = who, value, dict(terms or {}), cause
+        super().__init__(f"non-finite {who} {cause} (loss {value})")
 
 
 def _check_same_architecture(ckpt: dict[str, Any], trainer: Trainer, path: Any) -> None:

@@ -7,11 +7,14 @@ allowed.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from wgangp.errors import ConfigError
 
@@ -73,8 +76,66 @@ def validate_optim(cfg: Any) -> None:
                 raise ConfigError(f"optim.{who}.betas[{i}]", b, "0 ≤ β < 1")
 
 
+def check_resolvable(cfg: Any) -> None:
+    """Every value present and every ``${...}`` interpolation resolvable, else ConfigError."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False) if key else None
+        except OmegaConfBaseException:
+            value = None
+        raw = _raw_value(cfg, key)
+        raise ConfigError(
+            key, raw if raw is not None else value, "a value or an interpolation that resolves",
+            first,
+        ) from None
+
+
+def _raw_value(cfg: Any, key: str) -> Any:
+    node: Any = cfg
+    try:
+        for part in key.split("."):
+            node = node._get_node(part)
+        return node._value() if node is not None else None
+    except Exception:  # best effort, for the message only
+        return None
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for k in node:
+        key = f"{prefix}{k}"
+        child = node._get_node(k)
+        if OmegaConf.is_dict(child):
+            out.extend(_leaf_keys(child, key + "."))
+        else:
+            out.append(key)
+    return out
+
+
+def check_known_keys(cfg: Any) -> None:
+    """Refuse keys the schema does not have (``+trainer.stepz=1`` would be ignored)."""
+    from wgangp.config import schema_keys
+
+    known = set(schema_keys())
+    for key in _leaf_keys(cfg):
+        if key in known or any(key.startswith(k + ".") for k in known):
+            continue  # a known key, or inside a free-form one (dataset.modes)
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        raise ConfigError(
+            key, OmegaConf.select(cfg, key, throw_on_resolution_failure=False),
+            "a key of the schema (see wgangp/config.py)",
+            f"did you mean {close[0]}?" if close else "remove it",
+        )
+
+
 def validate(cfg: Any) -> torch.device:
     """Check ``cfg``; return the training device. Raises :class:`ConfigError`."""
+    check_known_keys(cfg)
+    check_resolvable(cfg)
     lam = _finite("gp.lambda", cfg.gp["lambda"])
     if lam < 0:
         raise ConfigError("gp.lambda", cfg.gp["lambda"], "a number ≥ 0", "the paper uses 10")

@@ -29,6 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from wgangp.errors import DataError
+from wgangp.paths import expand_path
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class ImageFolderImages(Dataset):
     """The images of a folder as ``(PIL image, 0)`` items, like a torchvision data set."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()
+        self.root = expand_path(root)
         self.paths = scan_images(self.root)
         self._warned: set[Path] = set()
 

@@ -43,6 +43,7 @@ from wgangp.data.image_source import (
     load_on_device,
 )
 from wgangp.errors import ConfigError, DataError
+from wgangp.paths import expand_path
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def _open_torchvision(
     name: str, cfg: Any, layout: Layout, factory: Callable[[str, bool], Any]
 ) -> Any:
     """``factory(root, download)``, with every failure turned into a DataError."""
-    root = Path(str(cfg.root)).expanduser()
+    root = expand_path(str(cfg.root))
     try:
         return factory(str(root), bool(cfg.download))
     except Exception as e:  # torchvision: RuntimeError, OSError, unpickling, parsing...
@@ -242,7 +243,7 @@ def open_celeba(cfg: Any) -> Any:
         CELEBA_LAYOUT,
         lambda r, d: tvd.CelebA(r, split=cfg.split, target_type=[], download=d),
     )
-    _check_celeba_images(ds, Path(str(cfg.root)).expanduser())
+    _check_celeba_images(ds, expand_path(str(cfg.root)))
     return ds
 
 

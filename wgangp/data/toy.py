@@ -19,6 +19,7 @@ from torch import Tensor
 
 from wgangp.data.base import DataSource, TensorSource
 from wgangp.errors import ConfigError, DataError
+from wgangp.paths import expand_path
 
 
 def ring_modes(k: int = 8, radius: float = 2.0) -> Tensor:
@@ -108,7 +109,7 @@ class SwissRoll(_Generated):
 
 def load_points(path: str | Path) -> Tensor:
     """An N×D float array from ``.npy`` or ``.csv`` (comma separated, optional header)."""
-    p = Path(path).expanduser()
+    p = expand_path(path)
     if not p.is_file():
         raise DataError(
             f"dataset.path={str(path)!r}: no such file; give the path of a .npy or .csv "

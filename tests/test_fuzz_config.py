@@ -1,0 +1,106 @@
+"""Property: no override string, however wrong, produces a traceback — only a clean
+message (our UserError, or Hydra's compact composition errors) or a valid setup."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.errors import HydraException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import TINY, cli, compose_cfg
+from wgangp.checkpoint import load_checkpoint, resolve_checkpoint_path
+from wgangp.config import schema_keys
+from wgangp.data import build_data
+from wgangp.errors import UserError
+from wgangp.models import build_critic, build_generator
+from wgangp.train import _resume_run_dir, check_group_overrides, config_dir
+from wgangp.validate import validate
+
+GROUPS = {
+    "dataset": ["gaussians8", "gaussians25", "swissroll", "points", "mnist", "image_folder",
+                "cifar10", "lsun", "celeba", "fashion_mnist"],
+    "critic": ["mlp"], "generator": ["mlp"], "optim": ["paper"], "gp": ["paper"],
+    "trainer": ["default"], "experiment": ["toy_paper"],
+}
+JUNK_KEYS = ["trainer.stepz", "foo", "gp", "trainer", "gp.lambda.x", "hydra.run", "", "a.b.c",
+             "dataset.path.x", "critic.", ".critic"]
+SCALARS = st.one_of(
+    st.integers(-3, 40).map(str),
+    st.sampled_from(["0", "-1", "1e400", "-1e-9", "nan", "inf", "-inf", "0.5", "1.0", "null",
+                     "true", "false", "abc", "''", "' '", "[]", "[0.5]", "[0.5,1.0]", "[a,b]",
+                     "{a:1}", "${nope}", "${gp.lambda}", "${oops:1}", "???", "cuda:9", "cpu",
+                     "cuda", "auto", "fp16", "bf16", "skip", "stop", "layernorm", "batchnorm",
+                     "~nouser/x", "/no/such", "random", "resize", "relu", "∞", "a=b", "\\",
+                     "[1,2,3]", "[[1,2],[3,4]]", "0x10", "1_000"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+            max_size=6),
+)
+KEYS = st.sampled_from(schema_keys() + JUNK_KEYS)
+
+
+@st.composite
+def override(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["set", "set", "set", "group", "add", "del"]))
+    if kind == "group":
+        g = draw(st.sampled_from(sorted(GROUPS)))
+        opt = draw(st.one_of(st.sampled_from(GROUPS[g]), SCALARS))
+        return f"{g}={opt}"
+    key = draw(KEYS)
+    if kind == "del":
+        return f"~{key}"
+    return f"{'+' if kind == 'add' else ''}{key}={draw(SCALARS)}"
+
+
+def setup_like_the_cli(overrides: list[str], root: str) -> None:
+    """What the CLI does before training, in-process: compose, resolve the run dir,
+    validate, open the checkpoint/data, build the networks."""
+    if check_group_overrides(overrides, config_dir()):
+        return  # refused by wgangp-train before Hydra composes
+    try:
+        cfg = compose_cfg(*overrides)
+    except HydraException:  # compact composition errors: Hydra prints one clean message
+        return
+    if cfg.dataset.get("download") is True:
+        cfg.dataset.download = False  # no network here
+    if cfg.dataset.get("root") == "data":
+        cfg.dataset.root = root
+    try:
+        _resume_run_dir(cfg.resume, "outputs/x")
+        validate(cfg)
+        if cfg.resume not in (None, "", "auto"):
+            load_checkpoint(resolve_checkpoint_path(cfg.resume))
+        data = build_data(cfg.dataset, cfg.trainer.batch_size, torch.device("cpu"),
+                          cfg.trainer.seed)
+        build_critic(cfg.critic, data.sample_shape)
+        build_generator(cfg.generator, data.sample_shape)
+    except UserError:
+        return
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(override(), min_size=1, max_size=4))
+def test_random_overrides_give_a_clean_message_or_a_valid_setup(tmp_path_factory, overrides):
+    root = str(tmp_path_factory.getbasetemp() / "empty-data-root")
+    setup_like_the_cli([*TINY, *overrides], root)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["gp.lambda=${nope}"],
+        ["trainer.steps=${gp.lambda}"],
+        ["dataset=points", "dataset.path=~nouser/p.npy"],
+        ["resume=~nouser/run"],
+        ["critic.dim=-3"],
+        ["foo=bar"],
+        ["+trainer.stepz=1"],
+        ["dataset.modes=[[1,2],[3]]", "dataset=points", "dataset.path=/no/x.npy"],
+    ],
+)
+def test_a_few_bad_override_sets_through_the_cli_have_no_traceback(tmp_path, args):
+    proc = cli(*TINY, "trainer.steps=1", *args, cwd=tmp_path, timeout=120)
+    assert proc.returncode in (1, 2), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.stderr.strip(), "no message"
