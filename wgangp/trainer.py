@@ -23,6 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from wgangp import losses
+from wgangp import step as step_lib
 from wgangp.checkpoint import CheckpointManager
 from wgangp.data import build_data
 from wgangp.errors import CheckpointError, UserError
@@ -46,8 +47,12 @@ class NonFiniteError(UserError):
     """A loss or gradient became NaN/Inf; the bad update was not applied."""
 
 
-def _adam(params: Any, node: Any, device: torch.device) -> torch.optim.Adam:
-    # foreach kernels: one launch for all parameters, the fast path on CPU and CUDA
+def _adam(params: Any, node: Any, device: torch.device, fused: bool = False) -> torch.optim.Adam:
+    # foreach kernels: one launch for all parameters, the fast path on CPU and CUDA.
+    # fused: one kernel, and it can skip an update on the device (found_inf), which
+    # the sync-free non-finite check and GradScaler rely on
+    if fused:
+        return torch.optim.Adam(params, lr=node.lr, betas=tuple(node.betas), fused=True)
     return torch.optim.Adam(params, lr=node.lr, betas=tuple(node.betas), foreach=True)
 
 
@@ -64,8 +69,34 @@ class Trainer:
         shape = self.data.sample_shape
         self.critic = build_critic(cfg.critic, shape).to(device)
         self.generator = build_generator(cfg.generator, shape).to(device)
-        self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device)
-        self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device)
+        # --- speed options (wgangp/step.py; measured by scripts/bench.py)
+        self.memory_format = (
+            torch.channels_last if t.channels_last and len(shape) == 3 else torch.contiguous_format
+        )
+        self.critic.to(memory_format=self.memory_format)
+        self.generator.to(memory_format=self.memory_format)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
+        nan_check = t.nan_check if t.nan_check != "auto" else (
+            "iteration" if device.type == "cuda" else "step"
+        )
+        self.deferred_nan_check = nan_check == "iteration"
+        self.scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
+        fused = self.deferred_nan_check or self.scaler is not None
+        self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device, fused)
+        self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device, fused)
+        # forwards without the penalty may be compiled; the penalty's double backward
+        # always uses the eager critic (inductor refuses double backward, pytorch#181581)
+        self.critic_fwd: Any = torch.compile(self.critic) if t.compile else self.critic
+        self.generator_fwd: Any = torch.compile(self.generator) if t.compile else self.generator
+        self.penalty_critic = (
+            step_lib.with_detached_relu_masks(self.critic)
+            if cfg.gp.detach_relu_masks
+            else self.critic
+        )
+        self._bad = torch.zeros((), dtype=torch.bool, device=device)  # deferred check flag
+        self._pending: list[tuple[str, Tensor]] = []
+        self._gp_stats: dict[str, Tensor] = {}
         self.ema: AveragedModel | None = None
         if t.ema.decay is not None:
             self.ema = AveragedModel(
@@ -105,23 +136,41 @@ class Trainer:
     def noise(self, n: int) -> Tensor:
         return torch.randn(n, self.generator.z_dim, generator=self.rng, device=self.device)
 
-    def critic_step(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        """One critic update on L_D = E[D(x̃)] − E[D(x)] + λ·GP."""
+    def _fmt(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+    def critic_step(
+        self, real: Tensor, fake: Tensor, *, penalty: bool = True, lam_scale: float = 1.0
+    ) -> dict[str, Tensor]:
+        """One critic update on L_D = E[D(x̃)] − E[D(x)] + λ·GP.
+
+        ``penalty=False`` leaves the penalty out (the lazy penalty's in-between steps);
+        ``lam_scale`` multiplies λ (k for a penalty taken every k-th step).
+        """
         gp_cfg = self.cfg.gp
+        real, fake = self._fmt(real), self._fmt(fake)
         with self._autocast():
-            d_real = self.critic(real)
-            d_fake = self.critic(fake)
-            gp = losses.gradient_penalty(
-                self.critic, real, fake,
-                target=gp_cfg.target, one_sided=gp_cfg.one_sided, generator=self.rng,
+            d_real, d_fake = step_lib.critic_scores(
+                self.critic_fwd, real, fake, self.cfg.trainer.fuse_real_fake
             )
-        loss = losses.critic_loss(d_real, d_fake, gp.penalty, gp_cfg["lambda"])
+            if penalty:
+                gp = losses.gradient_penalty(
+                    self.penalty_critic, real, fake,
+                    target=gp_cfg.target, one_sided=gp_cfg.one_sided, generator=self.rng,
+                    output_scale=self._loss_scale(),
+                )
+        if penalty:
+            loss = losses.critic_loss(d_real, d_fake, gp.penalty, gp_cfg["lambda"] * lam_scale)
+            self._gp_stats = {
+                "gp": gp.penalty.detach(), "grad_norm": gp.grad_norm.detach().mean()
+            }
+        else:
+            loss = losses.critic_loss(d_real, d_fake, d_real.new_zeros(()), 0.0)
         self._apply(loss, self.opt_c, "critic")
         return {
             "loss/critic": loss.detach(),
             "wasserstein": losses.wasserstein_estimate(d_real, d_fake).detach(),
-            "gp": gp.penalty.detach(),
-            "grad_norm": gp.grad_norm.detach().mean(),
+            **self._gp_stats,  # the latest penalty (lazy penalty: from an earlier step)
         }
 
     def generator_step(self) -> dict[str, Tensor]:
@@ -130,8 +179,8 @@ class Trainer:
         self.critic.requires_grad_(False)
         try:
             with self._autocast():
-                fake = self.generator(self.noise(self.cfg.trainer.batch_size))
-                loss = losses.generator_loss(self.critic(fake))
+                fake = self._fmt(self.generator_fwd(self.noise(self.cfg.trainer.batch_size)))
+                loss = losses.generator_loss(self.critic_fwd(fake))
             self._apply(loss, self.opt_g, "generator")
         finally:
             self.critic.requires_grad_(True)
@@ -139,26 +188,87 @@ class Trainer:
             self.ema.update_parameters(self.generator)
         return {"loss/generator": loss.detach()}
 
+    def _loss_scale(self) -> Tensor | None:
+        """fp16: GradScaler's current scale as a device tensor (no host sync)."""
+        if self.scaler is None:
+            return None
+        return self.scaler.scale(torch.ones((), device=self.device))
+
     def _apply(self, loss: Tensor, opt: torch.optim.Optimizer, who: str) -> None:
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        # Checked before the update so a NaN never reaches the weights. On CPU this
-        # costs nothing; on CUDA it is one small sync per update.
-        if not torch.isfinite(loss):
-            opt.zero_grad(set_to_none=True)
-            raise _NonFiniteStep(who, float(loss))
-        opt.step()
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        if not self.deferred_nan_check:
+            # checked before the update so a NaN never reaches the weights; a host
+            # sync per update on CUDA (trainer.nan_check=iteration avoids it)
+            if not torch.isfinite(loss):
+                opt.zero_grad(set_to_none=True)
+                raise _NonFiniteStep(who, float(loss))
+            self._opt_step(opt)
+            return
+        # sync-free: a device flag, set by this or an earlier update of this iteration,
+        # makes the fused optimizer skip the update on the device (found_inf); the host
+        # looks once per generator iteration (_check_pending)
+        value = loss.detach().float()
+        self._bad = self._bad | ~torch.isfinite(value)
+        self._pending.append((who, value))
+        if self.scaler is not None:
+            # GradScaler skips steps whose gradients are non-finite: poison one
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if params:
+                g0 = params[0].grad
+                g0.add_(torch.where(self._bad, float("nan"), 0.0).to(g0.dtype))
+            self._opt_step(opt)
+        else:
+            opt.found_inf = self._bad.float()  # type: ignore[attr-defined]
+            try:
+                opt.step()
+            finally:
+                del opt.found_inf  # type: ignore[attr-defined]
+
+    def _opt_step(self, opt: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            opt.step()
+        else:
+            self.scaler.step(opt)
+            self.scaler.update()
+
+    def _check_pending(self) -> None:
+        """Deferred check: one host sync per generator iteration; raise on the first bad loss."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        values = torch.stack([v for _, v in pending]).cpu()
+        self._bad = torch.zeros_like(self._bad)
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise _NonFiniteStep(pending[i][0], float(values[i]))
 
     def train_step(self) -> dict[str, Tensor]:
         """n_critic critic updates (fresh real batch, fresh fakes each), then one G update."""
         t = self.cfg.trainer
+        every = self.cfg.gp.every
         stats: dict[str, Tensor] = {}
-        for _ in range(t.n_critic):
+        self._pending = []
+        self._bad = torch.zeros_like(self._bad)
+        fakes: tuple[Tensor, ...] = ()
+        for i in range(t.n_critic):
             real = self.data.next_batch()
-            with torch.no_grad(), self._autocast():
-                fake = self.generator(self.noise(t.batch_size)).float()
-            stats = self.critic_step(real, fake)
+            if t.batch_fakes:
+                if not fakes:  # all n_critic batches from one generator forward
+                    with torch.no_grad(), self._autocast():
+                        z = self.noise(t.batch_size * t.n_critic)
+                        fakes = self.generator_fwd(z).float().chunk(t.n_critic)
+                fake = fakes[i]
+            else:
+                with torch.no_grad(), self._autocast():
+                    fake = self.generator_fwd(self.noise(t.batch_size)).float()
+            # lazy penalty: on every k-th critic update (counted over the whole run)
+            penalty = (self.step * t.n_critic + i) % every == 0
+            stats = self.critic_step(real, fake, penalty=penalty, lam_scale=float(every))
         stats.update(self.generator_step())
+        if self.deferred_nan_check:
+            self._check_pending()
         return stats
 
     # ------------------------------------------------------------------ the loop
