@@ -172,7 +172,9 @@ class TextbookLoop:
         self.mone = self.one * -1
         self.log: list[tuple[float, float]] = []
 
-    def calc_gradient_penalty(self, netD: nn.Module, real_data: Tensor, fake_data: Tensor) -> Tensor:  # noqa: N803
+    def calc_gradient_penalty(
+        self, netD: nn.Module, real_data: Tensor, fake_data: Tensor  # noqa: N803
+    ) -> Tensor:
         alpha = torch.rand(self.BATCH_SIZE, 1, device=self.device, generator=self.rng)
         alpha = alpha.expand(self.BATCH_SIZE, real_data.nelement() // self.BATCH_SIZE)
         alpha = alpha.contiguous().view(real_data.size())
@@ -314,7 +316,9 @@ def run_one(bc: BenchConfig, device: torch.device, precision: str, args: argpars
         t_plain: list[float] = []
         for _ in range(reps):
             t_gp.append(_time(lambda: ours.critic_step(real, fake), iters, device))
-            t_plain.append(_time(lambda: ours.critic_step(real, fake, penalty=False), iters, device))
+            t_plain.append(
+                _time(lambda: ours.critic_step(real, fake, penalty=False), iters, device)
+            )
         gp_ratio = statistics.median(t_gp) / statistics.median(t_plain)
 
         flops = _flops(ours.train_step)
@@ -326,6 +330,7 @@ def run_one(bc: BenchConfig, device: torch.device, precision: str, args: argpars
         if key[1] != torch.float32 and (str(device), torch.float32) not in peaks:
             peaks[(str(device), torch.float32)] = matmul_peak(device, torch.float32, args.quick)
         peak = peaks[key]
+        fp32_peak = peaks[(str(device), torch.float32)]
         mem = _peak_mem_mb(ours.train_step, device, ours.critic, ours.generator, ours.opt_c,
                            ours.opt_g)
         ref_mem = _peak_mem_mb(ref.iteration, device, ref.netD, ref.netG, ref.optimizerD,
@@ -349,7 +354,7 @@ def run_one(bc: BenchConfig, device: torch.device, precision: str, args: argpars
             "ref_gflop_per_iter": ref_flops / 1e9,
             "matmul_peak_gflops": peak / 1e9,
             "flops_fraction": flops / (ms / 1000.0) / peak,
-            "ref_flops_fraction": ref_flops / (ref_ms / 1000.0) / peaks[(str(device), torch.float32)],
+            "ref_flops_fraction": ref_flops / (ref_ms / 1000.0) / fp32_peak,
             "loss_rel_diff": loss_rel_diff,
             "overrides": list(args.set),
             "ms_samples": t_ours,
@@ -365,7 +370,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
             ("ref_flops_fraction", "{:.2f}"), ("loss_rel_diff", "{:.1e}")]
     cells = [[c for c, _ in cols]] + [[f.format(r[c]) for c, f in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells)
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                   "in wgangp.models yet", file=sys.stderr)
             continue
         for device in devices:
-            precs = ["fp32"] if device.type == "cpu" else (args.precisions or "fp32,bf16").split(",")
+            cuda_precs = (args.precisions or "fp32,bf16").split(",")
+            precs = ["fp32"] if device.type == "cpu" else cuda_precs
             for precision in precs:
                 row = run_one(bc, device, precision, args, peaks)
                 rows.append(row)
