@@ -370,7 +370,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
             ("ref_flops_fraction", "{:.2f}"), ("loss_rel_diff", "{:.1e}")]
     cells = [[c for c, _ in cols]] + [[f.format(r[c]) for c, f in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
+    lines = ("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
