@@ -18,7 +18,8 @@ def test_bench_quick_mlp_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--configs", "mlp",
-         "--devices", "cpu", "--set", "critic.dim=64", "--set", "generator.dim=64",
+         "--devices", "cpu", "--threads", "1",
+         "--set", "critic.dim=64", "--set", "generator.dim=64",
          "--json", str(out)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )

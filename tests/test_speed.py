@@ -177,6 +177,7 @@ def test_bf16_step_is_finite_and_close_to_fp32():
 # ----------------------------------------------------------------- memory
 def test_memory_is_flat_over_many_steps():
     """Tensors made in the first steps are all freed later: no graph survives a step."""
+    torch.set_num_threads(1)  # tiny ops: 2 threads only contend (the fixture restores it)
     t = make("trainer.n_critic=1", "critic.dim=16", "generator.dim=16", "trainer.batch_size=32")
     t.train_step()  # optimizer states exist from here on
     with LiveBytes() as lb:  # (a dispatch mode is slow: track a window of steps only)

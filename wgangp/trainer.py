@@ -202,7 +202,7 @@ class Trainer:
             # sync per update on CUDA (trainer.nan_check=iteration avoids it)
             if not torch.isfinite(loss):
                 opt.zero_grad(set_to_none=True)
-                raise _NonFiniteStep(who, float(loss))
+                raise _NonFiniteStep(who, float(loss.detach()))
             self._opt_step(opt)
             return
         # sync-free: a device flag, set by this or an earlier update of this iteration,
