@@ -17,6 +17,9 @@ test:
 test-slow:
 	$(PYTHON) -m pytest -q -m slow
 
+bench:
+	$(PYTHON) scripts/bench.py
+
 lint:
 	$(PYTHON) -m ruff check wgangp tests scripts
 

@@ -95,6 +95,12 @@ class GPConfig:
     lambda_: float = 10.0
     target: float = 1.0
     one_sided: bool = False
+    # lazy penalty (StyleGAN2-style): the penalty on every k-th critic update only,
+    # with λ scaled by k so its expected weight is unchanged. 1 = every update (paper).
+    every: int = 1
+    # ReLU/LeakyReLU masks detached in the penalty's forward: identical gradients,
+    # ~half the double backward's FLOPs (wgangp/step.py explains why)
+    detach_relu_masks: bool = True
 
 
 def _rename_field(cls: type, old: str, new: str) -> None:
@@ -135,6 +141,22 @@ class TrainerConfig:
     progress: bool = True
     nan_policy: str = "stop"  # stop | skip
     max_nan_skips: int = 10
+    # --- speed (wgangp/step.py; scripts/bench.py measures each) ---
+    # D(real) and D(fake) from one critic forward (changes float rounding only)
+    fuse_real_fake: bool = True
+    # all n_critic fake batches from one generator forward (changes the noise order,
+    # and batch-norm statistics of the generator: opt-in)
+    batch_fakes: bool = False
+    channels_last: bool = False  # NHWC memory format for image models
+    # torch.compile the generator and the critic's non-penalty path (the penalty's
+    # double backward always runs eagerly: inductor does not support it)
+    compile: bool = False
+    cudnn_benchmark: bool = True  # CUDA only
+    # when non-finite losses are detected: step = host check after every update (a sync
+    # per update on CUDA); iteration = device-side flag, updates after a non-finite loss
+    # skipped on the device (fused Adam's found_inf), one host check per generator
+    # iteration; auto = step on CPU, iteration on CUDA
+    nan_check: str = "auto"
     ema: EMAConfig = field(default_factory=EMAConfig)
     # torchrun: BatchNorm layers of the generator → SyncBatchNorm (CUDA only)
     sync_bn: bool = False

@@ -104,7 +104,10 @@ def gradient_penalty(
         )
     # x̂ must be a non-leaf requiring grad: the penalty differentiates D with respect
     # to its input, and x̂ itself must not carry gradient back into G or the data.
-    x_hat = interpolate(real.detach(), fake.detach(), eps).requires_grad_(True)
+    # (A view of a fresh leaf: FlopCounterMode cannot count autograd.grad w.r.t. a
+    # leaf, pytorch#131753.)
+    base = interpolate(real.detach(), fake.detach(), eps).requires_grad_(True)
+    x_hat = base.view_as(base)
     out = critic(x_hat)
     scaled = out if output_scale is None else out * output_scale
     (grad,) = torch.autograd.grad(

@@ -23,6 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from wgangp import distributed, losses
+from wgangp import step as step_lib
 from wgangp.checkpoint import CheckpointManager
 from wgangp.data import build_data
 from wgangp.errors import CheckpointError, UserError
@@ -46,8 +47,12 @@ class NonFiniteError(UserError):
     """A loss or gradient became NaN/Inf; the bad update was not applied."""
 
 
-def _adam(params: Any, node: Any, device: torch.device) -> torch.optim.Adam:
-    # foreach kernels: one launch for all parameters, the fast path on CPU and CUDA
+def _adam(params: Any, node: Any, device: torch.device, fused: bool = False) -> torch.optim.Adam:
+    # foreach kernels: one launch for all parameters, the fast path on CPU and CUDA.
+    # fused: one kernel, and it can skip an update on the device (found_inf), which
+    # the sync-free non-finite check and GradScaler rely on
+    if fused:
+        return torch.optim.Adam(params, lr=node.lr, betas=tuple(node.betas), fused=True)
     return torch.optim.Adam(params, lr=node.lr, betas=tuple(node.betas), foreach=True)
 
 
@@ -75,8 +80,44 @@ class Trainer:
         self.generator_ddp = distributed.wrap(self.generator, device, sync_bn=t.sync_bn)
         if isinstance(self.generator_ddp, torch.nn.parallel.DistributedDataParallel):
             self.generator = self.generator_ddp.module  # SyncBatchNorm may have replaced layers
-        self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device)
-        self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device)
+        # --- speed options (wgangp/step.py; measured by scripts/bench.py)
+        self.memory_format = (
+            torch.channels_last if t.channels_last and len(shape) == 3 else torch.contiguous_format
+        )
+        self.critic.to(memory_format=self.memory_format)
+        self.generator.to(memory_format=self.memory_format)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
+        nan_check = t.nan_check if t.nan_check != "auto" else (
+            "iteration" if device.type == "cuda" else "step"
+        )
+        self.deferred_nan_check = nan_check == "iteration"
+        self.scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
+        fused = self.deferred_nan_check or self.scaler is not None
+        self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device, fused)
+        self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device, fused)
+        if self.dist.enabled:
+            # DDP: every critic call of the critic step goes through the wrapper and one
+            # backward follows (proven equal to one process in tests/test_distributed.py);
+            # the generator step uses the plain, frozen critic
+            self.critic_fwd: Any = self.critic_ddp
+            self.generator_fwd: Any = self.generator_ddp
+            self.penalty_critic: Any = self.critic_ddp
+            self.critic_frozen_fwd: Any = self.critic
+        else:
+            # forwards without the penalty may be compiled; the penalty's double backward
+            # always uses the eager critic (inductor refuses double backward, pytorch#181581)
+            self.critic_fwd = torch.compile(self.critic) if t.compile else self.critic
+            self.generator_fwd = torch.compile(self.generator) if t.compile else self.generator
+            self.penalty_critic = (
+                step_lib.with_detached_relu_masks(self.critic)
+                if cfg.gp.detach_relu_masks
+                else self.critic
+            )
+            self.critic_frozen_fwd = self.critic_fwd
+        self._bad = torch.zeros((), dtype=torch.bool, device=device)  # deferred check flag
+        self._pending: list[tuple[str, Tensor, dict[str, Tensor]]] = []
+        self._gp_stats: dict[str, Tensor] = {}
         self.ema: AveragedModel | None = None
         if t.ema.decay is not None:
             self.ema = AveragedModel(
@@ -128,27 +169,45 @@ class Trainer:
     def noise(self, n: int) -> Tensor:
         return torch.randn(n, self.generator.z_dim, generator=self.rng, device=self.device)
 
-    def critic_step(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        """One critic update on L_D = E[D(x̃)] − E[D(x)] + λ·GP."""
+    def _fmt(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+    def critic_step(
+        self, real: Tensor, fake: Tensor, *, penalty: bool = True, lam_scale: float = 1.0
+    ) -> dict[str, Tensor]:
+        """One critic update on L_D = E[D(x̃)] − E[D(x)] + λ·GP.
+
+        ``penalty=False`` leaves the penalty out (the lazy penalty's in-between steps);
+        ``lam_scale`` multiplies λ (k for a penalty taken every k-th step).
+        """
         gp_cfg = self.cfg.gp
+        real, fake = self._fmt(real), self._fmt(fake)
         with self._autocast():
-            d_real = self.critic_ddp(real)
-            d_fake = self.critic_ddp(fake)
-            # through the DDP wrapper, then one backward of the total loss (see
-            # wgangp.distributed): DDP averages the penalty's gradient with the rest
-            gp = losses.gradient_penalty(
-                self.critic_ddp, real, fake,
-                target=gp_cfg.target, one_sided=gp_cfg.one_sided, generator=self.rng,
+            d_real, d_fake = step_lib.critic_scores(
+                self.critic_fwd, real, fake, self.cfg.trainer.fuse_real_fake
             )
-        loss = losses.critic_loss(d_real, d_fake, gp.penalty, gp_cfg["lambda"])
+            if penalty:
+                gp = losses.gradient_penalty(
+                    self.penalty_critic, real, fake,
+                    target=gp_cfg.target, one_sided=gp_cfg.one_sided, generator=self.rng,
+                    output_scale=self._loss_scale(),
+                )
+        if penalty:
+            loss = losses.critic_loss(d_real, d_fake, gp.penalty, gp_cfg["lambda"] * lam_scale)
+            self._gp_stats = {
+                "gp": gp.penalty.detach(), "grad_norm": gp.grad_norm.detach().mean()
+            }
+        else:
+            loss = losses.critic_loss(d_real, d_fake, d_real.new_zeros(()), 0.0)
         w = losses.wasserstein_estimate(d_real, d_fake).detach()
-        terms = {"critic loss": loss.detach(), "W estimate": w, "GP": gp.penalty.detach()}
+        terms = {"critic loss": loss.detach(), "W estimate": w}
+        if "gp" in self._gp_stats:
+            terms["GP"] = self._gp_stats["gp"]
         self._apply(loss, self.opt_c, "critic", terms)
         return {
             "loss/critic": terms["critic loss"],
             "wasserstein": w,
-            "gp": terms["GP"],
-            "grad_norm": gp.grad_norm.detach().mean(),
+            **self._gp_stats,  # the latest penalty (lazy penalty: from an earlier step)
         }
 
     def generator_step(self) -> dict[str, Tensor]:
@@ -157,15 +216,34 @@ class Trainer:
         self.critic.requires_grad_(False)
         try:
             with self._autocast():
-                fake = self.generator_ddp(self.noise(self.cfg.trainer.batch_size))
-                # the plain critic: its frozen parameters are no DDP reducer's business
-                loss = losses.generator_loss(self.critic(fake))
+                fake = self._fmt(self.generator_fwd(self.noise(self.cfg.trainer.batch_size)))
+                # under DDP the plain critic: its frozen parameters are no reducer's business
+                loss = losses.generator_loss(self.critic_frozen_fwd(fake))
             self._apply(loss, self.opt_g, "generator", {"generator loss": loss.detach()})
         finally:
             self.critic.requires_grad_(True)
         if self.ema is not None and self.step >= self.cfg.trainer.ema.start:
             self.ema.update_parameters(self.generator)
         return {"loss/generator": loss.detach()}
+
+    def _loss_scale(self) -> Tensor | None:
+        """fp16: GradScaler's current scale as a device tensor (no host sync)."""
+        if self.scaler is None:
+            return None
+        return self.scaler.scale(torch.ones((), device=self.device))
+
+    def _finite(self, loss: Tensor, opt: torch.optim.Optimizer) -> Tensor:
+        """A device bool: the loss and every gradient are finite (no host sync).
+
+        With fp16 loss scaling an overflowing gradient is GradScaler's business (it
+        skips that step and lowers the scale), so only the loss is checked then.
+        """
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        finite = torch.isfinite(loss.detach())
+        if grads and self.scaler is None:
+            # one norm per tensor (a foreach kernel): NaN or Inf anywhere is non-finite
+            finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        return finite
 
     def _apply(
         self,
@@ -176,37 +254,97 @@ class Trainer:
     ) -> None:
         """Backward, then ``opt.step()`` only if the loss and every gradient are finite.
 
-        Checked before the update so a NaN/Inf never reaches the weights (or Adam's
-        moments). On CPU this costs nothing; on CUDA it is one small sync per update.
-        A non-finite step raises :class:`_NonFiniteStep` carrying the loss ``terms``.
+        A NaN/Inf never reaches the weights (or Adam's moments). With
+        ``trainer.nan_check=step`` the host checks each update (free on CPU, one sync
+        per update on CUDA) and raises :class:`_NonFiniteStep` with the loss ``terms``;
+        with ``iteration`` a device flag makes the fused optimizer skip the update and
+        the host looks once per generator iteration (:meth:`_check_pending`).
         """
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        # one norm per tensor (a foreach kernel): NaN or Inf anywhere makes it non-finite
-        finite = torch.isfinite(loss)
-        if grads:
-            finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
-        bad = not finite
-        if self.dist.enabled:  # every rank skips, or none: the replicas stay equal
-            bad = distributed.any_true(bad, self.device)
-        if bad:
-            cause = "loss" if not torch.isfinite(loss) else "gradient"
-            opt.zero_grad(set_to_none=True)
-            values = {k: float(v) for k, v in (terms or {}).items()}
-            raise _NonFiniteStep(who, float(loss.detach()), values, cause)
-        opt.step()
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        if not self.deferred_nan_check:
+            bad = not bool(self._finite(loss, opt))
+            if self.dist.enabled:  # every rank skips, or none: the replicas stay equal
+                bad = distributed.any_true(bad, self.device)
+            if bad:
+                cause = "loss" if not torch.isfinite(loss) else "gradient"
+                opt.zero_grad(set_to_none=True)
+                values = {k: float(v) for k, v in (terms or {}).items()}
+                raise _NonFiniteStep(who, float(loss.detach()), values, cause)
+            self._opt_step(opt)
+            return
+        # sync-free: a device flag, set by this or an earlier update of this iteration,
+        # makes the fused optimizer skip the update on the device (found_inf); the host
+        # looks once per generator iteration (_check_pending)
+        self._bad = self._bad | ~self._finite(loss, opt)
+        self._pending.append((who, loss.detach().float(), dict(terms or {})))
+        if self.scaler is not None:
+            # GradScaler skips steps whose gradients are non-finite: poison one
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if params:
+                g0 = params[0].grad
+                g0.add_(torch.where(self._bad, float("nan"), 0.0).to(g0.dtype))
+            self._opt_step(opt)
+        else:
+            opt.found_inf = self._bad.float()  # type: ignore[attr-defined]
+            try:
+                opt.step()
+            finally:
+                del opt.found_inf  # type: ignore[attr-defined]
+
+    def _opt_step(self, opt: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            opt.step()
+        else:
+            self.scaler.step(opt)
+            self.scaler.update()
+
+    def _check_pending(self) -> None:
+        """Deferred check: one host sync per generator iteration; raise on the first bad update."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        bad_flag = bool(self._bad)
+        if self.dist.enabled:
+            bad_flag = distributed.any_true(bad_flag, self.device)
+        self._bad = torch.zeros_like(self._bad)
+        if not bad_flag:
+            return
+        values = torch.stack([v for _, v, _ in pending]).cpu()
+        nonfinite = (~torch.isfinite(values)).nonzero()
+        # a finite loss with a non-finite gradient: blame the first update of the iteration
+        i = int(nonfinite[0]) if len(nonfinite) else 0
+        who, _, terms = pending[i]
+        raise _NonFiniteStep(
+            who, float(values[i]), {k: float(v) for k, v in terms.items()},
+            "loss" if len(nonfinite) else "gradient",
+        )
 
     def train_step(self) -> dict[str, Tensor]:
         """n_critic critic updates (fresh real batch, fresh fakes each), then one G update."""
         t = self.cfg.trainer
+        every = self.cfg.gp.every
         stats: dict[str, Tensor] = {}
-        for _ in range(t.n_critic):
+        self._pending = []
+        self._bad = torch.zeros_like(self._bad)
+        fakes: tuple[Tensor, ...] = ()
+        for i in range(t.n_critic):
             real = self.data.next_batch()
-            with torch.no_grad(), self._autocast():
-                fake = self.generator(self.noise(t.batch_size)).float()
-            stats = self.critic_step(real, fake)
+            if t.batch_fakes:
+                if not fakes:  # all n_critic batches from one generator forward
+                    with torch.no_grad(), self._autocast():
+                        z = self.noise(t.batch_size * t.n_critic)
+                        fakes = self.generator_fwd(z).float().chunk(t.n_critic)
+                fake = fakes[i]
+            else:
+                with torch.no_grad(), self._autocast():
+                    fake = self.generator_fwd(self.noise(t.batch_size)).float()
+            # lazy penalty: on every k-th critic update (counted over the whole run)
+            penalty = (self.step * t.n_critic + i) % every == 0
+            stats = self.critic_step(real, fake, penalty=penalty, lam_scale=float(every))
         stats.update(self.generator_step())
+        if self.deferred_nan_check:
+            self._check_pending()
         return stats
 
     # ------------------------------------------------------------------ the loop

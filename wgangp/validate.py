@@ -20,6 +20,7 @@ from wgangp.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 NAN_POLICIES = ("stop", "skip")
+NAN_CHECKS = ("auto", "step", "iteration")
 CRITIC_NORMS = ("none", "layernorm", "instancenorm", "auto")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -141,6 +142,7 @@ def validate(cfg: Any) -> torch.device:
         raise ConfigError("gp.lambda", cfg.gp["lambda"], "a number ≥ 0", "the paper uses 10")
     if _finite("gp.target", cfg.gp.target) < 0:
         raise ConfigError("gp.target", cfg.gp.target, "a number ≥ 0", "the paper uses 1")
+    _at_least("gp.every", cfg.gp.every, 1)
     validate_optim(cfg)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
@@ -155,6 +157,8 @@ def validate(cfg: Any) -> torch.device:
         raise ConfigError("trainer.precision", t.precision, " | ".join(PRECISIONS))
     if t.nan_policy not in NAN_POLICIES:
         raise ConfigError("trainer.nan_policy", t.nan_policy, " | ".join(NAN_POLICIES))
+    if t.nan_check not in NAN_CHECKS:
+        raise ConfigError("trainer.nan_check", t.nan_check, " | ".join(NAN_CHECKS))
     if t.ema.decay is not None and not 0.0 < _finite("trainer.ema.decay", t.ema.decay) < 1.0:
         raise ConfigError(
             "trainer.ema.decay", t.ema.decay, "null (off) or 0 < decay < 1", "e.g. 0.999"

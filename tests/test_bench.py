@@ -1,0 +1,34 @@
+"""scripts/bench.py runs (quick mode, MLP only) and writes the documented JSON keys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+KEYS = {
+    "config", "device", "precision", "ms_per_iter", "ref_ms_per_iter", "speedup",
+    "gp_step_ratio", "peak_mem_mb", "flops_fraction",
+}
+
+
+def test_bench_quick_mlp_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--configs", "mlp",
+         "--devices", "cpu", "--threads", "1",
+         "--set", "critic.dim=64", "--set", "generator.dim=64",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert len(rows) == 1 and set(rows[0]) >= KEYS
+    row = rows[0]
+    assert row["config"] == "mlp" and row["device"] == "cpu" and row["precision"] == "fp32"
+    assert row["ms_per_iter"] > 0 and row["speedup"] > 0 and row["peak_mem_mb"] > 0
+    assert 0 < row["flops_fraction"] < 2
+    assert row["loss_rel_diff"] < 1e-4  # same losses as the textbook loop
+    assert "speedup" in proc.stdout
