@@ -153,7 +153,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def task(cfg: DictConfig) -> float | None:
-    """Hydra task: exits non-zero with one clear message on a user mistake."""
+    """Hydra task: exits non-zero with one clear message on a user mistake.
+
+    Returns what sweepers optimise: when ``eval.keep_best`` is set, the best value of
+    that metric over the run's evaluations (the one kept as ``checkpoints/best.pt``;
+    NaN when it could not be computed, which Optuna records as a failed trial; its
+    direction is ``wgangp.metrics.METRIC_DIRECTION[name]``), else the critic's final
+    Wasserstein estimate.
+    """
     try:
         last = run(cfg)
     except Interrupted as e:
@@ -163,6 +170,18 @@ def task(cfg: DictConfig) -> float | None:
         log.error("%s", e)
         print(f"wgangp: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    return optimized_value(cfg, last)
+
+
+def optimized_value(cfg: DictConfig, last: dict[str, float]) -> float | None:
+    """The number :func:`task` returns for the values ``Trainer.fit`` returned."""
+    best = cfg.get("eval", {}).get("keep_best")
+    if best:
+        value = last.get(f"best/{best}", last.get(f"metrics/{best}"))
+        if value is None:
+            log.warning("eval.keep_best=%s was not computed; returning NaN", best)
+            return float("nan")
+        return float(value)
     value = last.get("wasserstein")
     return None if value is None else float(value)
 

@@ -22,10 +22,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from wgangp import losses
+from wgangp import evaluate, losses
 from wgangp.checkpoint import CheckpointManager
 from wgangp.data import build_data
 from wgangp.errors import CheckpointError, UserError
+from wgangp.evaluate import Evaluator
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
 from wgangp.plots import image_grid, save_figure, scatter_figure
@@ -86,6 +87,11 @@ class Trainer:
         self.ckpts = CheckpointManager(self.run_dir, t.keep_checkpoints)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self._stop_signal: int | None = None
+        # sample-quality metrics (eval.every > 0), best value of eval.keep_best so far
+        self.evaluator = (
+            Evaluator(cfg.eval, cfg.dataset, self.data, device) if cfg.eval.every else None
+        )
+        self.best: dict[str, Any] | None = None
         log.info(
             "data %s | critic %s: %d params | generator %s: %d params",
             self.data.describe(),
@@ -195,6 +201,8 @@ class Trainer:
                     bar.set_postfix({k: f"{last[k]:.3g}" for k in ("wasserstein", "gp")})
                     sums.clear()
                     count, tick = 0, now
+                if self.evaluator and self.step % self.cfg.eval.every == 0:
+                    last.update(evaluate.record(self, writer))
                 if t.sample_every and self.step % t.sample_every == 0:
                     self.write_samples(writer)
                 if t.ckpt_every and self.step % t.ckpt_every == 0:
@@ -202,6 +210,8 @@ class Trainer:
                 if self._stop_signal is not None:
                     path = self.save()
                     raise Interrupted(self._stop_signal, path)
+            if self.evaluator and (self.step % self.cfg.eval.every or not last):
+                last.update(evaluate.record(self, writer))
             self.write_samples(writer)
             self.save()
         finally:
@@ -267,6 +277,7 @@ class Trainer:
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "overrides": list(self.overrides),
             "history": list(self.history),
+            "best": self.best,
         }
 
     def load_state_dict(self, ckpt: dict[str, Any], path: Path | str = "checkpoint") -> None:
@@ -293,6 +304,7 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.nan_skips = int(ckpt.get("nan_skips", 0))
         self.history = list(ckpt.get("history", []))
+        self.best = ckpt.get("best")
 
     def save(self) -> Path:
         return self.ckpts.save(

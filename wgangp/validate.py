@@ -73,6 +73,43 @@ def validate_optim(cfg: Any) -> None:
                 raise ConfigError(f"optim.{who}.betas[{i}]", b, "0 ≤ β < 1")
 
 
+def validate_eval(cfg: Any) -> None:
+    """``eval.*``: known metric names, ``keep_best`` one of them, sizes ≥ 1."""
+    from wgangp.metrics import METRIC_NAMES, validate_metric_names
+
+    e = cfg.get("eval")
+    if e is None:
+        return
+    _at_least("eval.every", e.every, 0)
+    if e.num_samples is not None:
+        _at_least("eval.num_samples", e.num_samples, 2)
+    _at_least("eval.batch_size", e.batch_size, 1)
+    names = None
+    if e.metrics is not None:
+        names = validate_metric_names(list(e.metrics))
+        if not names:
+            raise ConfigError(
+                "eval.metrics", [], "null (defaults) or a list of: " + ", ".join(METRIC_NAMES)
+            )
+    if e.keep_best is not None:
+        if e.keep_best not in METRIC_NAMES:
+            raise ConfigError(
+                "eval.keep_best", e.keep_best, "null or one of " + ", ".join(METRIC_NAMES)
+            )
+        if names is not None and e.keep_best not in names:
+            raise ConfigError(
+                "eval.keep_best",
+                e.keep_best,
+                "one of eval.metrics: " + ", ".join(names),
+                "add it to eval.metrics or pick another",
+            )
+        if not e.every:
+            raise ConfigError(
+                "eval.keep_best", e.keep_best, "null while eval.every=0",
+                "turn evaluation on, e.g. eval.every=500",
+            )
+
+
 def validate(cfg: Any) -> torch.device:
     """Check ``cfg``; return the training device. Raises :class:`ConfigError`."""
     lam = _finite("gp.lambda", cfg.gp["lambda"])
@@ -81,6 +118,7 @@ def validate(cfg: Any) -> torch.device:
     if _finite("gp.target", cfg.gp.target) < 0:
         raise ConfigError("gp.target", cfg.gp.target, "a number ≥ 0", "the paper uses 1")
     validate_optim(cfg)
+    validate_eval(cfg)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)
