@@ -82,6 +82,9 @@ class AdamConfig:
 class OptimConfig:
     critic: AdamConfig = field(default_factory=AdamConfig)
     generator: AdamConfig = field(default_factory=AdamConfig)
+    # none | linear: both learning rates fall linearly to 0 at trainer.steps (the
+    # paper's CIFAR ResNet); a function of the step, so resume needs no extra state
+    lr_decay: str = "none"
 
 
 @dataclass

@@ -183,6 +183,8 @@ class Trainer:
         handlers = self._install_signal_handlers()
         try:
             while self.step < t.steps:
+                if self.cfg.optim.lr_decay == "linear":
+                    self._decay_lr()
                 try:
                     stats = self.train_step()
                 except _NonFiniteStep as bad:
@@ -219,6 +221,14 @@ class Trainer:
             bar.close()
             writer.close()
         return last
+
+    def _decay_lr(self) -> None:
+        """Linear decay to 0 at ``trainer.steps`` (a function of the step: resume-safe)."""
+        frac = max(0.0, 1.0 - self.step / max(self.cfg.trainer.steps, 1))
+        o = self.cfg.optim
+        for opt, node in ((self.opt_c, o.critic), (self.opt_g, o.generator)):
+            for group in opt.param_groups:
+                group["lr"] = node.lr * frac
 
     def _log(self, writer: SummaryWriter, values: dict[str, float]) -> None:
         for k, v in values.items():

@@ -57,7 +57,13 @@ def resolve_device(spec: str) -> torch.device:
     return dev
 
 
+LR_DECAYS = ("none", "linear")
+
+
 def validate_optim(cfg: Any) -> None:
+    decay = cfg.optim.get("lr_decay", "none")
+    if decay not in LR_DECAYS:
+        raise ConfigError("optim.lr_decay", decay, " | ".join(LR_DECAYS))
     for who in ("critic", "generator"):
         node = cfg.optim[who]
         lr = _finite(f"optim.{who}.lr", node.lr)
