@@ -82,7 +82,7 @@ def run_one(dataset: str, seed: int, extra: list[str], out: str, figure: bool) -
 
     torch.set_num_threads(1)
     logging.getLogger("wgangp").setLevel(logging.WARNING)
-    from wgangp.evaluate import Evaluator
+    from wgangp.evaluate import Evaluator, evaluated_generator
     from wgangp.trainer import Trainer
 
     cfg = compose(dataset, seed, extra)
@@ -95,13 +95,13 @@ def run_one(dataset: str, seed: int, extra: list[str], out: str, figure: bool) -
     ev_cfg = cfg.eval.copy()
     ev_cfg.metrics, ev_cfg.num_samples, ev_cfg.seed = METRICS, 2500, 1234
     evaluator = Evaluator(ev_cfg, cfg.dataset, trainer.data, torch.device("cpu"))
-    values = evaluator(trainer.sampling_generator())
+    values = evaluator(evaluated_generator(trainer))
     result = {"dataset": dataset, "seed": seed, "wall_s": wall, "cpu_s": cpu,
               "steps": int(cfg.trainer.steps), **values}
     if figure:
         from wgangp.evaluate import generate_batches
 
-        gen = trainer.sampling_generator()
+        gen = evaluated_generator(trainer)
         fake = next(generate_batches(gen, 2500, 2500, 1234, torch.device("cpu")))
         real = trainer.data.sample(2500, generator=torch.Generator().manual_seed(5))
         torch.save(

@@ -284,8 +284,16 @@ def _json_value(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def evaluated_generator(trainer: Trainer) -> nn.Module:
+    """The EMA generator once it has been updated (after ``trainer.ema.start``), else
+    the generator: before its start the EMA still holds the initial weights."""
+    if trainer.ema is not None and trainer.step > trainer.cfg.trainer.ema.start:
+        return trainer.sampling_generator()
+    return trainer.generator
+
+
 def record(trainer: Trainer, writer: SummaryWriter) -> dict[str, float]:
-    """Evaluate ``trainer``'s sampling generator now and record the result.
+    """Evaluate ``trainer``'s generator (:func:`evaluated_generator`) and record it.
 
     Writes ``metrics/<name>`` scalars, appends ``{"step", "time", metrics…}`` to
     ``run_dir/metrics.jsonl`` (non-finite values as null) and, when ``eval.keep_best``
@@ -295,7 +303,7 @@ def record(trainer: Trainer, writer: SummaryWriter) -> dict[str, float]:
     """
     ev: Evaluator = trainer.evaluator  # type: ignore[assignment]
     tick = time.perf_counter()
-    values = ev(trainer.sampling_generator())
+    values = ev(evaluated_generator(trainer))
     if not values:
         return {}
     seconds = time.perf_counter() - tick
@@ -332,6 +340,7 @@ __all__ = [
     "METRICS_FILE",
     "Evaluator",
     "default_metrics",
+    "evaluated_generator",
     "generate_batches",
     "make_extractor",
     "record",
