@@ -227,3 +227,16 @@ def test_missing_inception_weights_warn_once_and_training_completes(
     assert "eval.inception_weights" in msg and "\n" not in msg
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
     assert not any(k.startswith("metrics/") for k in last)
+
+
+def test_linear_lr_decay_is_a_function_of_the_step(tmp_path):
+    torch.set_num_threads(1)
+    cfg = compose_cfg(*TINY, "trainer.steps=4", "trainer.sample_every=0", "trainer.ckpt_every=0",
+                      "trainer.n_critic=1", "optim.lr_decay=linear", "optim.critic.lr=4e-4")
+    tr = Trainer(cfg, tmp_path, CPU)
+    tr.fit()
+    # the last update (step 4) ran at lr · (1 − 3/4)
+    assert tr.opt_c.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert tr.opt_g.param_groups[0]["lr"] == pytest.approx(cfg.optim.generator.lr / 4)
+    with pytest.raises(ConfigError, match="optim.lr_decay"):
+        validate(compose_cfg("optim.lr_decay=cosine"))

@@ -26,7 +26,6 @@ from wgangp import evaluate, losses
 from wgangp.checkpoint import CheckpointManager
 from wgangp.data import build_data
 from wgangp.errors import CheckpointError, UserError
-from wgangp.evaluate import Evaluator
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
 from wgangp.plots import image_grid, save_figure, scatter_figure
@@ -89,7 +88,7 @@ class Trainer:
         self._stop_signal: int | None = None
         # sample-quality metrics (eval.every > 0), best value of eval.keep_best so far
         self.evaluator = (
-            Evaluator(cfg.eval, cfg.dataset, self.data, device) if cfg.eval.every else None
+            evaluate.Evaluator(cfg.eval, cfg.dataset, self.data, device) if cfg.eval.every else None
         )
         self.best: dict[str, Any] | None = None
         log.info(
