@@ -1,9 +1,10 @@
 # make install: the package, its test/lint tools and PyTorch into the active Python
 # make test:    the fast test suite (what CI runs); make test-slow: the long tests
+# make quality: the toy quality benchmark (scripts/quality_bench.py, ~30 min on 2 cores)
 PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-slow lint bench train clean
+.PHONY: install test test-slow lint bench quality quality-quick train clean
 
 install:
 	$(PYTHON) -m pip install $(TORCH_PINS)
@@ -22,6 +23,13 @@ bench:
 
 lint:
 	$(PYTHON) -m ruff check wgangp tests scripts
+
+# the VEEGAN/PacGAN toy comparison (ring + grid, 5 seeds each, 2 runs at a time)
+quality:
+	$(PYTHON) scripts/quality_bench.py --seeds 5 --jobs 2 --json quality.json --figure docs/quality_ring.png
+
+quality-quick:
+	$(PYTHON) scripts/quality_bench.py --quick --jobs 2
 
 train:
 	wgangp-train

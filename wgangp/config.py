@@ -7,7 +7,7 @@ OmegaConf before any work starts. Semantic checks that a type cannot express
 
 Groups mirror the code: ``dataset`` → :mod:`wgangp.data`, ``critic``/``generator`` →
 :mod:`wgangp.models`, ``optim``, ``gp`` → :mod:`wgangp.losses`, ``trainer`` →
-:mod:`wgangp.trainer`.
+:mod:`wgangp.trainer`, ``eval`` → :mod:`wgangp.evaluate`.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ class AdamConfig:
 class OptimConfig:
     critic: AdamConfig = field(default_factory=AdamConfig)
     generator: AdamConfig = field(default_factory=AdamConfig)
+    # none | linear: both learning rates fall linearly to 0 at trainer.steps (the
+    # paper's CIFAR ResNet); a function of the step, so resume needs no extra state
+    lr_decay: str = "none"
 
 
 @dataclass
@@ -163,6 +166,30 @@ class TrainerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Sample-quality metrics during training (:mod:`wgangp.evaluate`).
+
+    ``every`` 0 turns evaluation off. ``metrics`` null picks defaults by data type:
+    points with known modes → modes_captured, high_quality, reverse_kl, wasserstein;
+    other points → wasserstein; images → fid, kid, is. ``keep_best`` names one of the
+    metrics: the best value so far is kept as ``checkpoints/best.pt`` and is what the
+    Hydra task returns (for sweepers).
+    """
+
+    every: int = 0  # generator steps between evaluations (and one at the end); 0: off
+    num_samples: int | None = None  # null: 2500 for points (PacGAN's), 10000 for images
+    metrics: list[str] | None = None
+    keep_best: str | None = None
+    # image metrics: Inception weights file (null: the torch hub cache, downloaded once)
+    inception_weights: str | None = None
+    download: bool = True  # fetch missing Inception weights into the cache (needs network)
+    stats_cache: str = "~/.cache/wgangp/stats"  # cached real-data feature statistics
+    split: str | None = None  # real data to compare with (null: dataset.split)
+    batch_size: int = 500  # generation / feature extraction batch
+    seed: int = 0  # latents and real samples of every evaluation
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
@@ -170,6 +197,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     gp: GPConfig = field(default_factory=GPConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     # a run directory, a checkpoint file, or "auto" (latest checkpoint of this run dir)
     resume: str | None = None
     # the logged value the Hydra task returns (what an Optuna sweep optimises)

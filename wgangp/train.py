@@ -205,6 +205,12 @@ def task(cfg: DictConfig) -> float | None:
     directory / disk that refuses writes); 128+N stopped by signal N after saving a
     checkpoint (130 SIGINT, 143 SIGTERM). Hydra itself exits 1 on an override it
     cannot compose (unknown key or option, wrong type).
+
+    Returns what sweepers optimise: when ``eval.keep_best`` is set, the best value of
+    that metric over the run's evaluations (the one kept as ``checkpoints/best.pt``;
+    NaN when it could not be computed, which Optuna records as a failed trial; its
+    direction is ``wgangp.metrics.METRIC_DIRECTION[name]``), else the critic's final
+    Wasserstein estimate.
     """
     try:
         last = run(cfg)
@@ -224,6 +230,22 @@ def task(cfg: DictConfig) -> float | None:
             "of the run directory (checkpoints already written are intact)",
             UserError.exit_code,
         )
+    return optimized_value(cfg, last)
+
+
+def optimized_value(cfg: DictConfig, last: dict[str, float]) -> float | None:
+    """The number :func:`task` returns for the values ``Trainer.fit`` returned.
+
+    ``eval.keep_best`` set: the best value of that metric (NaN if never computed);
+    else the last logged value of ``optimized_metric`` (default ``wasserstein``).
+    """
+    best = cfg.get("eval", {}).get("keep_best")
+    if best:
+        value = last.get(f"best/{best}", last.get(f"metrics/{best}"))
+        if value is None:
+            log.warning("eval.keep_best=%s was not computed; returning NaN", best)
+            return float("nan")
+        return float(value)
     key = cfg.get("optimized_metric") or "wasserstein"
     if key not in last:
         log.error("optimized_metric=%s was not logged; logged: %s", key, ", ".join(sorted(last)))

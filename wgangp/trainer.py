@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from wgangp import distributed, losses
+from wgangp import distributed, evaluate, losses
 from wgangp import step as step_lib
 from wgangp.checkpoint import CheckpointManager
 from wgangp.data import build_data
@@ -141,6 +141,13 @@ class Trainer:
         self.ckpts.remove_stale_temporaries()  # left by a process killed mid-write
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self._stop_signal: int | None = None
+        # sample-quality metrics (eval.every > 0), best value of eval.keep_best so far
+        self.evaluator = (
+            evaluate.Evaluator(cfg.eval, cfg.dataset, self.data, device)
+            if cfg.eval.every and self.dist.is_main  # rank 0 evaluates, writes, keeps best
+            else None
+        )
+        self.best: dict[str, Any] | None = None
         log.info(
             "data %s | critic %s: %d params | generator %s: %d params",
             self.data.describe(),
@@ -368,6 +375,8 @@ class Trainer:
         handlers = self._install_signal_handlers()
         try:
             while self.step < t.steps:
+                if self.cfg.optim.lr_decay == "linear":
+                    self._decay_lr()
                 try:
                     stats = self.train_step()
                 except _NonFiniteStep as bad:
@@ -388,6 +397,8 @@ class Trainer:
                     bar.set_postfix({k: f"{last[k]:.3g}" for k in ("wasserstein", "gp")})
                     sums.clear()
                     count, tick = 0, now
+                if self.evaluator and self.step % self.cfg.eval.every == 0:
+                    last.update(evaluate.record(self, writer))
                 if t.sample_every and self.step % t.sample_every == 0:
                     self.write_samples(writer)
                 if t.ckpt_every and self.step % t.ckpt_every == 0:
@@ -398,6 +409,8 @@ class Trainer:
                 if stop:
                     path = self.save()
                     raise Interrupted(self._stop_signal or signal.SIGTERM, path)
+            if self.evaluator and (self.step % self.cfg.eval.every or not last):
+                last.update(evaluate.record(self, writer))
             self.write_samples(writer)
             self.save()
         finally:
@@ -405,6 +418,14 @@ class Trainer:
             bar.close()
             writer.close()
         return last
+
+    def _decay_lr(self) -> None:
+        """Linear decay to 0 at ``trainer.steps`` (a function of the step: resume-safe)."""
+        frac = max(0.0, 1.0 - self.step / max(self.cfg.trainer.steps, 1))
+        o = self.cfg.optim
+        for opt, node in ((self.opt_c, o.critic), (self.opt_g, o.generator)):
+            for group in opt.param_groups:
+                group["lr"] = node.lr * frac
 
     def _log(self, writer: SummaryWriter, values: dict[str, float]) -> None:
         for k, v in values.items():
@@ -465,6 +486,7 @@ class Trainer:
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "overrides": list(self.overrides),
             "history": list(self.history),
+            "best": self.best,
         }
 
     def load_state_dict(self, ckpt: dict[str, Any], path: Path | str = "checkpoint") -> None:
@@ -493,6 +515,7 @@ class Trainer:
             self._load_rank_state(ckpt.get("ranks"), path)
         self.nan_skips = int(ckpt.get("nan_skips", 0))
         self.history = list(ckpt.get("history", []))
+        self.best = ckpt.get("best")
 
     def save(self) -> Path:
         """Write a checkpoint (rank 0). Under torchrun every rank must call it: the

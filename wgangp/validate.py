@@ -61,7 +61,13 @@ def resolve_device(spec: str) -> torch.device:
     return dev
 
 
+LR_DECAYS = ("none", "linear")
+
+
 def validate_optim(cfg: Any) -> None:
+    decay = cfg.optim.get("lr_decay", "none")
+    if decay not in LR_DECAYS:
+        raise ConfigError("optim.lr_decay", decay, " | ".join(LR_DECAYS))
     for who in ("critic", "generator"):
         node = cfg.optim[who]
         lr = _finite(f"optim.{who}.lr", node.lr)
@@ -133,6 +139,43 @@ def check_known_keys(cfg: Any) -> None:
         )
 
 
+def validate_eval(cfg: Any) -> None:
+    """``eval.*``: known metric names, ``keep_best`` one of them, sizes ≥ 1."""
+    from wgangp.metrics import METRIC_NAMES, validate_metric_names
+
+    e = cfg.get("eval")
+    if e is None:
+        return
+    _at_least("eval.every", e.every, 0)
+    if e.num_samples is not None:
+        _at_least("eval.num_samples", e.num_samples, 2)
+    _at_least("eval.batch_size", e.batch_size, 1)
+    names = None
+    if e.metrics is not None:
+        names = validate_metric_names(list(e.metrics))
+        if not names:
+            raise ConfigError(
+                "eval.metrics", [], "null (defaults) or a list of: " + ", ".join(METRIC_NAMES)
+            )
+    if e.keep_best is not None:
+        if e.keep_best not in METRIC_NAMES:
+            raise ConfigError(
+                "eval.keep_best", e.keep_best, "null or one of " + ", ".join(METRIC_NAMES)
+            )
+        if names is not None and e.keep_best not in names:
+            raise ConfigError(
+                "eval.keep_best",
+                e.keep_best,
+                "one of eval.metrics: " + ", ".join(names),
+                "add it to eval.metrics or pick another",
+            )
+        if not e.every:
+            raise ConfigError(
+                "eval.keep_best", e.keep_best, "null while eval.every=0",
+                "turn evaluation on, e.g. eval.every=500",
+            )
+
+
 def validate(cfg: Any) -> torch.device:
     """Check ``cfg``; return the training device. Raises :class:`ConfigError`."""
     check_known_keys(cfg)
@@ -144,6 +187,7 @@ def validate(cfg: Any) -> torch.device:
         raise ConfigError("gp.target", cfg.gp.target, "a number ≥ 0", "the paper uses 1")
     _at_least("gp.every", cfg.gp.every, 1)
     validate_optim(cfg)
+    validate_eval(cfg)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)

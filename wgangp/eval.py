@@ -1,0 +1,160 @@
+"""``wgangp-eval``: sample-quality metrics of a checkpoint, on demand.
+
+    wgangp-eval checkpoint=PATH [metrics=a,b] [num_samples=N] [seed=0] [ema=true|false]
+                [device=auto] [inception_weights=PATH] [stats_cache=DIR] [split=NAME]
+                [json=PATH]
+
+``checkpoint`` is a run directory (its ``checkpoints/last.pt``) or a checkpoint file
+(``checkpoints/best.pt`` …). The metrics, sample count and real data default to the
+run's own ``eval.*`` settings (and those to the defaults for its data type); the
+samples come from the EMA generator when the checkpoint has one. Prints a table;
+``json=PATH`` also writes ``{"checkpoint", "step", "metrics": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from wgangp.config import EvalConfig
+from wgangp.data import build_data
+from wgangp.errors import ConfigError, MetricUnavailable, UserError
+from wgangp.evaluate import Evaluator
+from wgangp.metrics import METRIC_DIRECTION, METRIC_NAMES
+from wgangp.sample import load_generator
+from wgangp.validate import resolve_device
+
+USAGE = (
+    "wgangp-eval checkpoint=RUN_DIR_OR_FILE [metrics=a,b] [num_samples=N] [seed=0] "
+    "[ema=true|false] [device=auto] [inception_weights=PATH] [stats_cache=DIR] [split=NAME] "
+    "[json=PATH]"
+)
+
+
+@dataclass
+class EvalArgs:
+    checkpoint: str | None = None
+    metrics: str | None = None  # comma separated; None: the run's eval.metrics / defaults
+    num_samples: int | None = None
+    seed: int = 0
+    ema: bool | None = None  # None: the EMA generator when the checkpoint has one
+    device: str = "auto"
+    inception_weights: str | None = None
+    stats_cache: str | None = None
+    split: str | None = None
+    json: str | None = None
+
+
+def parse_args(argv: list[str]) -> Any:
+    """``key=value`` arguments checked against :class:`EvalArgs`."""
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        raise ConfigError(bad[0].split("=")[0], bad[0], "key=value arguments", f"usage: {USAGE}")
+    # metrics=a,b is one string here, not OmegaConf's list syntax
+    raw = dict(a.split("=", 1) for a in argv)
+    metrics = raw.pop("metrics", None)
+    try:
+        given = OmegaConf.from_dotlist([f"{k}={v}" for k, v in raw.items()])
+        cfg = OmegaConf.merge(OmegaConf.structured(EvalArgs), given)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or "argument"
+        raise ConfigError(key, str(e).splitlines()[0], f"see: {USAGE}") from None
+    cfg.metrics = metrics.strip("[]") if metrics else None
+    if not cfg.checkpoint:
+        raise ConfigError("checkpoint", None, "a run directory or a checkpoint file", USAGE)
+    if cfg.num_samples is not None and cfg.num_samples < 2:
+        raise ConfigError("num_samples", cfg.num_samples, "an integer ≥ 2")
+    return cfg
+
+
+def eval_config(args: Any, ckpt: dict[str, Any]) -> Any:
+    """The run's ``eval`` settings (or the defaults) with the command line on top."""
+    base = OmegaConf.structured(EvalConfig)
+    run_eval = ckpt["config"].get("eval")
+    if run_eval:
+        base = OmegaConf.merge(base, run_eval)
+    base.keep_best = None
+    if args.metrics:
+        names = [n.strip() for n in args.metrics.split(",") if n.strip()]
+        unknown = [n for n in names if n not in METRIC_NAMES]
+        if unknown or not names:
+            raise ConfigError(
+                "metrics", args.metrics, "a comma-separated list of: " + ", ".join(METRIC_NAMES)
+            )
+        base.metrics = names
+    for key in ("num_samples", "inception_weights", "stats_cache", "split"):
+        if args[key] is not None:
+            base[key] = args[key]
+    base.seed = args.seed
+    return base
+
+
+def format_table(values: dict[str, float]) -> str:
+    """A Markdown table of metric values, with the direction of each metric."""
+    rows = ["| metric | value | better |", "|---|---:|---|"]
+    for k, v in values.items():
+        d = METRIC_DIRECTION.get(k)
+        better = {"min": "lower", "max": "higher"}.get(d or "", "")
+        if k.endswith("_real"):
+            better = "(real vs real, for scale)"
+        elif k.endswith("_std"):
+            better = "(std)"
+        shown = "inf" if math.isinf(v) else f"{v:.6g}"
+        rows.append(f"| {k} | {shown} | {better} |")
+    return "\n".join(rows)
+
+
+def evaluate_checkpoint(args: Any) -> tuple[dict[str, float], dict[str, Any]]:
+    """The metrics of ``args.checkpoint`` and the checkpoint itself."""
+    device = resolve_device(args.device)
+    gen, ckpt = load_generator(args.checkpoint, args.ema, device)
+    cfg = OmegaConf.create(ckpt["config"])
+    ev_cfg = eval_config(args, ckpt)
+    data = build_data(cfg.dataset, 64, device, seed=0)
+    evaluator = Evaluator(ev_cfg, cfg.dataset, data, device)
+    values = evaluator(gen)
+    if evaluator.unavailable is not None:
+        if not values:
+            raise MetricUnavailable(evaluator.unavailable)
+        print(
+            f"wgangp-eval: warning: image metrics skipped: {evaluator.unavailable}",
+            file=sys.stderr,
+        )
+    return values, ckpt
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        args = parse_args(argv)
+        values, ckpt = evaluate_checkpoint(args)
+    except UserError as e:
+        print(f"wgangp-eval: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    print(f"{args.checkpoint} (step {ckpt['step']})")
+    print(format_table(values))
+    if args.json:
+        out = Path(args.json).expanduser()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "checkpoint": str(args.checkpoint),
+            "step": int(ckpt["step"]),
+            "metrics": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
+        }
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""Sample-quality evaluation during training and on demand (``eval.*`` keys).
+
+:class:`Evaluator` draws ``eval.num_samples`` samples from a generator (fixed latents,
+eval mode, no grad, in batches) and computes the configured metrics of
+:mod:`wgangp.metrics` against real data:
+
+* points: a fixed real sample of the same size (and a second one for the
+  real-vs-real Wasserstein reference); mode metrics use the data set's known modes;
+* images: real feature statistics from :func:`~wgangp.metrics.load_or_compute_real_stats`,
+  computed once per (data set, resolution, split, sample count, extractor) and cached
+  under ``eval.stats_cache``.
+
+When the Inception weights cannot be had (offline, no ``eval.inception_weights``), one
+warning line says how to provide them and the image metrics are dropped for the rest
+of the run; training goes on.
+
+:func:`record` is the trainer's hook: TensorBoard ``metrics/<name>`` scalars, one JSON
+line per evaluation in ``run_dir/metrics.jsonl`` and ``checkpoints/best.pt`` for
+``eval.keep_best``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from wgangp.data.base import DataSource
+from wgangp.errors import ConfigError, MetricUnavailable
+from wgangp.metrics import (
+    IMAGE_METRICS,
+    MODE_METRICS,
+    POINT_METRICS,
+    FeatureExtractor,
+    InceptionExtractor,
+    RealStats,
+    StatsKey,
+    compute_metrics,
+    extract_features,
+    image_metrics,
+    is_better,
+    load_or_compute_real_stats,
+    validate_metric_names,
+)
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from wgangp.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POINT_SAMPLES = 2500  # PacGAN / VEEGAN evaluate 2500 samples
+DEFAULT_IMAGE_SAMPLES = 10000
+METRICS_FILE = "metrics.jsonl"
+
+
+def default_metrics(data: DataSource) -> list[str]:
+    """The metrics ``eval.metrics=null`` means for this data set."""
+    if len(data.sample_shape) != 1:
+        return ["fid", "kid", "is"]
+    if data.modes is not None and data.mode_std is not None:
+        return list(POINT_METRICS)
+    return ["wasserstein"]
+
+
+def resolve_metrics(names: list[str] | None, data: DataSource) -> list[str]:
+    """Validated metric names for ``data``: ConfigError for ones that do not fit it."""
+    if names is None:
+        return default_metrics(data)
+    names = validate_metric_names(list(names))
+    is_points = len(data.sample_shape) == 1
+    if is_points:
+        wrong = [n for n in names if n in IMAGE_METRICS]
+        if wrong:
+            raise ConfigError(
+                "eval.metrics",
+                wrong,
+                "point metrics (" + ", ".join(POINT_METRICS) + ") for point data",
+            )
+        modal = [n for n in names if n in MODE_METRICS]
+        if modal and data.modes is None:
+            raise ConfigError(
+                "eval.metrics",
+                modal,
+                "mode metrics only for data sets with known modes",
+                "use gaussians8/gaussians25, or set dataset.modes and dataset.mode_std",
+            )
+    else:
+        wrong = [n for n in names if n in POINT_METRICS]
+        if wrong:
+            raise ConfigError(
+                "eval.metrics", wrong, "image metrics (" + ", ".join(IMAGE_METRICS) + ") for images"
+            )
+    return names
+
+
+def make_extractor(eval_cfg: Any, device: torch.device) -> FeatureExtractor:
+    """The Inception feature extractor of ``eval_cfg`` (MetricUnavailable when absent)."""
+    return InceptionExtractor(
+        eval_cfg.inception_weights, device=device, allow_download=bool(eval_cfg.download)
+    )
+
+
+def dataset_id(ds: Any) -> str:
+    """A data set's name for the real-statistics cache (folder sets: plus a path hash)."""
+    name = str(ds.name)
+    root = ds.get("root") if hasattr(ds, "get") else getattr(ds, "root", None)
+    if name == "image_folder" and root:
+        digest = hashlib.sha1(str(Path(str(root)).expanduser().resolve()).encode()).hexdigest()
+        name += "-" + digest[:10]
+    crop = ds.get("crop", "center") if hasattr(ds, "get") else "center"
+    channels = ds.get("channels", 3) if hasattr(ds, "get") else 3
+    return f"{name}-{crop}-c{channels}"
+
+
+@torch.no_grad()
+def generate_batches(
+    generator: nn.Module, n: int, batch_size: int, seed: int, device: torch.device
+) -> Iterator[Tensor]:
+    """``n`` samples of ``generator`` in eval mode from fixed latents, batch by batch."""
+    was_training = generator.training
+    generator.eval()
+    g = torch.Generator().manual_seed(seed)
+    z_dim = generator.z_dim  # type: ignore[attr-defined]
+    try:
+        for lo in range(0, n, batch_size):
+            z = torch.randn(min(batch_size, n - lo), z_dim, generator=g).to(device)
+            yield generator(z).float()
+    finally:
+        generator.train(was_training)
+
+
+class Evaluator:
+    """Computes ``eval.metrics`` of a generator's samples against a data set."""
+
+    def __init__(
+        self,
+        eval_cfg: Any,
+        dataset_cfg: Any,
+        data: DataSource,
+        device: torch.device,
+        extractor: FeatureExtractor | None = None,
+    ) -> None:
+        self.cfg = eval_cfg
+        self.dataset_cfg = dataset_cfg
+        self.data = data
+        self.device = device
+        self.is_points = len(data.sample_shape) == 1
+        self.names = resolve_metrics(
+            None if eval_cfg.metrics is None else list(eval_cfg.metrics), data
+        )
+        if eval_cfg.keep_best is not None and eval_cfg.keep_best not in self.names:
+            raise ConfigError(
+                "eval.keep_best", eval_cfg.keep_best, "one of the metrics: " + ", ".join(self.names)
+            )
+        default_n = DEFAULT_POINT_SAMPLES if self.is_points else DEFAULT_IMAGE_SAMPLES
+        self.num_samples = int(eval_cfg.num_samples or default_n)
+        self.extractor = extractor
+        self.unavailable: str | None = None  # why the image metrics were dropped
+        self._real_points: tuple[Tensor, Tensor] | None = None
+        self._real_stats: RealStats | None = None
+
+    # ---------------------------------------------------------------- real data
+    def real_points(self) -> tuple[Tensor, Tensor]:
+        """Two independent fixed real samples of ``num_samples`` points (CPU)."""
+        if self._real_points is None:
+            g = torch.Generator().manual_seed(self.cfg.seed + 1)
+            n = self.num_samples
+            self._real_points = (
+                self.data.sample(n, generator=g).float().cpu(),
+                self.data.sample(n, generator=g).float().cpu(),
+            )
+        return self._real_points
+
+    def _real_source(self) -> DataSource:
+        split = self.cfg.split
+        if split is None or split == self.dataset_cfg.get("split"):
+            return self.data
+        from wgangp.data import build_data
+
+        ds = OmegaConf.merge(self.dataset_cfg, {"split": split})
+        return build_data(ds, 64, self.device, self.cfg.seed)
+
+    def stats_key(self, extractor: FeatureExtractor) -> StatsKey:
+        ds = self.dataset_cfg
+        return StatsKey(
+            dataset=dataset_id(ds),
+            resolution=int(ds.get("image_size", self.data.sample_shape[-1])),
+            split=str(self.cfg.split or ds.get("split") or "all"),
+            num_samples=self.num_samples,
+            extractor=extractor.name,
+        )
+
+    def real_stats(self, extractor: FeatureExtractor) -> RealStats:
+        if self._real_stats is None:
+
+            def images() -> Iterator[Tensor]:
+                src = self._real_source()
+                g = torch.Generator().manual_seed(self.cfg.seed + 1)
+                for lo in range(0, self.num_samples, self.cfg.batch_size):
+                    yield src.sample(min(self.cfg.batch_size, self.num_samples - lo), generator=g)
+
+            self._real_stats = load_or_compute_real_stats(
+                self.stats_key(extractor),
+                extractor,
+                images,
+                cache_dir=self.cfg.stats_cache,
+                batch_size=self.cfg.batch_size,
+            )
+        return self._real_stats
+
+    # ---------------------------------------------------------------- metrics
+    def _get_extractor(self) -> FeatureExtractor | None:
+        if self.extractor is None and self.unavailable is None:
+            try:
+                self.extractor = make_extractor(self.cfg, self.device)
+            except MetricUnavailable as e:
+                self.unavailable = str(e)
+                log.warning(
+                    "image metrics %s unavailable, training continues without them: %s",
+                    "/".join(n for n in self.names if n in IMAGE_METRICS),
+                    e,
+                )
+        return self.extractor
+
+    @property
+    def active_names(self) -> list[str]:
+        """The metrics still computed (image metrics drop out when unavailable)."""
+        if self.unavailable is not None:
+            return [n for n in self.names if n not in IMAGE_METRICS]
+        return list(self.names)
+
+    def __call__(self, generator: nn.Module) -> dict[str, float]:
+        """The metrics of ``generator``'s samples; ``{}`` when none can be computed."""
+        if self.is_points:
+            fake = torch.cat(
+                list(
+                    generate_batches(
+                        generator, self.num_samples, self.cfg.batch_size, self.cfg.seed, self.device
+                    )
+                )
+            ).cpu()
+            real, real_ref = self.real_points()
+            return compute_metrics(
+                self.names,
+                fake,
+                real,
+                real_ref=real_ref,
+                modes=None if self.data.modes is None else self.data.modes.cpu(),
+                mode_std=self.data.mode_std,
+                seed=self.cfg.seed,
+            )
+        extractor = self._get_extractor()
+        if extractor is None:
+            return {}
+        fake_feats = extract_features(
+            extractor,
+            generate_batches(
+                generator, self.num_samples, self.cfg.batch_size, self.cfg.seed, self.device
+            ),
+        )
+        names = self.active_names
+        real = self.real_stats(extractor) if any(n != "is" for n in names) else None
+        return image_metrics(
+            names,
+            fake_feats,
+            real,
+            kid_subset_size=min(1000, self.num_samples),
+            seed=self.cfg.seed,
+        )
+
+
+def _json_value(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def evaluated_generator(trainer: Trainer) -> nn.Module:
+    """The EMA generator once it has been updated (after ``trainer.ema.start``), else
+    the generator: before its start the EMA still holds the initial weights."""
+    if trainer.ema is not None and trainer.step > trainer.cfg.trainer.ema.start:
+        return trainer.sampling_generator()
+    return trainer.generator
+
+
+def record(trainer: Trainer, writer: SummaryWriter) -> dict[str, float]:
+    """Evaluate ``trainer``'s generator (:func:`evaluated_generator`) and record it.
+
+    Writes ``metrics/<name>`` scalars, appends ``{"step", "time", metrics…}`` to
+    ``run_dir/metrics.jsonl`` (non-finite values as null) and, when ``eval.keep_best``
+    improves, saves ``checkpoints/best.pt`` with ``{"best": {metric, value, step}}``.
+    Returns the metrics keyed ``metrics/<name>``, and ``best/<keep_best>``: the best
+    value so far.
+    """
+    ev: Evaluator = trainer.evaluator  # type: ignore[assignment]
+    tick = time.perf_counter()
+    values = ev(evaluated_generator(trainer))
+    if not values:
+        return {}
+    seconds = time.perf_counter() - tick
+    for k, v in values.items():
+        writer.add_scalar(f"metrics/{k}", v, trainer.step)
+    writer.add_scalar("perf/eval_seconds", seconds, trainer.step)
+    line = {"step": trainer.step, "time": time.time()}
+    line.update({k: _json_value(v) for k, v in values.items()})
+    with open(trainer.run_dir / METRICS_FILE, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    log.info(
+        "eval step %d (%.1fs) | %s",
+        trainer.step,
+        seconds,
+        " ".join(f"{k}={v:.4g}" for k, v in values.items()),
+    )
+    out = {f"metrics/{k}": v for k, v in values.items()}
+    name = ev.cfg.keep_best
+    if name is not None and name in values:
+        best = trainer.best["value"] if trainer.best else None
+        if is_better(name, values[name], best):
+            trainer.best = {"metric": name, "value": float(values[name]), "step": trainer.step}
+            path = trainer.ckpts.save_best(trainer.state_dict())
+            log.info("new best %s=%.4g at step %d: %s", name, values[name], trainer.step, path)
+        if trainer.best:
+            out[f"best/{name}"] = float(trainer.best["value"])
+            writer.add_scalar(f"best/{name}", trainer.best["value"], trainer.step)
+    return out
+
+
+__all__ = [
+    "DEFAULT_IMAGE_SAMPLES",
+    "DEFAULT_POINT_SAMPLES",
+    "METRICS_FILE",
+    "Evaluator",
+    "default_metrics",
+    "evaluated_generator",
+    "generate_batches",
+    "make_extractor",
+    "record",
+    "resolve_metrics",
+]
