@@ -119,21 +119,37 @@ class BenchConfig:
 
 def _image(arch: str, size: int) -> list[str]:
     group = "critic" if (config_dir() / "critic" / f"{arch}.yaml").exists() else None
-    pick = [f"critic={arch}", f"generator={arch}"] if group else [
-        f"critic.name={arch}", f"generator.name={arch}"
-    ]
+    pick = (
+        [f"critic={arch}", f"generator={arch}"]
+        if group
+        else [f"critic.name={arch}", f"generator.name={arch}"]
+    )
     return [
-        *pick, "critic.dim=64", "generator.dim=64", "generator.z_dim=128",
-        "dataset.name=bench_images", f"dataset.image_size={size}", "dataset.channels=3",
+        *pick,
+        "critic.dim=64",
+        "generator.dim=64",
+        "generator.z_dim=128",
+        "dataset.name=bench_images",
+        f"dataset.image_size={size}",
+        "dataset.channels=3",
         "trainer.batch_size=64",
     ]
 
 
 CONFIGS = [
-    BenchConfig("mlp", "mlp", [
-        "dataset=gaussians8", "critic.dim=512", "critic.depth=3", "generator.dim=512",
-        "generator.depth=3", "generator.z_dim=2", "trainer.batch_size=256",
-    ]),
+    BenchConfig(
+        "mlp",
+        "mlp",
+        [
+            "dataset=gaussians8",
+            "critic.dim=512",
+            "critic.depth=3",
+            "generator.dim=512",
+            "generator.depth=3",
+            "generator.z_dim=2",
+            "trainer.batch_size=256",
+        ],
+    ),
     BenchConfig("dcgan32", "dcgan", _image("dcgan", 32)),
     BenchConfig("dcgan64", "dcgan", _image("dcgan", 64)),
     BenchConfig("resnet32", "resnet", _image("resnet", 32)),
@@ -158,22 +174,34 @@ class TextbookLoop:
     interpolates are a view of the leaf (FlopCounterMode needs a non-leaf, pytorch#131753).
     """
 
-    def __init__(self, netD: nn.Module, netG: nn.Module, data: Any, rng: torch.Generator,  # noqa: N803
-                 cfg: Any, device: torch.device) -> None:
+    def __init__(
+        self,
+        netD: nn.Module,
+        netG: nn.Module,
+        data: Any,
+        rng: torch.Generator,  # noqa: N803
+        cfg: Any,
+        device: torch.device,
+    ) -> None:
         self.netD, self.netG, self.data, self.rng, self.device = netD, netG, data, rng, device
         self.BATCH_SIZE = cfg.trainer.batch_size
         self.CRITIC_ITERS = cfg.trainer.n_critic
         self.LAMBDA = cfg.gp["lambda"]
-        self.optimizerD = optim.Adam(netD.parameters(), lr=cfg.optim.critic.lr,
-                                     betas=tuple(cfg.optim.critic.betas))
-        self.optimizerG = optim.Adam(netG.parameters(), lr=cfg.optim.generator.lr,
-                                     betas=tuple(cfg.optim.generator.betas))
+        self.optimizerD = optim.Adam(
+            netD.parameters(), lr=cfg.optim.critic.lr, betas=tuple(cfg.optim.critic.betas)
+        )
+        self.optimizerG = optim.Adam(
+            netG.parameters(), lr=cfg.optim.generator.lr, betas=tuple(cfg.optim.generator.betas)
+        )
         self.one = torch.tensor(1.0, device=device)
         self.mone = self.one * -1
         self.log: list[tuple[float, float]] = []
 
     def calc_gradient_penalty(
-        self, netD: nn.Module, real_data: Tensor, fake_data: Tensor  # noqa: N803
+        self,
+        netD: nn.Module,
+        real_data: Tensor,
+        fake_data: Tensor,  # noqa: N803
     ) -> Tensor:
         alpha = torch.rand(self.BATCH_SIZE, 1, device=self.device, generator=self.rng)
         alpha = alpha.expand(self.BATCH_SIZE, real_data.nelement() // self.BATCH_SIZE)
@@ -182,10 +210,14 @@ class TextbookLoop:
         interpolates = interpolates.requires_grad_(True)
         interpolates = interpolates.view_as(interpolates)  # non-leaf, pytorch#131753
         disc_interpolates = netD(interpolates)
-        gradients = autograd.grad(outputs=disc_interpolates, inputs=interpolates,
-                                  grad_outputs=torch.ones(disc_interpolates.size(),
-                                                          device=self.device),
-                                  create_graph=True, retain_graph=True, only_inputs=True)[0]
+        gradients = autograd.grad(
+            outputs=disc_interpolates,
+            inputs=interpolates,
+            grad_outputs=torch.ones(disc_interpolates.size(), device=self.device),
+            create_graph=True,
+            retain_graph=True,
+            only_inputs=True,
+        )[0]
         gradients = gradients.view(gradients.size(0), -1)
         gradient_penalty = ((gradients.norm(2, dim=1) - 1) ** 2).mean() * self.LAMBDA
         return gradient_penalty
@@ -200,8 +232,7 @@ class TextbookLoop:
             D_real = netD(real_data)  # noqa: N806
             D_real = D_real.mean()  # noqa: N806
             D_real.backward(self.mone)
-            noise = torch.randn(self.BATCH_SIZE, netG.z_dim, device=self.device,
-                                generator=self.rng)
+            noise = torch.randn(self.BATCH_SIZE, netG.z_dim, device=self.device, generator=self.rng)
             with torch.no_grad():
                 fake = netG(noise).detach()
             D_fake = netD(fake)  # noqa: N806
@@ -248,8 +279,10 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, quick: bool) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    best = min(_time(lambda: a @ b, 3 if device.type == "cuda" else 1, device)
-               for _ in range(3 if quick else 7))
+    best = min(
+        _time(lambda: a @ b, 3 if device.type == "cuda" else 1, device)
+        for _ in range(3 if quick else 7)
+    )
     return 2 * n**3 / (best / 1000.0)
 
 
@@ -275,10 +308,22 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-8)
 
 
-def run_one(bc: BenchConfig, device: torch.device, precision: str, args: argparse.Namespace,
-            peaks: dict[tuple[str, torch.dtype], float]) -> dict[str, Any]:
-    cfg = compose_cfg([*bc.overrides, f"trainer.device={device}",
-                       f"trainer.precision={precision}", "trainer.progress=false", *args.set])
+def run_one(
+    bc: BenchConfig,
+    device: torch.device,
+    precision: str,
+    args: argparse.Namespace,
+    peaks: dict[tuple[str, torch.dtype], float],
+) -> dict[str, Any]:
+    cfg = compose_cfg(
+        [
+            *bc.overrides,
+            f"trainer.device={device}",
+            f"trainer.precision={precision}",
+            "trainer.progress=false",
+            *args.set,
+        ]
+    )
     validate(cfg)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -292,8 +337,9 @@ def run_one(bc: BenchConfig, device: torch.device, precision: str, args: argpars
         ref = TextbookLoop(netD, netG, copy.deepcopy(ours.data), rng, cfg, device)
         s = ours.train_step()
         d_ref, g_ref = ref.iteration()
-        loss_rel_diff = max(_rel(float(s["loss/critic"]), d_ref),
-                            _rel(float(s["loss/generator"]), g_ref))
+        loss_rel_diff = max(
+            _rel(float(s["loss/critic"]), d_ref), _rel(float(s["loss/generator"]), g_ref)
+        )
 
         warm, reps, iters = args.warmup, args.repeats, args.iters
         if bc.arch == "mlp" and not args.quick:
@@ -331,10 +377,12 @@ def run_one(bc: BenchConfig, device: torch.device, precision: str, args: argpars
             peaks[(str(device), torch.float32)] = matmul_peak(device, torch.float32, args.quick)
         peak = peaks[key]
         fp32_peak = peaks[(str(device), torch.float32)]
-        mem = _peak_mem_mb(ours.train_step, device, ours.critic, ours.generator, ours.opt_c,
-                           ours.opt_g)
-        ref_mem = _peak_mem_mb(ref.iteration, device, ref.netD, ref.netG, ref.optimizerD,
-                               ref.optimizerG)
+        mem = _peak_mem_mb(
+            ours.train_step, device, ours.critic, ours.generator, ours.opt_c, ours.opt_g
+        )
+        ref_mem = _peak_mem_mb(
+            ref.iteration, device, ref.netD, ref.netG, ref.optimizerD, ref.optimizerG
+        )
         n_critic, b = cfg.trainer.n_critic, cfg.trainer.batch_size
         return {
             "config": bc.name,
@@ -363,11 +411,22 @@ def run_one(bc: BenchConfig, device: torch.device, precision: str, args: argpars
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    cols = [("config", "{}"), ("device", "{}"), ("precision", "{}"), ("ms_per_iter", "{:.1f}"),
-            ("ref_ms_per_iter", "{:.1f}"), ("speedup", "{:.2f}x"), ("critic_img_per_s", "{:.0f}"),
-            ("gp_step_ratio", "{:.2f}"), ("peak_mem_mb", "{:.0f}"), ("ref_peak_mem_mb", "{:.0f}"),
-            ("gflop_per_iter", "{:.1f}"), ("flops_fraction", "{:.2f}"),
-            ("ref_flops_fraction", "{:.2f}"), ("loss_rel_diff", "{:.1e}")]
+    cols = [
+        ("config", "{}"),
+        ("device", "{}"),
+        ("precision", "{}"),
+        ("ms_per_iter", "{:.1f}"),
+        ("ref_ms_per_iter", "{:.1f}"),
+        ("speedup", "{:.2f}x"),
+        ("critic_img_per_s", "{:.0f}"),
+        ("gp_step_ratio", "{:.2f}"),
+        ("peak_mem_mb", "{:.0f}"),
+        ("ref_peak_mem_mb", "{:.0f}"),
+        ("gflop_per_iter", "{:.1f}"),
+        ("flops_fraction", "{:.2f}"),
+        ("ref_flops_fraction", "{:.2f}"),
+        ("loss_rel_diff", "{:.1e}"),
+    ]
     cells = [[c for c, _ in cols]] + [[f.format(r[c]) for c, f in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     lines = ("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
@@ -381,8 +440,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default=",".join(c.name for c in CONFIGS))
     ap.add_argument("--devices", default="cpu,cuda")
     ap.add_argument("--precisions", default=None, help="CUDA precisions (default fp32,bf16)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra config override for our trainer, e.g. trainer.channels_last=true")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for our trainer, e.g. trainer.channels_last=true",
+    )
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--iters", type=int, default=None, help="iterations per timed repeat")
     ap.add_argument("--warmup", type=int, default=None)
@@ -407,8 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     peaks: dict[tuple[str, torch.dtype], float] = {}
     for bc in (c for c in CONFIGS if c.name in wanted):
         if bc.arch not in CRITICS or bc.arch not in GENERATORS:
-            print(f"note: {bc.name} skipped: no '{bc.arch}' critic/generator registered "
-                  "in wgangp.models yet", file=sys.stderr)
+            print(
+                f"note: {bc.name} skipped: no '{bc.arch}' critic/generator registered "
+                "in wgangp.models yet",
+                file=sys.stderr,
+            )
             continue
         for device in devices:
             cuda_precs = (args.precisions or "fp32,bf16").split(",")

@@ -43,10 +43,14 @@ class RandomConvFeatures:
         g = torch.Generator().manual_seed(0)
         torch.manual_seed(0)
         self.net = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         ).eval()
         self.head = torch.randn(64, 10, generator=g)
 
@@ -105,18 +109,35 @@ def main(argv: list[str] | None = None) -> int:
     register_configs()
     register_resolvers()
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            "dataset=image_folder", f"dataset.root={data}", "dataset.image_size=16",
-            "dataset.channels=1", "dataset.num_workers=0", "dataset.on_device=true",
-            "critic.dim=16", "generator.dim=16", "generator.z_dim=32",
-            "trainer.batch_size=32", "trainer.n_critic=5", f"trainer.steps={args.steps}",
-            "trainer.log_every=50", "trainer.sample_every=0", "trainer.ckpt_every=0",
-            "trainer.progress=false", "trainer.device=cpu",
-            "optim.critic.lr=2e-4", "optim.generator.lr=2e-4",
-            f"eval.every={args.every}", f"eval.num_samples={args.num_samples}",
-            "eval.metrics=[fid,kid,is]", "eval.keep_best=fid",
-            f"eval.stats_cache={work / 'stats'}",
-        ])
+        cfg = compose(
+            "config",
+            overrides=[
+                "dataset=image_folder",
+                f"dataset.root={data}",
+                "dataset.image_size=16",
+                "dataset.channels=1",
+                "dataset.num_workers=0",
+                "dataset.on_device=true",
+                "critic.dim=16",
+                "generator.dim=16",
+                "generator.z_dim=32",
+                "trainer.batch_size=32",
+                "trainer.n_critic=5",
+                f"trainer.steps={args.steps}",
+                "trainer.log_every=50",
+                "trainer.sample_every=0",
+                "trainer.ckpt_every=0",
+                "trainer.progress=false",
+                "trainer.device=cpu",
+                "optim.critic.lr=2e-4",
+                "optim.generator.lr=2e-4",
+                f"eval.every={args.every}",
+                f"eval.num_samples={args.num_samples}",
+                "eval.metrics=[fid,kid,is]",
+                "eval.keep_best=fid",
+                f"eval.stats_cache={work / 'stats'}",
+            ],
+        )
     run_dir = work / "run"
     trainer = Trainer(cfg, run_dir, torch.device("cpu"))
     assert trainer.evaluator is not None

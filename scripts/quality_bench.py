@@ -96,8 +96,14 @@ def run_one(dataset: str, seed: int, extra: list[str], out: str, figure: bool) -
     ev_cfg.metrics, ev_cfg.num_samples, ev_cfg.seed = METRICS, 2500, 1234
     evaluator = Evaluator(ev_cfg, cfg.dataset, trainer.data, torch.device("cpu"))
     values = evaluator(evaluated_generator(trainer))
-    result = {"dataset": dataset, "seed": seed, "wall_s": wall, "cpu_s": cpu,
-              "steps": int(cfg.trainer.steps), **values}
+    result = {
+        "dataset": dataset,
+        "seed": seed,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "steps": int(cfg.trainer.steps),
+        **values,
+    }
     if figure:
         from wgangp.evaluate import generate_batches
 
@@ -105,8 +111,12 @@ def run_one(dataset: str, seed: int, extra: list[str], out: str, figure: bool) -
         fake = next(generate_batches(gen, 2500, 2500, 1234, torch.device("cpu")))
         real = trainer.data.sample(2500, generator=torch.Generator().manual_seed(5))
         torch.save(
-            {"fake": fake, "real": real, "critic": trainer.critic.state_dict(),
-             "critic_cfg": dict(cfg.critic)},
+            {
+                "fake": fake,
+                "real": real,
+                "critic": trainer.critic.state_dict(),
+                "critic_cfg": dict(cfg.critic),
+            },
             run_dir / "figure_data.pt",
         )
         result["figure_data"] = str(run_dir / "figure_data.pt")
@@ -127,8 +137,15 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if not rs:
             continue
         s: dict[str, Any] = {"runs": len(rs)}
-        for k in ("modes_captured", "high_quality", "reverse_kl", "wasserstein",
-                  "wasserstein_real", "wall_s", "cpu_s"):
+        for k in (
+            "modes_captured",
+            "high_quality",
+            "reverse_kl",
+            "wasserstein",
+            "wasserstein_real",
+            "wall_s",
+            "cpu_s",
+        ):
             s[k] = _mean_std([float(r[k]) for r in rs])
         s["all_modes_every_seed"] = all(r["modes_captured"] == NUM_MODES[ds] for r in rs)
         s["min_high_quality"] = min(r["high_quality"] for r in rs)
@@ -162,8 +179,10 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
 
 
 def per_seed(results: list[dict[str, Any]]) -> str:
-    rows = ["| data | seed | modes | % HQ | reverse KL | W₁ (real) | wall s | CPU s |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| data | seed | modes | % HQ | reverse KL | W₁ (real) | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(results, key=lambda r: (r["dataset"], r["seed"])):
         rows.append(
             f"| {r['dataset']} | {r['seed']} | {r['modes_captured']:.0f} | "

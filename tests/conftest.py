@@ -16,6 +16,7 @@ from wgangp.train import config_dir, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 
+
 def pythonpath(*first: Path) -> str:
     """``first`` ahead of whatever PYTHONPATH the tests run with."""
     rest = os.environ.get("PYTHONPATH", "")

@@ -9,19 +9,42 @@ import sys
 from tests.conftest import REPO
 
 KEYS = {
-    "config", "device", "precision", "ms_per_iter", "ref_ms_per_iter", "speedup",
-    "gp_step_ratio", "peak_mem_mb", "flops_fraction",
+    "config",
+    "device",
+    "precision",
+    "ms_per_iter",
+    "ref_ms_per_iter",
+    "speedup",
+    "gp_step_ratio",
+    "peak_mem_mb",
+    "flops_fraction",
 }
 
 
 def test_bench_quick_mlp_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--configs", "mlp",
-         "--devices", "cpu", "--threads", "1",
-         "--set", "critic.dim=64", "--set", "generator.dim=64",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench.py"),
+            "--quick",
+            "--configs",
+            "mlp",
+            "--devices",
+            "cpu",
+            "--threads",
+            "1",
+            "--set",
+            "critic.dim=64",
+            "--set",
+            "generator.dim=64",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())

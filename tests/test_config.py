@@ -46,18 +46,45 @@ def test_schema_rejects_wrong_types_and_unknown_keys():
         OmegaConf.merge(compose_cfg(), {"trainer": {"stepz": 3}})
 
 
-BAD = [
-    ("gp.lambda=-1", "invalid value for gp.lambda: -1.0 (allowed: a number ≥ 0); the paper uses 10"),
+BAD = [  # noqa: E501 (one row per case reads best)
+    (
+        "gp.lambda=-1",
+        "invalid value for gp.lambda: -1.0 (allowed: a number ≥ 0); the paper uses 10",
+    ),
     ("trainer.n_critic=0", "invalid value for trainer.n_critic: 0 (allowed: an integer ≥ 1)"),
     ("trainer.batch_size=0", "invalid value for trainer.batch_size: 0 (allowed: an integer ≥ 1)"),
-    ("optim.critic.lr=0", "invalid value for optim.critic.lr: 0.0 (allowed: a number > 0); e.g. 1e-4 (the paper's)"),
-    ("optim.generator.lr=-0.1", "invalid value for optim.generator.lr: -0.1 (allowed: a number > 0); e.g. 1e-4 (the paper's)"),
-    ("optim.critic.betas=[0.5,1.0]", "invalid value for optim.critic.betas[1]: 1.0 (allowed: 0 ≤ β < 1)"),
-    ("optim.generator.betas=[-0.1,0.9]", "invalid value for optim.generator.betas[0]: -0.1 (allowed: 0 ≤ β < 1)"),
-    ("optim.critic.betas=[0.5]", "invalid value for optim.critic.betas: [0.5] (allowed: two numbers [β1, β2]); e.g. [0.0, 0.9] (the paper's)"),
-    ("trainer.device=tpu", "invalid value for trainer.device: 'tpu' (allowed: auto | cpu | cuda | cuda:N)"),
-    ("trainer.precision=fp8", "invalid value for trainer.precision: 'fp8' (allowed: fp32 | bf16 | fp16)"),
-    ("trainer.ema.decay=1.5", "invalid value for trainer.ema.decay: 1.5 (allowed: null (off) or 0 < decay < 1); e.g. 0.999"),
+    (
+        "optim.critic.lr=0",
+        "invalid value for optim.critic.lr: 0.0 (allowed: a number > 0); e.g. 1e-4 (the paper's)",
+    ),
+    (
+        "optim.generator.lr=-0.1",
+        "invalid value for optim.generator.lr: -0.1 (allowed: a number > 0); e.g. 1e-4 (the paper's)",  # noqa: E501
+    ),
+    (
+        "optim.critic.betas=[0.5,1.0]",
+        "invalid value for optim.critic.betas[1]: 1.0 (allowed: 0 ≤ β < 1)",
+    ),
+    (
+        "optim.generator.betas=[-0.1,0.9]",
+        "invalid value for optim.generator.betas[0]: -0.1 (allowed: 0 ≤ β < 1)",
+    ),
+    (
+        "optim.critic.betas=[0.5]",
+        "invalid value for optim.critic.betas: [0.5] (allowed: two numbers [β1, β2]); e.g. [0.0, 0.9] (the paper's)",  # noqa: E501
+    ),
+    (
+        "trainer.device=tpu",
+        "invalid value for trainer.device: 'tpu' (allowed: auto | cpu | cuda | cuda:N)",
+    ),
+    (
+        "trainer.precision=fp8",
+        "invalid value for trainer.precision: 'fp8' (allowed: fp32 | bf16 | fp16)",
+    ),
+    (
+        "trainer.ema.decay=1.5",
+        "invalid value for trainer.ema.decay: 1.5 (allowed: null (off) or 0 < decay < 1); e.g. 0.999",  # noqa: E501
+    ),
     ("gp.target=-1", "invalid value for gp.target: -1.0 (allowed: a number ≥ 0); the paper uses 1"),
 ]
 
@@ -92,13 +119,19 @@ def test_cuda_asked_for_but_absent(monkeypatch):
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["gp.lambda=-1"], "wgangp: error: invalid value for gp.lambda: -1.0 (allowed: a number ≥ 0)"),
+        (
+            ["gp.lambda=-1"],
+            "wgangp: error: invalid value for gp.lambda: -1.0 (allowed: a number ≥ 0)",
+        ),
         (["critic.norm=batchnorm"], "invalid value for critic.norm: 'batchnorm'"),
         (["gp.lambda=abc"], "gp.lambda"),
         (["trainer.stepz=3"], "stepz"),
         (["dataset=nope"], "gaussians25"),
         (["dataset=points"], "invalid value for dataset.path: None"),
-        (["dataset=points", "dataset.path=/no/such.npy"], "dataset.path='/no/such.npy': no such file"),
+        (
+            ["dataset=points", "dataset.path=/no/such.npy"],
+            "dataset.path='/no/such.npy': no such file",
+        ),
         (["resume=/no/such/run"], "checkpoint /no/such/run: no such file or directory"),
     ],
 )

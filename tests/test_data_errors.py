@@ -63,16 +63,29 @@ def test_points_modes_of_the_wrong_dimension(tmp_path):
 
 
 def folder(root: Path, *extra: str, batch: int = 4):
-    cfg = compose_cfg("dataset=image_folder", f"dataset.root={root}", "dataset.num_workers=0",
-                      "dataset.image_size=8", *extra)
+    cfg = compose_cfg(
+        "dataset=image_folder",
+        f"dataset.root={root}",
+        "dataset.num_workers=0",
+        "dataset.image_size=8",
+        *extra,
+    )
     return build_data(cfg.dataset, batch, CPU, 0)
 
 
 def test_image_folder_with_mixed_modes_and_sizes_and_junk_trains(tmp_path, caplog):
     rng = np.random.default_rng(0)
-    for i, (mode, size) in enumerate([("L", (9, 13)), ("RGBA", (20, 10)), ("P", (8, 8)),
-                                       ("RGB", (31, 17)), ("CMYK", (12, 12)), ("I;16", (10, 10)),
-                                       ("1", (11, 11))]):
+    for i, (mode, size) in enumerate(
+        [
+            ("L", (9, 13)),
+            ("RGBA", (20, 10)),
+            ("P", (8, 8)),
+            ("RGB", (31, 17)),
+            ("CMYK", (12, 12)),
+            ("I;16", (10, 10)),
+            ("1", (11, 11)),
+        ]
+    ):
         arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
         ext = "tif" if mode in ("CMYK", "I;16") else "png"
         Image.fromarray(arr).convert(mode).save(tmp_path / f"img{i}.{ext}")

@@ -27,7 +27,16 @@ from wgangp.checkpoint import load_checkpoint
 from wgangp.trainer import Trainer
 
 GLOBAL_BATCH = 16
-NET = ["critic.dim=32", "generator.dim=32", "generator.z_dim=4", "gp.lambda=10"]
+# Under DDP the penalty runs plain autograd through the wrapper; the single process
+# must take the same path (gp.detach_relu_masks gives equal gradients only up to float
+# rounding, and Adam's first step, ≈ lr·sign(g), magnifies rounding of near-zero g).
+NET = [
+    "critic.dim=32",
+    "generator.dim=32",
+    "generator.z_dim=4",
+    "gp.lambda=10",
+    "gp.detach_relu_masks=false",
+]
 
 
 def free_port() -> int:
@@ -78,8 +87,11 @@ def one_step(rank: int, world: int, static_graph: bool = False) -> dict[str, Any
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-        WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -99,14 +111,23 @@ def test_ddp_gradients_and_step_equal_one_process_on_the_global_batch(tmp_path):
     torch.set_num_threads(1)
     ref = one_step(0, 1)
     assert ref["ddp"] != "DistributedDataParallel"
-    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2,
-                       start_method="spawn", join=True)
+    mp.start_processes(
+        _worker, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn", join=True
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     for got in ranks:
         res = got["pattern"]
         assert res["ddp"] == "DistributedDataParallel"
-        diffs = {k: max_diff(res[k], ref[k]) for k in (
-            "critic_grads", "critic_params", "gen_grads", "gen_params", "critic_params_after_g")}
+        diffs = {
+            k: max_diff(res[k], ref[k])
+            for k in (
+                "critic_grads",
+                "critic_params",
+                "gen_grads",
+                "gen_params",
+                "critic_params_after_g",
+            )
+        }
         print("max |DDP - 1 process|:", {k: f"{v:.1e}" for k, v in diffs.items()})
         for k, v in diffs.items():
             assert v < 1e-6, (k, v)
@@ -129,7 +150,8 @@ def test_single_process_helpers_are_no_ops():
     assert distributed.mean_over_ranks(x) is x
     assert distributed.rank_seed(7, 0) == 7 and distributed.rank_seed(7, 1) != 7
     assert distributed.env_info({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == (
-        distributed.DistInfo(rank=3, local_rank=1, world_size=4))
+        distributed.DistInfo(rank=3, local_rank=1, world_size=4)
+    )
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
@@ -137,10 +159,19 @@ def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": pythonpath(REPO), "OMP_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "wgangp.train", *args]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "wgangp.train",
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -155,15 +186,29 @@ def only_run(root: Path) -> Path:
 
 
 def test_torchrun_rank0_writes_and_resume_continues_bitwise(tmp_path):
-    common = [*TINY, "trainer.batch_size=32", "trainer.ckpt_every=4", "trainer.sample_every=0",
-              "trainer.keep_checkpoints=2"]
+    common = [
+        *TINY,
+        "trainer.batch_size=32",
+        "trainer.ckpt_every=4",
+        "trainer.sample_every=0",
+        "trainer.keep_checkpoints=2",
+    ]
     finish(torchrun(*common, "trainer.steps=8", cwd=tmp_path))
     run = only_run(tmp_path)
     # one run directory, written by rank 0 alone
     assert sorted(p.name for p in run.iterdir()) == [
-        ".hydra", "checkpoints", "config.yaml", "samples", "tb", "train.log"]
+        ".hydra",
+        "checkpoints",
+        "config.yaml",
+        "samples",
+        "tb",
+        "train.log",
+    ]
     assert sorted(p.name for p in (run / ".hydra").iterdir()) == [
-        "config.yaml", "hydra.yaml", "overrides.yaml"]
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
     log = (run / "train.log").read_text()
     assert "rank 0 of 2" in log and "rank 1 of 2" not in log
     assert "effective batch size 64 (32 per rank × 2 ranks)" in log
@@ -174,8 +219,11 @@ def test_torchrun_rank0_writes_and_resume_continues_bitwise(tmp_path):
     assert not torch.equal(r0["noise"], r1["noise"])  # per-rank seeds
     assert not torch.equal(r0["data"]["rng"], r1["data"]["rng"])
     # resume under DDP from step 4: every rank loads the same file, then its own streams
-    finish(torchrun(f"resume={run / 'checkpoints' / 'step_0000004.pt'}", "trainer.steps=8",
-                    cwd=tmp_path))
+    finish(
+        torchrun(
+            f"resume={run / 'checkpoints' / 'step_0000004.pt'}", "trainer.steps=8", cwd=tmp_path
+        )
+    )
     assert only_run(tmp_path) == run
     assert "resumed from" in (run / "train.log").read_text()
     resumed = load_checkpoint(run / "checkpoints" / "last.pt")

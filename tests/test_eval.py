@@ -25,8 +25,13 @@ from wgangp.validate import validate
 
 CPU = torch.device("cpu")
 TOY_EVAL = [
-    *TINY, "trainer.sample_every=0", "trainer.ckpt_every=0", "trainer.n_critic=2",
-    "eval.every=3", "eval.num_samples=300", "eval.keep_best=wasserstein",
+    *TINY,
+    "trainer.sample_every=0",
+    "trainer.ckpt_every=0",
+    "trainer.n_critic=2",
+    "eval.every=3",
+    "eval.num_samples=300",
+    "eval.keep_best=wasserstein",
 ]
 
 
@@ -48,15 +53,26 @@ def test_eval_writes_jsonl_tensorboard_and_best(toy_run):
     # every 3 steps, and once at the end (step 8 is not a multiple of 3)
     assert [r["step"] for r in lines] == [3, 6, 8]
     for r in lines:
-        assert {"time", "modes_captured", "high_quality", "reverse_kl", "wasserstein",
-                "wasserstein_real"} <= set(r)
+        assert {
+            "time",
+            "modes_captured",
+            "high_quality",
+            "reverse_kl",
+            "wasserstein",
+            "wasserstein_real",
+        } <= set(r)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run / "tb"))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert {"metrics/modes_captured", "metrics/high_quality", "metrics/reverse_kl",
-            "metrics/wasserstein", "metrics/wasserstein_real"} <= set(tags)
+    assert {
+        "metrics/modes_captured",
+        "metrics/high_quality",
+        "metrics/reverse_kl",
+        "metrics/wasserstein",
+        "metrics/wasserstein_real",
+    } <= set(tags)
     assert [e.step for e in acc.Scalars("metrics/wasserstein")] == [3, 6, 8]
     # best.pt holds the lowest wasserstein of metrics.jsonl, and the step it was seen
     best = load_checkpoint(run / "checkpoints" / "best.pt")
@@ -146,8 +162,11 @@ def test_validation_names_the_valid_metrics():
 def test_task_returns_keep_best_metric(monkeypatch):
     from wgangp import train
 
-    monkeypatch.setattr(train, "run", lambda cfg: {"wasserstein": 0.5, "metrics/high_quality": 0.9,
-                                                   "best/high_quality": 0.97})
+    monkeypatch.setattr(
+        train,
+        "run",
+        lambda cfg: {"wasserstein": 0.5, "metrics/high_quality": 0.9, "best/high_quality": 0.97},
+    )
     assert train.task(compose_cfg("eval.every=5", "eval.keep_best=high_quality")) == 0.97
     assert train.task(compose_cfg()) == 0.5
     monkeypatch.setattr(train, "run", lambda cfg: {"wasserstein": 0.5})
@@ -178,8 +197,15 @@ class StandIn:
 
 
 def image_cfg(root: Path, *extra: str):
-    return compose_cfg(*IMG, f"dataset.root={root}", "trainer.sample_every=0",
-                       "trainer.ckpt_every=0", "trainer.steps=2", "eval.every=2", *extra)
+    return compose_cfg(
+        *IMG,
+        f"dataset.root={root}",
+        "trainer.sample_every=0",
+        "trainer.ckpt_every=0",
+        "trainer.steps=2",
+        "eval.every=2",
+        *extra,
+    )
 
 
 def test_image_metrics_with_stand_in_extractor(tmp_path, monkeypatch):
@@ -188,8 +214,13 @@ def test_image_metrics_with_stand_in_extractor(tmp_path, monkeypatch):
     ext = StandIn()
     monkeypatch.setattr(evaluate, "make_extractor", lambda cfg, device: ext)
     cache = tmp_path / "stats"
-    cfg = image_cfg(data, "eval.metrics=[fid,kid,is,precision,recall]", "eval.num_samples=32",
-                    f"eval.stats_cache={cache}", "eval.keep_best=fid")
+    cfg = image_cfg(
+        data,
+        "eval.metrics=[fid,kid,is,precision,recall]",
+        "eval.num_samples=32",
+        f"eval.stats_cache={cache}",
+        "eval.keep_best=fid",
+    )
     assert resolve_metrics(None, Trainer(cfg, tmp_path / "r0", CPU).data) == ["fid", "kid", "is"]
     tr = Trainer(cfg, tmp_path / "run", CPU)
     last = tr.fit()
@@ -208,15 +239,19 @@ def test_image_metrics_with_stand_in_extractor(tmp_path, monkeypatch):
     assert set(vals) >= {"fid", "kid", "is"}
 
 
-def test_missing_inception_weights_warn_once_and_training_completes(
-    tmp_path, monkeypatch, caplog
-):
+def test_missing_inception_weights_warn_once_and_training_completes(tmp_path, monkeypatch, caplog):
     torch.set_num_threads(1)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # empty cache
     data = make_folder(tmp_path / "images", n=40)
-    cfg = image_cfg(data, "trainer.steps=4", "eval.every=1", "eval.metrics=[fid,kid]",
-                    "eval.download=false", "eval.num_samples=16",
-                    f"eval.stats_cache={tmp_path / 'stats'}")
+    cfg = image_cfg(
+        data,
+        "trainer.steps=4",
+        "eval.every=1",
+        "eval.metrics=[fid,kid]",
+        "eval.download=false",
+        "eval.num_samples=16",
+        f"eval.stats_cache={tmp_path / 'stats'}",
+    )
     with caplog.at_level(logging.WARNING):
         tr = Trainer(cfg, tmp_path / "run", CPU)
         last = tr.fit()
@@ -231,8 +266,15 @@ def test_missing_inception_weights_warn_once_and_training_completes(
 
 def test_linear_lr_decay_is_a_function_of_the_step(tmp_path):
     torch.set_num_threads(1)
-    cfg = compose_cfg(*TINY, "trainer.steps=4", "trainer.sample_every=0", "trainer.ckpt_every=0",
-                      "trainer.n_critic=1", "optim.lr_decay=linear", "optim.critic.lr=4e-4")
+    cfg = compose_cfg(
+        *TINY,
+        "trainer.steps=4",
+        "trainer.sample_every=0",
+        "trainer.ckpt_every=0",
+        "trainer.n_critic=1",
+        "optim.lr_decay=linear",
+        "optim.critic.lr=4e-4",
+    )
     tr = Trainer(cfg, tmp_path, CPU)
     tr.fit()
     # the last update (step 4) ran at lr · (1 − 3/4)

@@ -213,7 +213,11 @@ def test_resume_auto_falls_back_to_the_previous_good_checkpoint_with_a_warning(
     train_to(tr, 6)
     d = tr.ckpts.dir
     assert sorted(p.name for p in d.iterdir()) == [
-        "last.pt", "step_0000002.pt", "step_0000004.pt", "step_0000006.pt"]
+        "last.pt",
+        "step_0000002.pt",
+        "step_0000004.pt",
+        "step_0000006.pt",
+    ]
     # a full disk truncated the newest two files (as a non-atomic writer would)
     for name in ("last.pt", "step_0000006.pt"):
         (d / name).write_bytes((d / name).read_bytes()[:1000])
@@ -266,8 +270,11 @@ def _failing_save(monkeypatch, err: int) -> None:
 
 @pytest.mark.parametrize(
     "how,strerror",
-    [("enospc", "No space left on device"), ("eacces", "Permission denied"),
-     ("erofs", "Read-only file system")],
+    [
+        ("enospc", "No space left on device"),
+        ("eacces", "Permission denied"),
+        ("erofs", "Read-only file system"),
+    ],
 )
 def test_full_disk_or_unwritable_dir_is_a_clear_error_and_the_previous_checkpoint_is_intact(
     tmp_path, make_trainer, monkeypatch, how, strerror
@@ -297,10 +304,21 @@ def test_full_disk_or_unwritable_dir_is_a_clear_error_and_the_previous_checkpoin
 
 def test_checkpoint_manager_keeps_only_the_newest_k(tmp_path):
     m = CheckpointManager(tmp_path, keep=2)
-    state = {"step": 0, "critic": {}, "generator": {}, "opt_critic": {}, "opt_generator": {},
-             "rng": {}, "data": {}, "config": {}}
+    state = {
+        "step": 0,
+        "critic": {},
+        "generator": {},
+        "opt_critic": {},
+        "opt_generator": {},
+        "rng": {},
+        "data": {},
+        "config": {},
+    }
     for step in range(1, 6):
         m.save({**state, "step": step}, step)
     assert sorted(p.name for p in m.dir.iterdir()) == [
-        "last.pt", "step_0000004.pt", "step_0000005.pt"]
+        "last.pt",
+        "step_0000004.pt",
+        "step_0000005.pt",
+    ]
     assert load_checkpoint(m.dir / "last.pt")["step"] == 5

@@ -14,20 +14,29 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import REPO, TINY, cli
+from tests.conftest import REPO, TINY, cli, pythonpath
 from wgangp.checkpoint import load_checkpoint
 
 FAULTS = Path(__file__).resolve().parent / "faults"
-LONG = [*TINY, "trainer.n_critic=1", "trainer.steps=100000", "trainer.log_every=1",
-        "trainer.sample_every=0"]
+LONG = [
+    *TINY,
+    "trainer.n_critic=1",
+    "trainer.steps=100000",
+    "trainer.log_every=1",
+    "trainer.sample_every=0",
+]
 
 
 def start(run: Path, *args: str, fault: str = "") -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{FAULTS}{os.pathsep}{REPO}", "WGANGP_FAULT": fault}
+    env = {**os.environ, "PYTHONPATH": pythonpath(FAULTS, REPO), "WGANGP_FAULT": fault}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen(
         [sys.executable, "-m", "wgangp.train", *args, f"hydra.run.dir={run}"],
-        cwd=run.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=run.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -44,8 +53,11 @@ def logged_step(run: Path) -> int:
     log = run / "train.log"
     if not log.is_file():
         return 0
-    steps = [int(ln.split("step ", 1)[1].split(" ", 1)[0])
-             for ln in log.read_text().splitlines() if "] - step " in ln]
+    steps = [
+        int(ln.split("step ", 1)[1].split(" ", 1)[0])
+        for ln in log.read_text().splitlines()
+        if "] - step " in ln
+    ]
     return max(steps, default=0)
 
 
@@ -83,8 +95,14 @@ def test_kill_9_at_random_moments_loses_at_most_ckpt_every_steps(tmp_path):
         # one more, pruned at the next save
         assert len(list((run / "checkpoints").glob("step_*.pt"))) <= 3
     # a final resume=auto continues from the newest complete checkpoint
-    proc = cli(*args[:-1], "trainer.steps=" + str(newest + 2), "resume=auto",
-               f"hydra.run.dir={run}", cwd=tmp_path, check=True)
+    proc = cli(
+        *args[:-1],
+        "trainer.steps=" + str(newest + 2),
+        "resume=auto",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+        check=True,
+    )
     assert f"at step {newest}" in proc.stderr + (run / "train.log").read_text()
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == newest + 2
     assert not list((run / "checkpoints").glob(".*.tmp"))
@@ -106,8 +124,14 @@ def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_and_resume_aut
     assert leftovers, "the kill did not land mid-write"
     step = check_checkpoint_dir(run)
     assert step >= 2
-    out = cli(*args[:-1], f"trainer.steps={step + 1}", "resume=auto", f"hydra.run.dir={run}",
-              cwd=tmp_path, check=True)
+    out = cli(
+        *args[:-1],
+        f"trainer.steps={step + 1}",
+        "resume=auto",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+        check=True,
+    )
     assert "removed 1 incomplete checkpoint file" in out.stderr + (run / "train.log").read_text()
     assert not any(p.exists() for p in leftovers)
     assert load_checkpoint(ckdir / "last.pt")["step"] == step + 1
@@ -134,8 +158,10 @@ def test_full_disk_through_the_cli_is_one_clear_line_and_the_previous_checkpoint
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2, err
     assert "Traceback" not in out + err
-    assert (f"wgangp: error: checkpoint {run}/checkpoints: cannot write a checkpoint at step 4 "
-            "(No space left on device); the previous checkpoint is intact") in err
+    assert (
+        f"wgangp: error: checkpoint {run}/checkpoints: cannot write a checkpoint at step 4 "
+        "(No space left on device); the previous checkpoint is intact"
+    ) in err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
     assert not list((run / "checkpoints").glob(".*.tmp"))
 
@@ -154,11 +180,19 @@ def test_an_unusable_run_directory_is_one_clear_line(tmp_path):
 def test_a_nan_through_the_cli_stops_with_the_step_terms_and_checkpoint(tmp_path):
     run = tmp_path / "run"
     # n_critic=1: critic_loss call k is step k's
-    proc = start(run, *TINY, "trainer.n_critic=1", "trainer.steps=10", "trainer.ckpt_every=2",
-                 "trainer.sample_every=0", fault="nan_critic_at:5")
+    proc = start(
+        run,
+        *TINY,
+        "trainer.n_critic=1",
+        "trainer.steps=10",
+        "trainer.ckpt_every=2",
+        "trainer.sample_every=0",
+        fault="nan_critic_at:5",
+    )
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "Traceback" not in out + err
-    assert ("wgangp: error: non-finite critic loss at step 5 (critic loss=nan, W estimate="
-            in err), err
+    assert "wgangp: error: non-finite critic loss at step 5 (critic loss=nan, W estimate=" in err, (
+        err
+    )
     assert f"last good checkpoint: {run}/checkpoints/last.pt" in err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4

@@ -19,23 +19,94 @@ from wgangp.train import _resume_run_dir, check_group_overrides, config_dir
 from wgangp.validate import validate
 
 GROUPS = {
-    "dataset": ["gaussians8", "gaussians25", "swissroll", "points", "mnist", "image_folder",
-                "cifar10", "lsun", "celeba", "fashion_mnist"],
-    "critic": ["mlp"], "generator": ["mlp"], "optim": ["paper"], "gp": ["paper"],
-    "trainer": ["default"], "experiment": ["toy_paper"],
+    "dataset": [
+        "gaussians8",
+        "gaussians25",
+        "swissroll",
+        "points",
+        "mnist",
+        "image_folder",
+        "cifar10",
+        "lsun",
+        "celeba",
+        "fashion_mnist",
+    ],
+    "critic": ["mlp"],
+    "generator": ["mlp"],
+    "optim": ["paper"],
+    "gp": ["paper"],
+    "trainer": ["default"],
+    "experiment": ["toy_paper"],
 }
-JUNK_KEYS = ["trainer.stepz", "foo", "gp", "trainer", "gp.lambda.x", "hydra.run", "", "a.b.c",
-             "dataset.path.x", "critic.", ".critic"]
+JUNK_KEYS = [
+    "trainer.stepz",
+    "foo",
+    "gp",
+    "trainer",
+    "gp.lambda.x",
+    "hydra.run",
+    "",
+    "a.b.c",
+    "dataset.path.x",
+    "critic.",
+    ".critic",
+]
 SCALARS = st.one_of(
     st.integers(-3, 40).map(str),
-    st.sampled_from(["0", "-1", "1e400", "-1e-9", "nan", "inf", "-inf", "0.5", "1.0", "null",
-                     "true", "false", "abc", "''", "' '", "[]", "[0.5]", "[0.5,1.0]", "[a,b]",
-                     "{a:1}", "${nope}", "${gp.lambda}", "${oops:1}", "???", "cuda:9", "cpu",
-                     "cuda", "auto", "fp16", "bf16", "skip", "stop", "layernorm", "batchnorm",
-                     "~nouser/x", "/no/such", "random", "resize", "relu", "∞", "a=b", "\\",
-                     "[1,2,3]", "[[1,2],[3,4]]", "0x10", "1_000"]),
-    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-            max_size=6),
+    st.sampled_from(
+        [
+            "0",
+            "-1",
+            "1e400",
+            "-1e-9",
+            "nan",
+            "inf",
+            "-inf",
+            "0.5",
+            "1.0",
+            "null",
+            "true",
+            "false",
+            "abc",
+            "''",
+            "' '",
+            "[]",
+            "[0.5]",
+            "[0.5,1.0]",
+            "[a,b]",
+            "{a:1}",
+            "${nope}",
+            "${gp.lambda}",
+            "${oops:1}",
+            "???",
+            "cuda:9",
+            "cpu",
+            "cuda",
+            "auto",
+            "fp16",
+            "bf16",
+            "skip",
+            "stop",
+            "layernorm",
+            "batchnorm",
+            "~nouser/x",
+            "/no/such",
+            "random",
+            "resize",
+            "relu",
+            "∞",
+            "a=b",
+            "\\",
+            "[1,2,3]",
+            "[[1,2],[3,4]]",
+            "0x10",
+            "1_000",
+        ]
+    ),
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        max_size=6,
+    ),
 )
 KEYS = st.sampled_from(schema_keys() + JUNK_KEYS)
 
@@ -71,8 +142,9 @@ def setup_like_the_cli(overrides: list[str], root: str) -> None:
         validate(cfg)
         if cfg.resume not in (None, "", "auto"):
             load_checkpoint(resolve_checkpoint_path(cfg.resume))
-        data = build_data(cfg.dataset, cfg.trainer.batch_size, torch.device("cpu"),
-                          cfg.trainer.seed)
+        data = build_data(
+            cfg.dataset, cfg.trainer.batch_size, torch.device("cpu"), cfg.trainer.seed
+        )
         build_critic(cfg.critic, data.sample_shape)
         build_generator(cfg.generator, data.sample_shape)
     except UserError:

@@ -29,9 +29,7 @@ IMAGE_SETS = ("mnist", "fashion_mnist", "cifar10", "celeba", "lsun", "image_fold
 
 def make_cfg(name: str, root: Path, **over: Any) -> Any:
     """The schema merged with ``configs/dataset/<name>.yaml``, then overrides."""
-    return OmegaConf.merge(
-        dataset_node(name), {"root": str(root), "num_workers": 0, **over}
-    )
+    return OmegaConf.merge(dataset_node(name), {"root": str(root), "num_workers": 0, **over})
 
 
 def dataset_node(name: str) -> Any:
@@ -554,7 +552,8 @@ def test_all_files_corrupt(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name,arch", [("mnist", "dcgan"), ("cifar10", "resnet"), ("celeba", "dcgan"), ("image_folder", "dcgan")]
+    "name,arch",
+    [("mnist", "dcgan"), ("cifar10", "resnet"), ("celeba", "dcgan"), ("image_folder", "dcgan")],
 )
 def test_image_sets_pick_image_networks_and_schedule(name: str, arch: str) -> None:
     from tests.conftest import compose_cfg
@@ -564,5 +563,7 @@ def test_image_sets_pick_image_networks_and_schedule(name: str, arch: str) -> No
     assert cfg.critic.name == arch == cfg.generator.name
     assert cfg.trainer.batch_size == 64 and cfg.gp["lambda"] == 10.0
     # the command line still wins
-    cfg = compose_cfg(f"dataset={name}", "critic=resnet", "generator=dcgan", "trainer.batch_size=16")
+    cfg = compose_cfg(
+        f"dataset={name}", "critic=resnet", "generator=dcgan", "trainer.batch_size=16"
+    )
     assert (cfg.critic.name, cfg.generator.name, cfg.trainer.batch_size) == ("resnet", "dcgan", 16)

@@ -15,9 +15,17 @@ from tests.conftest import REPO, cli, pythonpath
 from wgangp.checkpoint import load_checkpoint
 
 IMG = [
-    "trainer.device=cpu", "dataset=image_folder", "dataset.image_size=16", "dataset.channels=1",
-    "dataset.num_workers=0", "critic.dim=8", "generator.dim=8", "trainer.batch_size=16",
-    "trainer.progress=false", "trainer.log_every=20", "trainer.n_critic=1",
+    "trainer.device=cpu",
+    "dataset=image_folder",
+    "dataset.image_size=16",
+    "dataset.channels=1",
+    "dataset.num_workers=0",
+    "critic.dim=8",
+    "generator.dim=8",
+    "trainer.batch_size=16",
+    "trainer.progress=false",
+    "trainer.log_every=20",
+    "trainer.n_critic=1",
 ]
 
 
@@ -36,8 +44,12 @@ def make_folder(root: Path, n: int = 48) -> Path:
 
 def sample_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "wgangp.sample", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=120, env={"PYTHONPATH": pythonpath(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        [sys.executable, "-m", "wgangp.sample", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": pythonpath(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
     )
 
 
@@ -45,8 +57,17 @@ def sample_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("img")
     data = make_folder(tmp / "images")
-    cli(*IMG, f"dataset.root={data}", "trainer.steps=200", "trainer.sample_every=100",
-        "trainer.ckpt_every=100", "trainer.ema.decay=0.9", cwd=tmp, check=True, timeout=600)
+    cli(
+        *IMG,
+        f"dataset.root={data}",
+        "trainer.steps=200",
+        "trainer.sample_every=100",
+        "trainer.ckpt_every=100",
+        "trainer.ema.decay=0.9",
+        cwd=tmp,
+        check=True,
+        timeout=600,
+    )
     (run,) = [p for p in (tmp / "outputs").glob("*/*") if p.is_dir()]
     return run
 
@@ -70,8 +91,14 @@ def test_sample_png_grid(trained, tmp_path):
 
 def test_sample_directory_of_pngs(trained, tmp_path):
     out = tmp_path / "many"
-    proc = sample_cli(f"checkpoint={trained}/checkpoints/last.pt", "n=5", f"out={out}",
-                      "device=cpu", "batch_size=2", cwd=tmp_path)
+    proc = sample_cli(
+        f"checkpoint={trained}/checkpoints/last.pt",
+        "n=5",
+        f"out={out}",
+        "device=cpu",
+        "batch_size=2",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == [f"{i:06d}.png" for i in range(5)]
@@ -81,8 +108,14 @@ def test_sample_directory_of_pngs(trained, tmp_path):
 
 def test_sample_npz_in_the_data_scale_and_seeded(trained, tmp_path):
     for name, ema in (("a", "true"), ("b", "true"), ("c", "false")):
-        proc = sample_cli(f"checkpoint={trained}", "n=10", f"out={tmp_path / name}.npz",
-                          "seed=3", f"ema={ema}", cwd=tmp_path)
+        proc = sample_cli(
+            f"checkpoint={trained}",
+            "n=10",
+            f"out={tmp_path / name}.npz",
+            "seed=3",
+            f"ema={ema}",
+            cwd=tmp_path,
+        )
         assert proc.returncode == 0, proc.stderr
     a, b, c = (np.load(tmp_path / f"{n}.npz")["samples"] for n in "abc")
     assert a.shape == (10, 1, 16, 16) and a.dtype == np.uint8
@@ -93,8 +126,13 @@ def test_sample_npz_in_the_data_scale_and_seeded(trained, tmp_path):
 
 
 def test_sample_interpolation_strips(trained, tmp_path):
-    proc = sample_cli(f"checkpoint={trained}", "interpolate=3", "steps=5",
-                      f"out={tmp_path / 'interp.png'}", cwd=tmp_path)
+    proc = sample_cli(
+        f"checkpoint={trained}",
+        "interpolate=3",
+        "steps=5",
+        f"out={tmp_path / 'interp.png'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     with Image.open(tmp_path / "interp.png") as im:
         assert im.size == (5 * 18 + 2, 3 * 18 + 2)
@@ -112,15 +150,26 @@ def test_sample_interpolation_strips(trained, tmp_path):
 )
 def test_sample_errors_are_clean(trained, tmp_path, args, needle):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
-    args = [a.replace("NOTCKPT", str(tmp_path / "foreign.pt")).replace("RUN", str(trained)) for a in args]
+    args = [
+        a.replace("NOTCKPT", str(tmp_path / "foreign.pt")).replace("RUN", str(trained))
+        for a in args
+    ]
     proc = sample_cli(*args, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert needle in proc.stderr, proc.stderr
 
 
 def test_points_sample_writes_npz_and_scatter(tmp_path):
-    cli("trainer.device=cpu", "critic.dim=16", "generator.dim=16", "trainer.batch_size=32", "trainer.steps=2",
-        "trainer.progress=false", cwd=tmp_path, check=True)
+    cli(
+        "trainer.device=cpu",
+        "critic.dim=16",
+        "generator.dim=16",
+        "trainer.batch_size=32",
+        "trainer.steps=2",
+        "trainer.progress=false",
+        cwd=tmp_path,
+        check=True,
+    )
     (run,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
     proc = sample_cli(f"checkpoint={run}", "n=100", f"out={tmp_path / 'p.npz'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -130,8 +179,12 @@ def test_points_sample_writes_npz_and_scatter(tmp_path):
 
 def test_ema_resume_is_bitwise(tmp_path):
     data = make_folder(tmp_path / "images", n=32)
-    args = [*IMG, f"dataset.root={data}", "trainer.ema.decay=0.5", "trainer.sample_every=0",
-]
+    args = [
+        *IMG,
+        f"dataset.root={data}",
+        "trainer.ema.decay=0.5",
+        "trainer.sample_every=0",
+    ]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     cli(*args, "trainer.steps=6", cwd=tmp_path / "a", check=True)

@@ -64,7 +64,9 @@ def test_quadratic_critic_uses_the_interpolate():
     res = losses.gradient_penalty(critic, real, fake, eps=eps)
     x_hat = eps * real + (1 - eps) * fake
     assert torch.allclose(res.grad_norm, 2.0 * x_hat.norm(dim=1), atol=1e-6)
-    assert res.penalty.item() == pytest.approx(((2.0 * x_hat.norm(dim=1) - 1) ** 2).mean().item(), rel=1e-5)
+    assert res.penalty.item() == pytest.approx(
+        ((2.0 * x_hat.norm(dim=1) - 1) ** 2).mean().item(), rel=1e-5
+    )
     # and the penalty's gradient w.r.t. a: d/da mean((|a|‖x̂‖ − 1)²) = mean(2(a‖x̂‖ − 1)‖x̂‖)
     res.penalty.backward()
     n = x_hat.norm(dim=1)
@@ -84,7 +86,9 @@ def test_eps_is_per_sample_and_broadcast_over_all_other_dims():
     losses.gradient_penalty(spy, real, fake)
     x_hat = seen["x"]  # = ε_i everywhere in sample i
     per_sample = x_hat.flatten(1)
-    assert torch.equal(per_sample, per_sample[:, :1].expand_as(per_sample)), "ε varies within a sample"
+    assert torch.equal(per_sample, per_sample[:, :1].expand_as(per_sample)), (
+        "ε varies within a sample"
+    )
     assert per_sample[:, 0].unique().numel() == 64, "ε shared across samples"
 
 
@@ -92,7 +96,7 @@ def test_eps_is_uniform_on_0_1():
     g = torch.Generator().manual_seed(3)
     eps = losses.interpolation_weights(20000, 4, generator=g)
     assert eps.shape == (20000, 1, 1, 1)
-    assert 0.0 <= eps.min() and eps.max() <= 1.0
+    assert eps.min() >= 0.0 and eps.max() <= 1.0
     assert stats.kstest(eps.flatten().numpy(), "uniform").pvalue > 1e-3
 
 
@@ -102,7 +106,9 @@ def test_one_sided_ignores_small_norms():
     x = torch.randn(8, 2)
     assert losses.gradient_penalty(small, x, x.flip(0), one_sided=True).penalty.item() == 0.0
     assert losses.gradient_penalty(small, x, x.flip(0)).penalty.item() == pytest.approx(0.25)
-    assert losses.gradient_penalty(big, x, x.flip(0), one_sided=True).penalty.item() == pytest.approx(16.0)
+    assert losses.gradient_penalty(
+        big, x, x.flip(0), one_sided=True
+    ).penalty.item() == pytest.approx(16.0)
 
 
 def test_no_nan_when_the_gradient_is_zero():

@@ -44,7 +44,9 @@ def test_training_2n_equals_n_then_resume_to_2n_bitwise(tmp_path):
     proc = cli(f"resume={b}", "trainer.steps=16", cwd=tmp_path / "b", check=True)
     # in place: still one run directory, and the change was accepted and recorded
     assert run_dir(tmp_path / "b") == b
-    assert "config changes accepted: trainer.steps 8→16" in proc.stderr + (b / "train.log").read_text()
+    assert (
+        "config changes accepted: trainer.steps 8→16" in proc.stderr + (b / "train.log").read_text()
+    )
     assert list((b / ".hydra").glob("resume_*/overrides.yaml"))
     full = load_checkpoint(run_dir(tmp_path / "a") / "checkpoints" / "last.pt")
     resumed = load_checkpoint(b / "checkpoints" / "last.pt")
@@ -87,9 +89,21 @@ def test_state_dict_mismatch_lists_the_differing_parameters():
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
     env = {**os.environ, "PYTHONPATH": pythonpath(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wgangp.train", *TINY, "trainer.steps=100000",
-         "trainer.log_every=1", "trainer.ckpt_every=0", "trainer.sample_every=0"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "wgangp.train",
+            *TINY,
+            "trainer.steps=100000",
+            "trainer.log_every=1",
+            "trainer.ckpt_every=0",
+            "trainer.sample_every=0",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 120
     log = None

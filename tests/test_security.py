@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import REPO, TINY, cli
+from tests.conftest import REPO, TINY, cli, pythonpath
 
 PACKAGE = REPO / "wgangp"
 
@@ -29,8 +29,10 @@ def test_a_checkpoint_with_code_is_refused_not_executed(tmp_path):
     marker = tmp_path / "pwned"
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    torch.save({"format": "wgangp-checkpoint", "version": 1, "x": Payload(marker)},
-               run / "checkpoints" / "last.pt")
+    torch.save(
+        {"format": "wgangp-checkpoint", "version": 1, "x": Payload(marker)},
+        run / "checkpoints" / "last.pt",
+    )
     proc = cli(*TINY, f"resume={run}", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -44,8 +46,11 @@ def test_no_unsafe_loading_or_evaluation_in_the_package():
         text = path.read_text()
         for n, line in enumerate(text.splitlines(), 1):
             code = line.split("#", 1)[0]
-            if re.search(r"(?<![\w.])(eval|exec)\(|pickle\.loads?\(|yaml\.load\(|"
-                         r"allow_pickle=True|\bmarshal\.|__import__\(", code):
+            if re.search(
+                r"(?<![\w.])(eval|exec)\(|pickle\.loads?\(|yaml\.load\(|"
+                r"allow_pickle=True|\bmarshal\.|__import__\(",
+                code,
+            ):
                 bad.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
         for m in re.finditer(r"torch\.load\(([^)]*)\)", text):
             if "weights_only=True" not in m.group(1):
@@ -62,11 +67,22 @@ def test_run_files_follow_the_umask_and_stay_in_the_run_directory(tmp_path):
     import sys
 
     before = set(tmp_path.iterdir())
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": pythonpath(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-c", code, *TINY, "trainer.steps=2", "trainer.ckpt_every=1",
-         f"hydra.run.dir={tmp_path}/run"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            code,
+            *TINY,
+            "trainer.steps=2",
+            "trainer.ckpt_every=1",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert set(tmp_path.iterdir()) - before == {tmp_path / "run"}  # nothing written beside it

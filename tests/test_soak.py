@@ -27,9 +27,15 @@ def rss_mib() -> float:
 def test_long_toy_run_has_flat_memory_and_throughput_and_learns(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "write_samples", lambda self, writer: None)
     log_every = max(STEPS // 100, 1)
-    cfg = compose_cfg("trainer.progress=false", f"trainer.log_every={log_every}",
-                      "trainer.sample_every=0", f"trainer.ckpt_every={max(STEPS // 4, 1)}",
-                      f"trainer.steps={STEPS}", "critic.dim=128", "generator.dim=128")
+    cfg = compose_cfg(
+        "trainer.progress=false",
+        f"trainer.log_every={log_every}",
+        "trainer.sample_every=0",
+        f"trainer.ckpt_every={max(STEPS // 4, 1)}",
+        f"trainer.steps={STEPS}",
+        "critic.dim=128",
+        "generator.dim=128",
+    )
     tr = Trainer(cfg, tmp_path / "run", torch.device("cpu"))
     samples: list[tuple[float, float]] = []  # (RSS MiB, steps/s) at each log
     real_log = Trainer._log
@@ -41,9 +47,9 @@ def test_long_toy_run_has_flat_memory_and_throughput_and_learns(tmp_path, monkey
     monkeypatch.setattr(Trainer, "_log", sampling_log)
     tr.fit()
     n = len(samples)
-    rss = [r for r, _ in samples[n // 4:]]
-    early = sorted(v for _, v in samples[n // 4: n // 2])
-    late = sorted(v for _, v in samples[3 * n // 4:])
+    rss = [r for r, _ in samples[n // 4 :]]
+    early = sorted(v for _, v in samples[n // 4 : n // 2])
+    late = sorted(v for _, v in samples[3 * n // 4 :])
     # memory: no growth after warm-up beyond allocator noise
     assert max(rss) - min(rss) < 64, rss
     # throughput: the last quarter's median within 40% of the second quarter's

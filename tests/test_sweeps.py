@@ -19,8 +19,15 @@ from wgangp.sweep_report import read_scalars
 from wgangp.train import _short_dirname
 
 EXTRA = "needs the sweep extra: pip install 'wgangp[sweep]'"
-QUICK = [*TINY, "critic.dim=16", "generator.dim=16", "trainer.batch_size=32",
-         "trainer.log_every=1", "trainer.steps=2", "trainer.sample_every=0"]
+QUICK = [
+    *TINY,
+    "critic.dim=16",
+    "generator.dim=16",
+    "trainer.batch_size=32",
+    "trainer.log_every=1",
+    "trainer.steps=2",
+    "trainer.sample_every=0",
+]
 
 
 def sweep_dir(root: Path) -> Path:
@@ -29,14 +36,17 @@ def sweep_dir(root: Path) -> Path:
 
 
 def jobs_of(sweep: Path) -> list[Path]:
-    return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()),
-                  key=lambda p: int(p.name.split("_", 1)[0]))
+    return sorted(
+        (p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()),
+        key=lambda p: int(p.name.split("_", 1)[0]),
+    )
 
 
 def assert_complete(job: Path, steps: int = 2) -> dict:
     """A job directory holds everything a single run leaves."""
     assert {"config.yaml", "hydra.yaml", "overrides.yaml"} <= {
-        p.name for p in (job / ".hydra").iterdir()}
+        p.name for p in (job / ".hydra").iterdir()
+    }
     assert (job / "config.yaml").is_file()
     assert f"step {steps} |" in (job / "train.log").read_text()
     assert list((job / "tb").glob("events.out.tfevents.*"))
@@ -48,8 +58,9 @@ def assert_complete(job: Path, steps: int = 2) -> dict:
 
 def test_joblib_launcher_runs_two_jobs_in_parallel_and_the_report_gathers_them(tmp_path, capsys):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=EXTRA)
-    proc = cli("-m", "hydra/launcher=parallel", *QUICK, "gp.lambda=0.1,10", cwd=tmp_path,
-               check=True)
+    proc = cli(
+        "-m", "hydra/launcher=parallel", *QUICK, "gp.lambda=0.1,10", cwd=tmp_path, check=True
+    )
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
     sweep = sweep_dir(tmp_path)
     jobs = jobs_of(sweep)
@@ -80,8 +91,9 @@ def test_joblib_launcher_runs_two_jobs_in_parallel_and_the_report_gathers_them(t
 
 def test_submitit_local_launcher(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason=EXTRA)
-    cli("-m", "hydra/launcher=slurm_local", *QUICK, "trainer.n_critic=1,2", cwd=tmp_path,
-        check=True)
+    cli(
+        "-m", "hydra/launcher=slurm_local", *QUICK, "trainer.n_critic=1,2", cwd=tmp_path, check=True
+    )
     sweep = sweep_dir(tmp_path)
     jobs = jobs_of(sweep)
     assert [assert_complete(j)["config"]["trainer"]["n_critic"] for j in jobs] == [1, 2]
@@ -91,8 +103,14 @@ def test_submitit_local_launcher(tmp_path):
 
 def test_optuna_sweep_of_three_trials(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=EXTRA)
-    proc = cli("-m", "hparams_search=toy_optuna", "hydra.sweeper.n_trials=3", *QUICK,
-               cwd=tmp_path, check=True)
+    proc = cli(
+        "-m",
+        "hparams_search=toy_optuna",
+        "hydra.sweeper.n_trials=3",
+        *QUICK,
+        cwd=tmp_path,
+        check=True,
+    )
     sweep = sweep_dir(tmp_path)
     jobs = jobs_of(sweep)
     assert len(jobs) == 3
@@ -112,8 +130,13 @@ def test_optuna_sweep_of_three_trials(tmp_path):
         values.append(read_scalars(job / "tb")["wasserstein"][-1][1])
     res = OmegaConf.load(sweep / "optimization_results.yaml")
     assert res.name == "optuna" and set(res.best_params) == {
-        "optim.critic.lr", "optim.generator.lr", "optim.critic.betas", "optim.generator.betas",
-        "gp.lambda", "trainer.n_critic"}
+        "optim.critic.lr",
+        "optim.generator.lr",
+        "optim.critic.betas",
+        "optim.generator.betas",
+        "gp.lambda",
+        "trainer.n_critic",
+    }
     assert "Best value:" in proc.stdout + proc.stderr
     # the study minimised what the task returned: the final Wasserstein estimate
     assert res.best_value == pytest.approx(min(values), rel=1e-5, abs=1e-7)

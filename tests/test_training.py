@@ -42,7 +42,7 @@ def test_one_critic_step_widens_the_gap_and_one_generator_step_closes_it(tmp_pat
         score_after = tr.critic(tr.generator(z)).mean().item()
     assert score_after > score_before  # L_G = −E[D(G(z))] went down
     # the generator step leaves the critic alone, and its grads stay enabled after
-    for p, q in zip(tr.critic.parameters(), critic_params):
+    for p, q in zip(tr.critic.parameters(), critic_params, strict=False):
         assert torch.equal(p, q) and p.requires_grad
 
 
@@ -64,7 +64,7 @@ def test_training_is_deterministic_on_cpu(tmp_path):
     for _ in range(3):
         a.train_step()
         b.train_step()
-    for p, q in zip(a.generator.parameters(), b.generator.parameters()):
+    for p, q in zip(a.generator.parameters(), b.generator.parameters(), strict=False):
         assert torch.equal(p, q)
 
 

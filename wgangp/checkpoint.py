@@ -32,8 +32,16 @@ _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 #: temporary files of :func:`atomic_save` (``.last.pt.<random>.tmp``) a crash can leave
 _TMP_RE = re.compile(r"^\.(last|best|step_\d+)\.pt\..+\.tmp$")
 #: what a checkpoint must hold for a resume
-REQUIRED_KEYS = ("step", "critic", "generator", "opt_critic", "opt_generator", "rng", "data",
-                 "config")
+REQUIRED_KEYS = (
+    "step",
+    "critic",
+    "generator",
+    "opt_critic",
+    "opt_generator",
+    "rng",
+    "data",
+    "config",
+)
 #: the entries whose tensors must be finite before anything is written
 CHECKED_FOR_FINITE = ("critic", "generator", "ema", "opt_critic", "opt_generator")
 
@@ -213,7 +221,8 @@ class CheckpointManager:
         if removed:
             log.warning(
                 "removed %d incomplete checkpoint file(s) left by an interrupted write: %s",
-                len(removed), ", ".join(p.name for p in removed),
+                len(removed),
+                ", ".join(p.name for p in removed),
             )
         return removed
 

@@ -43,7 +43,9 @@ def scatter_figure(
         critic.eval()
         gx, gy, vals = critic_grid(critic, lo, hi)
         critic.train(was_training)
-        cs = ax.contour(gx.numpy(), gy.numpy(), vals.numpy(), levels=15, cmap="viridis", linewidths=0.8)
+        cs = ax.contour(
+            gx.numpy(), gy.numpy(), vals.numpy(), levels=15, cmap="viridis", linewidths=0.8
+        )
         fig.colorbar(cs, ax=ax, shrink=0.7, label="D(x)")
     ax.scatter(real[:, 0], real[:, 1], s=3, c="tab:orange", alpha=0.5, label="real")
     ax.scatter(fake[:, 0], fake[:, 1], s=3, c="tab:blue", alpha=0.5, label="generated")

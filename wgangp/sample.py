@@ -55,9 +55,7 @@ def parse_args(argv: list[str]) -> Any:
     schema = OmegaConf.structured(SampleConfig)
     bad = [a for a in argv if "=" not in a]
     if bad:
-        raise ConfigError(
-            bad[0].split("=")[0], bad[0], "key=value arguments", f"usage: {USAGE}"
-        )
+        raise ConfigError(bad[0].split("=")[0], bad[0], "key=value arguments", f"usage: {USAGE}")
     try:
         cfg = OmegaConf.merge(schema, OmegaConf.from_dotlist(argv))
     except OmegaConfBaseException as e:
@@ -72,7 +70,9 @@ def parse_args(argv: list[str]) -> Any:
     if cfg.batch_size < 1:
         raise ConfigError("batch_size", cfg.batch_size, "an integer ≥ 1")
     if cfg.interpolate < 0 or cfg.steps < 2:
-        raise ConfigError("interpolate/steps", (cfg.interpolate, cfg.steps), "interpolate ≥ 0, steps ≥ 2")
+        raise ConfigError(
+            "interpolate/steps", (cfg.interpolate, cfg.steps), "interpolate ≥ 0, steps ≥ 2"
+        )
     return cfg
 
 
@@ -95,7 +95,9 @@ def load_generator(path: str, ema: bool | None, device: torch.device) -> tuple[n
         )
     if has_ema and ema is not False:
         prefix = "module."
-        gen.load_state_dict({k[len(prefix):]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)})
+        gen.load_state_dict(
+            {k[len(prefix) :]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)}
+        )
     else:
         gen.load_state_dict(ckpt["generator"])
     return gen.to(device).eval(), ckpt
@@ -111,7 +113,9 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 
 @torch.no_grad()
 def generate(gen: nn.Module, z: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([gen(z[i : i + batch_size]).float().cpu() for i in range(0, len(z), batch_size)])
+    return torch.cat(
+        [gen(z[i : i + batch_size]).float().cpu() for i in range(0, len(z), batch_size)]
+    )
 
 
 def latents(cfg: Any, z_dim: int, device: torch.device) -> Tensor:
@@ -168,7 +172,9 @@ def _scatter(samples: Tensor, path: Path, ckpt: dict) -> list[Path]:
     if samples.shape[1] < 2:
         return []
     real = _real_points(ckpt, len(samples))
-    fig = scatter_figure(samples, real if real is not None else samples[:0], title=f"step {ckpt['step']}")
+    fig = scatter_figure(
+        samples, real if real is not None else samples[:0], title=f"step {ckpt['step']}"
+    )
     save_figure(fig, path)
     return [path]
 

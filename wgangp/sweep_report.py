@@ -81,6 +81,7 @@ def load_job(path: Path, root: Path) -> Job:
 
 def varying_overrides(jobs: list[Job]) -> list[list[str]]:
     """Each job's overrides whose key's value is not the same in every job."""
+
     def as_dict(job: Job) -> dict[str, str]:
         return dict(o.split("=", 1) if "=" in o else (o, "") for o in job.overrides)
 
@@ -101,18 +102,20 @@ def summarise(jobs: list[Job], metric: str, mode: str) -> list[dict[str, Any]]:
         speeds = [v for _, v in job.scalars.get("perf/steps_per_sec", [])]
         gp = job.scalars.get("gp", [])
         m = _NUM.match(job.path.name)
-        rows.append({
-            "job": m.group(1) if m else job.name,
-            "overrides": " ".join(vary),
-            "steps": job.step,
-            f"final_{metric}": series[-1][1] if series else None,
-            f"best_{metric}": best[1],
-            "best_step": best[0],
-            "final_gp": gp[-1][1] if gp else None,
-            "steps_per_sec": statistics.median(speeds) if speeds else None,
-            "all_overrides": " ".join(job.overrides),
-            "dir": job.name,
-        })
+        rows.append(
+            {
+                "job": m.group(1) if m else job.name,
+                "overrides": " ".join(vary),
+                "steps": job.step,
+                f"final_{metric}": series[-1][1] if series else None,
+                f"best_{metric}": best[1],
+                "best_step": best[0],
+                "final_gp": gp[-1][1] if gp else None,
+                "steps_per_sec": statistics.median(speeds) if speeds else None,
+                "all_overrides": " ".join(job.overrides),
+                "dir": job.name,
+            }
+        )
     return rows
 
 
@@ -156,8 +159,7 @@ def plot(jobs: list[Job], rows: list[dict[str, Any]], metric: str, path: Path) -
         if series:
             steps, values = zip(*series, strict=True)
             label = row["overrides"] or job.name
-            ax.plot(steps, values, marker="o" if len(steps) < 20 else None, ms=3,
-                    label=label[:60])
+            ax.plot(steps, values, marker="o" if len(steps) < 20 else None, ms=3, label=label[:60])
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
@@ -216,10 +218,17 @@ def main(argv: list[str] | None = None) -> int:
         description="Gather a finished wgangp-train -m sweep into one table and a plot.",
     )
     parser.add_argument("dir", type=Path, help="the sweep directory (multirun/<date>/<time>)")
-    parser.add_argument("--metric", default=None,
-                        help="TensorBoard tag to report (default: the runs' optimized_metric)")
-    parser.add_argument("--mode", choices=("min", "max"), default="min",
-                        help="whether lower (min) or higher (max) values are best")
+    parser.add_argument(
+        "--metric",
+        default=None,
+        help="TensorBoard tag to report (default: the runs' optimized_metric)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("min", "max"),
+        default="min",
+        help="whether lower (min) or higher (max) values are best",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: DIR)")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():

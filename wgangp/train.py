@@ -187,7 +187,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         OmegaConf.save(cfg, run_dir / "config.yaml")
     log.info(
         "run directory: %s | device: %s | rank %d of %d",
-        run_dir, device, dist_info.rank, dist_info.world_size,
+        run_dir,
+        device,
+        dist_info.rank,
+        dist_info.world_size,
     )
     return trainer.fit()
 

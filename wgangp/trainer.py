@@ -8,6 +8,7 @@ run directory's logs and pictures.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -88,11 +89,17 @@ class Trainer:
         self.generator.to(memory_format=self.memory_format)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
-        nan_check = t.nan_check if t.nan_check != "auto" else (
-            "iteration" if device.type == "cuda" else "step"
+        nan_check = (
+            t.nan_check
+            if t.nan_check != "auto"
+            else ("iteration" if device.type == "cuda" else "step")
         )
         self.deferred_nan_check = nan_check == "iteration"
-        self.scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
+        # fp16: GradScaler with the AMP "gradient penalty" recipe. The penalty's double
+        # backward overflows fp16 at the default 2^16 scale; 2^10 starts in range.
+        self.scaler = (
+            torch.amp.GradScaler(device.type, init_scale=2.0**10) if t.precision == "fp16" else None
+        )
         fused = self.deferred_nan_check or self.scaler is not None
         self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device, fused)
         self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device, fused)
@@ -158,7 +165,9 @@ class Trainer:
         )
         log.info(
             "effective batch size %d (%d per rank × %d ranks)",
-            self.global_batch_size, t.batch_size, self.dist.world_size,
+            self.global_batch_size,
+            t.batch_size,
+            self.dist.world_size,
         )
 
     @property
@@ -169,7 +178,8 @@ class Trainer:
     # ------------------------------------------------------------------ the method
     def _autocast(self) -> Any:
         return torch.autocast(
-            self.device.type, dtype=self.autocast_dtype or torch.float32,
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         )
 
@@ -195,22 +205,27 @@ class Trainer:
             )
             if penalty:
                 gp = losses.gradient_penalty(
-                    self.penalty_critic, real, fake,
-                    target=gp_cfg.target, one_sided=gp_cfg.one_sided, generator=self.rng,
+                    self.penalty_critic,
+                    real,
+                    fake,
+                    target=gp_cfg.target,
+                    one_sided=gp_cfg.one_sided,
+                    generator=self.rng,
                     output_scale=self._loss_scale(),
                 )
         if penalty:
             loss = losses.critic_loss(d_real, d_fake, gp.penalty, gp_cfg["lambda"] * lam_scale)
-            self._gp_stats = {
-                "gp": gp.penalty.detach(), "grad_norm": gp.grad_norm.detach().mean()
-            }
+            self._gp_stats = {"gp": gp.penalty.detach(), "grad_norm": gp.grad_norm.detach().mean()}
         else:
             loss = losses.critic_loss(d_real, d_fake, d_real.new_zeros(()), 0.0)
         w = losses.wasserstein_estimate(d_real, d_fake).detach()
         terms = {"critic loss": loss.detach(), "W estimate": w}
         if "gp" in self._gp_stats:
             terms["GP"] = self._gp_stats["gp"]
-        self._apply(loss, self.opt_c, "critic", terms)
+        # fp16: a penalty that overflowed under loss scaling is GradScaler's to skip
+        # (it lowers the scale); a genuine NaN still shows in the forward terms
+        check = None if self.scaler is None else w
+        self._apply(loss, self.opt_c, "critic", terms, check=check)
         return {
             "loss/critic": terms["critic loss"],
             "wasserstein": w,
@@ -258,8 +273,11 @@ class Trainer:
         opt: torch.optim.Optimizer,
         who: str,
         terms: dict[str, Tensor] | None = None,
+        check: Tensor | None = None,
     ) -> None:
         """Backward, then ``opt.step()`` only if the loss and every gradient are finite.
+
+        ``check``: the value tested instead of ``loss`` (fp16: the forward terms).
 
         A NaN/Inf never reaches the weights (or Adam's moments). With
         ``trainer.nan_check=step`` the host checks each update (free on CPU, one sync
@@ -269,12 +287,14 @@ class Trainer:
         """
         opt.zero_grad(set_to_none=True)
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        if check is None:
+            check = loss
         if not self.deferred_nan_check:
-            bad = not bool(self._finite(loss, opt))
+            bad = not bool(self._finite(check, opt))
             if self.dist.enabled:  # every rank skips, or none: the replicas stay equal
                 bad = distributed.any_true(bad, self.device)
             if bad:
-                cause = "loss" if not torch.isfinite(loss) else "gradient"
+                cause = "loss" if not torch.isfinite(check) else "gradient"
                 opt.zero_grad(set_to_none=True)
                 values = {k: float(v) for k, v in (terms or {}).items()}
                 raise _NonFiniteStep(who, float(loss.detach()), values, cause)
@@ -283,8 +303,8 @@ class Trainer:
         # sync-free: a device flag, set by this or an earlier update of this iteration,
         # makes the fused optimizer skip the update on the device (found_inf); the host
         # looks once per generator iteration (_check_pending)
-        self._bad = self._bad | ~self._finite(loss, opt)
-        self._pending.append((who, loss.detach().float(), dict(terms or {})))
+        self._bad = self._bad | ~self._finite(check, opt)
+        self._pending.append((who, check.detach().float(), dict(terms or {})))
         if self.scaler is not None:
             # GradScaler skips steps whose gradients are non-finite: poison one
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
@@ -323,7 +343,9 @@ class Trainer:
         i = int(nonfinite[0]) if len(nonfinite) else 0
         who, _, terms = pending[i]
         raise _NonFiniteStep(
-            who, float(values[i]), {k: float(v) for k, v in terms.items()},
+            who,
+            float(values[i]),
+            {k: float(v) for k, v in terms.items()},
             "loss" if len(nonfinite) else "gradient",
         )
 
@@ -369,8 +391,11 @@ class Trainer:
         count, last = 0, {}
         tick = time.perf_counter()
         bar = tqdm(
-            total=t.steps, initial=self.step, disable=not (t.progress and main),
-            dynamic_ncols=True, desc="wgangp",
+            total=t.steps,
+            initial=self.step,
+            disable=not (t.progress and main),
+            dynamic_ncols=True,
+            desc="wgangp",
         )
         handlers = self._install_signal_handlers()
         try:
@@ -465,7 +490,9 @@ class Trainer:
     def _write_real(self, writer: SummaryWriter) -> None:
         real = self.data.sample(64, generator=torch.Generator(self.device).manual_seed(0))
         if real.dim() == 4:
-            writer.add_image("real", image_grid(real, path=self.run_dir / "samples" / "real.png"), 0)
+            writer.add_image(
+                "real", image_grid(real, path=self.run_dir / "samples" / "real.png"), 0
+            )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -551,7 +578,10 @@ class Trainer:
         if rank == 0:
             log.warning(
                 "%s was written by %d process(es), this run has %d: ranks > 0 start fresh "
-                "random streams (data position and weights are resumed)", path, had, world,
+                "random streams (data position and weights are resumed)",
+                path,
+                had,
+                world,
             )
         if rank > 0:
             seed = self.cfg.trainer.seed + self.step
@@ -581,14 +611,14 @@ class Trainer:
             if self._stop_signal is not None:  # second signal: stop now
                 raise KeyboardInterrupt
             self._stop_signal = signum
-            log.warning("%s received: saving a checkpoint after this step", signal.Signals(signum).name)
+            log.warning(
+                "%s received: saving a checkpoint after this step", signal.Signals(signum).name
+            )
 
         old: dict[int, Any] = {}
         for s in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread (some launchers)
                 old[s] = signal.signal(s, request_stop)
-            except ValueError:  # not the main thread (e.g. some launchers)
-                pass
         return old
 
     @staticmethod
@@ -632,7 +662,9 @@ def _check_same_architecture(ckpt: dict[str, Any], trainer: Trainer, path: Any) 
             elif have[k] != got[k]:
                 problems.append(f"{name}.{k}: checkpoint {got[k]} vs configured {have[k]}")
     if problems:
-        shown = "; ".join(problems[:12]) + (f"; … {len(problems) - 12} more" if len(problems) > 12 else "")
+        shown = "; ".join(problems[:12]) + (
+            f"; … {len(problems) - 12} more" if len(problems) > 12 else ""
+        )
         raise CheckpointError(
             path, f"its networks differ from the configured ones ({len(problems)} keys): {shown}"
         )

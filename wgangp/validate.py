@@ -73,7 +73,12 @@ def validate_optim(cfg: Any) -> None:
         lr = _finite(f"optim.{who}.lr", node.lr)
         if lr <= 0:
             raise ConfigError(f"optim.{who}.lr", node.lr, "a number > 0", "e.g. 1e-4 (the paper's)")
-        betas = list(node.betas)
+        betas = node.betas
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__"):
+            raise ConfigError(
+                f"optim.{who}.betas", betas, "two numbers [β1, β2]", "e.g. [0.0, 0.9] (the paper's)"
+            )
+        betas = list(betas)
         if len(betas) != 2:
             raise ConfigError(
                 f"optim.{who}.betas", betas, "two numbers [β1, β2]", "e.g. [0.0, 0.9] (the paper's)"
@@ -96,7 +101,9 @@ def check_resolvable(cfg: Any) -> None:
             value = None
         raw = _raw_value(cfg, key)
         raise ConfigError(
-            key, raw if raw is not None else value, "a value or an interpolation that resolves",
+            key,
+            raw if raw is not None else value,
+            "a value or an interpolation that resolves",
             first,
         ) from None
 
@@ -133,7 +140,8 @@ def check_known_keys(cfg: Any) -> None:
             continue  # a known key, or inside a free-form one (dataset.modes)
         close = difflib.get_close_matches(key, sorted(known), n=1)
         raise ConfigError(
-            key, OmegaConf.select(cfg, key, throw_on_resolution_failure=False),
+            key,
+            OmegaConf.select(cfg, key, throw_on_resolution_failure=False),
             "a key of the schema (see wgangp/config.py)",
             f"did you mean {close[0]}?" if close else "remove it",
         )
@@ -171,7 +179,9 @@ def validate_eval(cfg: Any) -> None:
             )
         if not e.every:
             raise ConfigError(
-                "eval.keep_best", e.keep_best, "null while eval.every=0",
+                "eval.keep_best",
+                e.keep_best,
+                "null while eval.every=0",
                 "turn evaluation on, e.g. eval.every=500",
             )
 
