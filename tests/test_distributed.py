@@ -28,14 +28,16 @@ from wgangp.trainer import Trainer
 
 GLOBAL_BATCH = 16
 # Under DDP the penalty runs plain autograd through the wrapper; the single process
-# must take the same path (gp.detach_relu_masks gives equal gradients only up to float
-# rounding, and Adam's first step, ≈ lr·sign(g), magnifies rounding of near-zero g).
+# takes the same path. Real and fake go through separate forwards: the critic's output
+# bias has a true gradient of exactly 0 (E[1] − E[1]), and Adam's first step, ≈ lr·sign(g),
+# would turn the rounding noise a fused forward leaves there into ±lr differences.
 NET = [
     "critic.dim=32",
     "generator.dim=32",
     "generator.z_dim=4",
     "gp.lambda=10",
     "gp.detach_relu_masks=false",
+    "trainer.fuse_real_fake=false",
 ]
 
 
@@ -67,6 +69,7 @@ def one_step(rank: int, world: int, static_graph: bool = False) -> dict[str, Any
         trainer.critic_ddp = torch.nn.parallel.DistributedDataParallel(
             trainer.critic, static_graph=True
         )
+        trainer.critic_fwd = trainer.penalty_critic = trainer.critic_ddp
     x = {k: v[rank * per : (rank + 1) * per] for k, v in global_inputs().items()}
     trainer.noise = lambda n: x["z"]  # type: ignore[method-assign]
     orig = losses.interpolation_weights
