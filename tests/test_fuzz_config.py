@@ -158,16 +158,17 @@ def test_random_overrides_give_a_clean_message_or_a_valid_setup(tmp_path_factory
     setup_like_the_cli([*TINY, *overrides], root)
 
 
+# each case is a fresh CLI process (~6 s): three in the fast suite, the rest in test-slow
 @pytest.mark.parametrize(
     "args",
     [
         ["gp.lambda=${nope}"],
-        ["trainer.steps=${gp.lambda}"],
+        pytest.param(["trainer.steps=${gp.lambda}"], marks=pytest.mark.slow),
         ["dataset=points", "dataset.path=~nouser/p.npy"],
-        ["resume=~nouser/run"],
-        ["critic.dim=-3"],
-        ["foo=bar"],
-        ["+trainer.stepz=1"],
+        pytest.param(["resume=~nouser/run"], marks=pytest.mark.slow),
+        pytest.param(["critic.dim=-3"], marks=pytest.mark.slow),
+        pytest.param(["foo=bar"], marks=pytest.mark.slow),
+        pytest.param(["+trainer.stepz=1"], marks=pytest.mark.slow),
         ["dataset.modes=[[1,2],[3]]", "dataset=points", "dataset.path=/no/x.npy"],
     ],
 )
