@@ -8,7 +8,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 install:
 	$(PYTHON) -m pip install $(TORCH_PINS)
-	$(PYTHON) -m pip install -e ".[dev,metrics,sweep]"
+	$(PYTHON) -m pip install -e ".[dev,metrics,sweep,lsun]"
 	@# pyenv only puts new console scripts on PATH after a rehash
 	@command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 
@@ -26,7 +26,7 @@ lint:
 
 # the VEEGAN/PacGAN toy comparison (ring + grid, 5 seeds each, 2 runs at a time)
 quality:
-	$(PYTHON) scripts/quality_bench.py --seeds 5 --jobs 2 --json quality.json --figure docs/quality_ring.png
+	$(PYTHON) scripts/quality_bench.py --seeds 5 --jobs 2 --json docs/quality_bench.json --figure docs/quality_ring.png
 
 quality-quick:
 	$(PYTHON) scripts/quality_bench.py --quick --jobs 2
