@@ -14,8 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO, TINY, cli, pythonpath
 from wgangp.checkpoint import load_checkpoint
 
@@ -75,7 +73,6 @@ def check_checkpoint_dir(run: Path) -> int:
     return max(steps)
 
 
-@pytest.mark.slow  # ~25 s of repeated kills; the kill during a write stays in the fast suite
 def test_kill_9_at_random_moments_loses_at_most_ckpt_every_steps(tmp_path):
     run = tmp_path / "run"
     rnd = random.Random(1234)

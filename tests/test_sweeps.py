@@ -89,7 +89,6 @@ def test_joblib_launcher_runs_two_jobs_in_parallel_and_the_report_gathers_them(t
     assert len(runs) == 2
 
 
-@pytest.mark.slow  # ~15 s; the joblib launcher covers parallel sweeps in the fast suite
 def test_submitit_local_launcher(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason=EXTRA)
     cli(
