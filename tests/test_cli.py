@@ -101,44 +101,19 @@ def test_user_config_dir_is_searched(tmp_path):
     assert load_checkpoint(ck)["config"]["dataset"]["scale"] == 4.0
 
 
+def pip(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", *args], check=True, capture_output=True, timeout=300
+    )
+
+
 def test_plain_wheel_install_finds_its_configs(tmp_path):
     """A non-editable install run from an unrelated directory ships configs/ inside."""
     wheels = tmp_path / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(wheels),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO))
     (whl,) = wheels.glob("wgangp-*.whl")
     target = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "-q",
-            "--target",
-            str(target),
-            str(whl),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    pip("install", "--no-deps", "-q", "--target", str(target), str(whl))
     assert (target / "wgangp" / "configs" / "config.yaml").is_file()
     assert (target / "wgangp" / "configs" / "experiment" / "toy_paper.yaml").is_file()
     elsewhere = tmp_path / "elsewhere"
