@@ -334,3 +334,32 @@ def test_cuda_memory_flat_over_1000_steps():
         t.train_step()
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() <= before
+
+
+# ----------------------------------------------------------------- Adam implementation
+def test_adam_is_fused_and_a_loaded_checkpoint_cannot_switch_it_back(tmp_path):
+    t = Trainer(compose_cfg(*TINY), tmp_path, CPU)
+    for opt in (t.opt_c, t.opt_g):
+        assert opt.param_groups[0]["fused"] is True
+        assert not opt.param_groups[0]["foreach"]
+    t.train_step()
+    state = t.state_dict()
+    # an older checkpoint (or one from a device without fused Adam) says foreach
+    for key in ("opt_critic", "opt_generator"):
+        for group in state[key]["param_groups"]:
+            group.update(fused=None, foreach=True)
+    u = Trainer(compose_cfg(*TINY), tmp_path, CPU)
+    u.load_state_dict(state)
+    for opt in (u.opt_c, u.opt_g):
+        assert opt.param_groups[0]["fused"] is True
+        assert not opt.param_groups[0]["foreach"]
+    # a fused step with found_inf set skips the update on the device (the deferred
+    # non-finite check relies on it): the weights stay bitwise the same
+    before = [p.detach().clone() for p in u.critic.parameters()]
+    real, fake = batches(u)
+    u.opt_c.zero_grad()
+    losses.critic_loss(*critic_scores(u.critic, real, fake, True), torch.zeros(()), 0.0).backward()
+    u.opt_c.found_inf = torch.ones(())
+    u.opt_c.step()
+    del u.opt_c.found_inf
+    assert all(torch.equal(a, b) for a, b in zip(before, u.critic.parameters(), strict=True))
