@@ -13,10 +13,9 @@ histogram against uniform, and the Wasserstein-1 distance to fresh real data wit
 real-vs-real value at the same sample size beside it for scale.
 
 Runs go in parallel processes (``--jobs``, ``--threads`` torch threads each; default
-2 × 1). The time per run
-is wall-clock and CPU seconds of the training process; on a shared machine the wall
-time says more about the neighbours than about the run. ``--quick``: 2 seeds and a
-quarter of the steps, a smoke test, not the benchmark.
+2 × 1). The time per run is wall-clock and CPU seconds of the training process; on a
+shared machine the wall time says more about the neighbours than about the run.
+``--quick``: 2 seeds and a quarter of the steps, a smoke test, not the benchmark.
 """
 
 from __future__ import annotations
