@@ -1,6 +1,6 @@
 # make install: the package, its test/lint tools and PyTorch into the active Python
 # make test:    the fast test suite (what CI runs); make test-slow: the long tests
-# make quality: the toy quality benchmark (scripts/quality_bench.py, ~23 min on 2 cores)
+# make quality: the toy quality benchmark (scripts/quality_bench.py, ~41 min on 2 cores)
 PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
@@ -24,9 +24,9 @@ bench:
 lint:
 	$(PYTHON) -m ruff check wgangp tests scripts
 
-# the VEEGAN/PacGAN toy comparison (ring + grid, 5 seeds each, 2 runs at a time)
+# the VEEGAN/PacGAN toy comparison (ring + grid, 5 seeds each, one run at a time on 2 threads)
 quality:
-	$(PYTHON) scripts/quality_bench.py --seeds 5 --jobs 2 --json docs/quality_bench.json --figure docs/quality_ring.png
+	$(PYTHON) scripts/quality_bench.py --seeds 5 --jobs 1 --threads 2 --json docs/quality_bench.json --figure docs/quality_ring.png
 
 quality-quick:
 	$(PYTHON) scripts/quality_bench.py --quick --jobs 2
