@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.errors import HydraException
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import TINY, cli, compose_cfg
@@ -153,9 +153,42 @@ def setup_like_the_cli(overrides: list[str], root: str) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(override(), min_size=1, max_size=4))
+@example(["resume=0", "~resume"])  # found by this test: a traceback from hydra.run.dir
 def test_random_overrides_give_a_clean_message_or_a_valid_setup(tmp_path_factory, overrides):
     root = str(tmp_path_factory.getbasetemp() / "empty-data-root")
     setup_like_the_cli([*TINY, *overrides], root)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["resume=0", "~resume"],
+            "cannot delete 'resume' ('~resume'): every wgangp setting is required; set it "
+            "to another value instead (resume=VALUE; each key is described in "
+            "wgangp/config.py)",
+        ),
+        (
+            ["~trainer.seed=0"],
+            "cannot delete 'trainer.seed' ('~trainer.seed=0'): every wgangp setting is "
+            "required; set it to another value instead (trainer.seed=VALUE; each key is "
+            "described in wgangp/config.py)",
+        ),
+        (
+            ["~critic"],
+            "cannot delete 'critic' ('~critic'): every wgangp setting is required; "
+            "set it to another value instead (critic=VALUE; each key is described in "
+            "wgangp/config.py)",
+        ),
+        # optional groups, Hydra's keys and unknown keys: Hydra answers them cleanly
+        (["~hparams_search"], None),
+        (["experiment=toy_quality", "~experiment"], None),
+        (["~hydra/launcher"], None),
+        (["~foo"], None),
+    ],
+)
+def test_deleting_a_schema_key_is_refused_before_hydra(args, message):
+    assert check_group_overrides(args, config_dir()) == message
 
 
 # each case is a fresh CLI process (~6 s): three in the fast suite, the rest in test-slow

@@ -12,6 +12,7 @@ TensorBoard files, pictures and checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import logging
@@ -33,7 +34,7 @@ from wgangp.checkpoint import (
     resolve_checkpoint_path,
     run_dir_of,
 )
-from wgangp.config import register_configs
+from wgangp.config import Config, register_configs, schema_keys
 from wgangp.errors import CheckpointError, UserError
 from wgangp.paths import unwritable_reason
 from wgangp.trainer import Interrupted, Trainer
@@ -302,18 +303,30 @@ class RunDirCheck(Callback):
         self._check(config, "hydra.sweep.dir")
 
 
-def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
-    """A message for ``group=VALUE`` overrides whose VALUE is not an option name.
+def _required_keys() -> set[str]:
+    """The schema's keys, leaves (``trainer.seed``) and sections (``trainer``)."""
+    return set(schema_keys()) | {f.name for f in dataclasses.fields(Config)}
 
-    Hydra answers ``dataset=0`` or ``critic=[1]`` with a ValueError traceback; say what
-    the options are instead. Unparsable arguments are left to Hydra's own message.
+
+def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
+    """A message for overrides Hydra would answer with a traceback, checked before it runs.
+
+    * ``group=VALUE`` whose VALUE is not an option name (``dataset=0``, ``critic=[1]``):
+      Hydra raises a ValueError; say what the options are instead.
+    * ``~KEY`` deleting a key of the schema: every one is required (``~resume`` breaks
+      the run directory's interpolation with a traceback). Other deletions (the
+      optional ``~experiment``, ``~hparams_search``, Hydra's keys, unknown keys) are
+      Hydra's to answer.
+
+    Unparsable arguments are left to Hydra's own message.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     groups = {d.name for d in conf_dir.iterdir() if d.is_dir() and not d.name.startswith("_")}
+    required = _required_keys()
     parser = OverridesParser.create()
     for arg in args:
-        if arg.startswith("-") or "=" not in arg:
+        if arg.startswith("-") or ("=" not in arg and not arg.startswith("~")):
             continue
         try:
             o = parser.parse_override(arg)
@@ -322,6 +335,12 @@ def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
         key = o.key_or_group
         if key == "":
             return f"override {arg!r} has no key (expected KEY=VALUE, e.g. trainer.steps=100)"
+        if o.is_delete() and key in required:
+            return (
+                f"cannot delete {key!r} ({arg!r}): every wgangp setting is required; "
+                f"set it to another value instead ({key}=VALUE; each key is described in "
+                "wgangp/config.py)"
+            )
         if (key in groups or "/" in key) and not o.is_delete():
             value = o.value()
             if not isinstance(value, str) and not (
