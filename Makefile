@@ -1,6 +1,6 @@
 # make install: the package, its test/lint tools and PyTorch into the active Python
 # make test:    the fast test suite (what CI runs); make test-slow: the long tests
-# make quality: the toy quality benchmark (scripts/quality_bench.py, ~41 min on 2 cores)
+# make quality: the toy quality benchmark (scripts/quality_bench.py, ~45 min on 2 cores)
 PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
