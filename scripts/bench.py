@@ -15,6 +15,11 @@ medians over repeats are reported:
   optimizer states plus the peak of tensors alive during one iteration (wgangp/memory.py).
 * ``flops_fraction``: FLOP/s achieved (FlopCounterMode, double backward included) over
   the matrix-multiply peak measured in this run for the same dtype; ``ref_flops_fraction``.
+* ``kernel_ms``: the convolutions and matrix multiplies of one of our iterations (forward,
+  backward, double backward), each replayed alone on tensors of the same layout, best of
+  5, and summed (wgangp/kernels.py); ``ref_kernel_ms`` the textbook's. ``ceiling_speedup`` =
+  ``ref_ms_per_iter / kernel_ms``: the speed-up our kernels would give if everything
+  else (elementwise ops, Adam, Python, autograd) took no time at all.
 
 Configurations: MLP on 2-D points (batch 256); DCGAN 32×32 and 64×64 and ResNet 32×32
 (batch 64, width 64, z 128) from the model registry (skipped with a note while
@@ -50,6 +55,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from wgangp.config import register_configs  # noqa: E402
 from wgangp.data import TensorSource, register_dataset  # noqa: E402
+from wgangp.kernels import kernel_ms  # noqa: E402
 from wgangp.memory import LiveBytes, state_bytes  # noqa: E402
 from wgangp.models import CRITICS, GENERATORS  # noqa: E402
 from wgangp.models.registry import register_critic, register_generator  # noqa: E402
@@ -369,6 +375,9 @@ def run_one(
 
         flops = _flops(ours.train_step)
         ref_flops = _flops(ref.iteration)
+        k_reps = 3 if args.quick else 5
+        k_ms, _ = kernel_ms(ours.train_step, k_reps)
+        ref_k_ms, _ = kernel_ms(ref.iteration, k_reps)
         mm_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         key = (str(device), mm_dtype)
         if key not in peaks:
@@ -403,6 +412,9 @@ def run_one(
             "matmul_peak_gflops": peak / 1e9,
             "flops_fraction": flops / (ms / 1000.0) / peak,
             "ref_flops_fraction": ref_flops / (ref_ms / 1000.0) / fp32_peak,
+            "kernel_ms": k_ms,
+            "ref_kernel_ms": ref_k_ms,
+            "ceiling_speedup": ref_ms / k_ms,
             "loss_rel_diff": loss_rel_diff,
             "overrides": list(args.set),
             "ms_samples": t_ours,
@@ -425,6 +437,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
         ("gflop_per_iter", "{:.1f}"),
         ("flops_fraction", "{:.2f}"),
         ("ref_flops_fraction", "{:.2f}"),
+        ("kernel_ms", "{:.1f}"),
+        ("ceiling_speedup", "{:.2f}x"),
         ("loss_rel_diff", "{:.1e}"),
     ]
     cells = [[c for c, _ in cols]] + [[f.format(r[c]) for c, f in cols] for r in rows]

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 KEYS = {
@@ -18,6 +20,9 @@ KEYS = {
     "gp_step_ratio",
     "peak_mem_mb",
     "flops_fraction",
+    "kernel_ms",
+    "ref_kernel_ms",
+    "ceiling_speedup",
 }
 
 
@@ -53,5 +58,7 @@ def test_bench_quick_mlp_writes_json(tmp_path):
     assert row["config"] == "mlp" and row["device"] == "cpu" and row["precision"] == "fp32"
     assert row["ms_per_iter"] > 0 and row["speedup"] > 0 and row["peak_mem_mb"] > 0
     assert 0 < row["flops_fraction"] < 2
+    assert row["kernel_ms"] > 0 and row["ref_kernel_ms"] > 0
+    assert row["ceiling_speedup"] == pytest.approx(row["ref_ms_per_iter"] / row["kernel_ms"])
     assert row["loss_rel_diff"] < 1e-4  # same losses as the textbook loop
     assert "speedup" in proc.stdout
