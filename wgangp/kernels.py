@@ -85,24 +85,30 @@ def _sync(device: torch.device) -> None:
 
 
 def replay_ms(calls: Counter[tuple[Any, ...]], repeats: int = 5) -> float:
-    """Milliseconds the recorded calls take when each runs alone (best of ``repeats``)."""
-    total = 0.0
+    """Milliseconds the recorded calls take when each runs alone (best of ``repeats``).
+
+    The repeats go round-robin over all calls, so a passing slowdown of a shared machine
+    lands on one sample of many calls instead of on every sample of one call.
+    """
+    prepared = []
     for (func, args, kwargs), count in calls.items():
         real_args = [a.make() if isinstance(a, _TensorSpec) else a for a in args]
         real_kwargs = {k: (v.make() if isinstance(v, _TensorSpec) else v) for k, v in kwargs}
         devices = [a.device for a in real_args if isinstance(a, torch.Tensor)]
         device = devices[0] if devices else torch.device("cpu")
-        with torch.no_grad():
+        prepared.append((func, real_args, real_kwargs, device, count))
+    best = [float("inf")] * len(prepared)
+    with torch.no_grad():
+        for func, real_args, real_kwargs, _, _ in prepared:
             func(*real_args, **real_kwargs)  # warm-up: kernel selection, caches
-            times = []
-            for _ in range(repeats):
+        for _ in range(repeats):
+            for i, (func, real_args, real_kwargs, device, _) in enumerate(prepared):
                 _sync(device)
                 t0 = time.perf_counter()
                 func(*real_args, **real_kwargs)
                 _sync(device)
-                times.append(time.perf_counter() - t0)
-        total += min(times) * 1000.0 * count
-    return total
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return sum(b * 1000.0 * p[-1] for b, p in zip(best, prepared, strict=True))
 
 
 def kernel_ms(fn: Callable[[], Any], repeats: int = 5) -> tuple[float, int]:
