@@ -55,7 +55,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from wgangp.config import register_configs  # noqa: E402
 from wgangp.data import TensorSource, register_dataset  # noqa: E402
-from wgangp.kernels import kernel_ms  # noqa: E402
+from wgangp.kernels import kernel_ms, synchronize  # noqa: E402
 from wgangp.memory import LiveBytes, state_bytes  # noqa: E402
 from wgangp.models import CRITICS, GENERATORS  # noqa: E402
 from wgangp.models.registry import register_critic, register_generator  # noqa: E402
@@ -265,17 +265,12 @@ class TextbookLoop:
 
 
 # --------------------------------------------------------------------------- measuring
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time(fn: Callable[[], Any], n: int, device: torch.device) -> float:
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
-    _sync(device)
+    synchronize(device)
     return (time.perf_counter() - t0) / n * 1000.0
 
 
@@ -300,10 +295,10 @@ def _flops(fn: Callable[[], Any]) -> int:
 
 def _peak_mem_mb(fn: Callable[[], Any], device: torch.device, *state: Any) -> float:
     if device.type == "cuda":
-        _sync(device)
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         fn()
-        _sync(device)
+        synchronize(device)
         return torch.cuda.max_memory_allocated(device) / 2**20
     with LiveBytes() as lb:
         fn()

@@ -53,12 +53,11 @@ class _TensorSpec(tuple):
 def _spec(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return _TensorSpec((tuple(x.shape), tuple(x.stride()), x.dtype, x.device))
-    if isinstance(x, list):
-        return tuple(x)  # hashable; ATen accepts tuples for int[] and bool[]
     return x
 
 
 def _hashable(x: Any) -> Any:
+    # lists (int[], bool[] arguments) become tuples: ATen accepts both
     if isinstance(x, (tuple, list)) and not isinstance(x, _TensorSpec):
         return tuple(_hashable(v) for v in x)
     return x
@@ -79,7 +78,8 @@ class KernelRecorder(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -103,10 +103,10 @@ def replay_ms(calls: Counter[tuple[Any, ...]], repeats: int = 5) -> float:
             func(*real_args, **real_kwargs)  # warm-up: kernel selection, caches
         for _ in range(repeats):
             for i, (func, real_args, real_kwargs, device, _) in enumerate(prepared):
-                _sync(device)
+                synchronize(device)
                 t0 = time.perf_counter()
                 func(*real_args, **real_kwargs)
-                _sync(device)
+                synchronize(device)
                 best[i] = min(best[i], time.perf_counter() - t0)
     return sum(b * 1000.0 * p[-1] for b, p in zip(best, prepared, strict=True))
 
@@ -118,4 +118,4 @@ def kernel_ms(fn: Callable[[], Any], repeats: int = 5) -> tuple[float, int]:
     return replay_ms(rec.calls, repeats), sum(rec.calls.values())
 
 
-__all__ = ["HEAVY_OPS", "KernelRecorder", "kernel_ms", "replay_ms"]
+__all__ = ["HEAVY_OPS", "KernelRecorder", "kernel_ms", "replay_ms", "synchronize"]
