@@ -10,6 +10,10 @@
   ``D(x̂)`` (one full weight+input backward pass that only adds zeros). With the mask
   detached that pass is never built: the penalty's gradients are unchanged (bitwise
   in fp32, see tests/test_speed.py) and the double backward costs ~half the FLOPs.
+  ``avg_pool2d`` gets the same treatment: its backward reads the input only for its
+  shape, yet PyTorch's double backward sends a zero gradient back through the input's
+  graph; inside the wrapper the pooling's backward sees a detached input instead (the
+  ResNet critics' mean pools: without it the saving above was 5 % instead of ~30 %).
 """
 
 from __future__ import annotations
@@ -46,8 +50,54 @@ def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any) -> Any:
     return args[i] if len(args) > i else kwargs.get(name, default)
 
 
+class _AvgPool2dShapeOnly(torch.autograd.Function):
+    """``avg_pool2d`` whose backward depends on the input's shape only.
+
+    Same forward and first derivative as ``F.avg_pool2d`` (the same ATen kernels); the
+    backward ``avg_pool2d_backward(g, x.detach(), ...)`` is linear in ``g`` and records
+    no edge to ``x``, so a double backward never propagates the (zero) derivative with
+    respect to ``x`` into the graph that produced it.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, *args: Any) -> Tensor:  # noqa: ANN401
+        ctx.x, ctx.args = x.detach(), args
+        # an undefined incoming gradient (the double backward's edge into the forward
+        # graph carries none) must stay undefined, not become a tensor of zeros
+        ctx.set_materialize_grads(False)
+        return torch.ops.aten.avg_pool2d(x, *args)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: ANN401
+        if grad is None:
+            return (None,) * (1 + len(ctx.args))
+        dx = torch.ops.aten.avg_pool2d_backward(grad, ctx.x, *ctx.args)
+        return (dx,) + (None,) * len(ctx.args)
+
+
+def _avg_pool2d(args: tuple, kwargs: dict) -> Tensor:
+    x = args[0]
+    kernel = _pair(_arg(args, kwargs, 1, "kernel_size", None))
+    stride = _arg(args, kwargs, 2, "stride", None)
+    stride = kernel if stride is None or stride == [] else _pair(stride)
+    return _AvgPool2dShapeOnly.apply(
+        x,
+        kernel,
+        stride,
+        _pair(_arg(args, kwargs, 3, "padding", 0)),
+        bool(_arg(args, kwargs, 4, "ceil_mode", False)),
+        bool(_arg(args, kwargs, 5, "count_include_pad", True)),
+        _arg(args, kwargs, 6, "divisor_override", None),
+    )
+
+
+def _pair(v: Any) -> list[int]:  # noqa: ANN401
+    return [int(v), int(v)] if isinstance(v, int) else [int(i) for i in v]
+
+
 class _DetachedReluMasks(TorchFunctionMode):
-    """Inside this mode, relu/leaky_relu compute ``x * mask`` with a constant mask."""
+    """Inside this mode, relu/leaky_relu compute ``x * mask`` with a constant mask and
+    ``avg_pool2d``'s backward does not depend on its input (:class:`_AvgPool2dShapeOnly`)."""
 
     _RELU = {F.relu, torch.relu, Tensor.relu}
     _RELU_ = {torch.relu_, Tensor.relu_}
@@ -63,6 +113,8 @@ class _DetachedReluMasks(TorchFunctionMode):
             x = args[0]
             slope = float(_arg(args, kwargs, 1, "negative_slope", 0.01))
             return _masked(x, slope, bool(_arg(args, kwargs, 2, "inplace", False)))
+        if func is F.avg_pool2d and torch.is_grad_enabled():
+            return _avg_pool2d(args, kwargs)
         return func(*args, **kwargs)
 
 
@@ -72,7 +124,8 @@ def _masked(x: Tensor, slope: float, inplace: bool) -> Tensor:
 
 
 def with_detached_relu_masks(critic: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """``critic`` evaluated with ReLU/LeakyReLU masks detached (see the module docstring)."""
+    """``critic`` evaluated with ReLU/LeakyReLU masks detached and average pooling's
+    backward independent of its input (see the module docstring)."""
 
     def forward(x: Tensor) -> Tensor:
         with _DetachedReluMasks():
