@@ -140,6 +140,66 @@ def test_avg_pool_in_the_penalty_forward_matches_aten_to_second_order(kw):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize(
+    "act",
+    [
+        lambda h: torch.nn.functional.relu(h),
+        lambda h: torch.relu(h),
+        lambda h: h.relu(),
+        lambda h: torch.nn.functional.relu(h.clone(), inplace=True),
+        lambda h: h.clone().relu_(),
+        lambda h: torch.nn.functional.leaky_relu(h, 0.2),
+        lambda h: torch.nn.functional.leaky_relu(h),
+        lambda h: torch.nn.functional.leaky_relu(h.clone(), 0.2, inplace=True),
+        lambda h: torch.nn.functional.leaky_relu_(h.clone(), 0.3),
+        lambda h: torch.nn.functional.leaky_relu(h, -0.5),  # mask from the input
+    ],
+    ids=[
+        "F.relu",
+        "torch.relu",
+        "Tensor.relu",
+        "relu inplace",
+        "relu_",
+        "leaky",
+        "leaky 0.01",
+        "leaky inplace",
+        "leaky_",
+        "negative slope",
+    ],
+)
+def test_rectifiers_in_the_penalty_forward_match_aten_to_second_order(act):
+    """Value, first and second derivatives of each way of calling ReLU/LeakyReLU equal
+    the plain autograd's bitwise, in place or not, and the double backward of the
+    rectifier's mask contributes nothing (it is 0 almost everywhere)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 5, 5, generator=g, requires_grad=True)
+    w = torch.randn(4, 4, 3, 3, generator=g, requires_grad=True)
+
+    def penalty_terms(fwd):
+        y = fwd(lambda: act(torch.conv2d(x, w, padding=1)).mul(x).sum(dim=(1, 2, 3)))
+        (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        (gw,) = torch.autograd.grad(gx.square().sum(), w)
+        return y, gx, gw
+
+    plain = penalty_terms(lambda f: f())
+    fast = penalty_terms(lambda f: with_detached_relu_masks(lambda _: f())(None))
+    for a, b in zip(plain, fast, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_rectifier_in_place_modifies_its_input_and_no_grad_falls_through():
+    x = torch.randn(4, 6)
+    fwd = with_detached_relu_masks(lambda h: torch.nn.functional.relu(h, inplace=True))
+    h = x.clone().requires_grad_(False)
+    out = fwd(h)
+    assert out.data_ptr() == h.data_ptr()
+    torch.testing.assert_close(h, x.clamp_min(0), atol=0, rtol=0)
+    with torch.no_grad():
+        y = with_detached_relu_masks(torch.nn.functional.leaky_relu)(x)
+    assert y.grad_fn is None
+    torch.testing.assert_close(y, torch.nn.functional.leaky_relu(x), atol=0, rtol=0)
+
+
 def _resnet_critic() -> nn.Module:
     from wgangp.models.resnet import CifarResNetCritic
 

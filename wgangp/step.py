@@ -40,14 +40,50 @@ def critic_scores(
     return scores[: real.shape[0]], scores[real.shape[0] :]
 
 
-def _mask(x: Tensor, slope: float) -> Tensor:
-    # 0-dim tensors of x's dtype keep the product in x's dtype (bf16 under autocast)
-    with torch.no_grad():
-        return torch.where(x > 0, x.new_ones(()), x.new_full((), slope))
-
-
 def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any) -> Any:
     return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+class _RectifierMaskOnly(torch.autograd.Function):
+    """ReLU (``slope == 0``) or LeakyReLU whose backward treats the mask as a constant.
+
+    Forward: ATen's own ``relu``/``leaky_relu`` (one pass; in place when asked). Backward:
+    ``threshold_backward``/``leaky_relu_backward`` of the incoming gradient against the
+    *detached* output, i.e. ``g · mask`` — the same kernels and values as PyTorch's own
+    backward, but recorded with no edge to the forward graph, so the double backward
+    skips the mask's zero derivative. ``slope ≥ 0`` keeps the output's sign equal to the
+    input's, which is what lets the output stand in for the input.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, slope: float, inplace: bool) -> Tensor:  # noqa: ANN401
+        if inplace:
+            ctx.mark_dirty(x)
+            y = torch.relu_(x) if slope == 0 else torch._C._nn.leaky_relu_(x, slope)
+        else:
+            y = torch.relu(x) if slope == 0 else torch._C._nn.leaky_relu(x, slope)
+        ctx.slope = slope
+        ctx.set_materialize_grads(False)  # an undefined gradient stays undefined
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, None, None]:  # noqa: ANN401
+        if grad is None:
+            return None, None, None
+        (y,) = ctx.saved_tensors
+        y = y.detach()
+        if ctx.slope == 0:
+            return torch.ops.aten.threshold_backward(grad, y, 0), None, None
+        return torch.ops.aten.leaky_relu_backward(grad, y, ctx.slope, True), None, None
+
+
+def _rectifier(x: Tensor, slope: float, inplace: bool) -> Tensor:
+    if slope < 0:  # the output's sign no longer tells the mask: keep an explicit one
+        with torch.no_grad():
+            m = torch.where(x > 0, x.new_ones(()), x.new_full((), slope))
+        return x.mul_(m) if inplace else x * m
+    return _RectifierMaskOnly.apply(x, slope, inplace)
 
 
 class _AvgPool2dShapeOnly(torch.autograd.Function):
@@ -96,31 +132,29 @@ def _pair(v: Any) -> list[int]:  # noqa: ANN401
 
 
 class _DetachedReluMasks(TorchFunctionMode):
-    """Inside this mode, relu/leaky_relu compute ``x * mask`` with a constant mask and
-    ``avg_pool2d``'s backward does not depend on its input (:class:`_AvgPool2dShapeOnly`)."""
+    """Inside this mode, relu/leaky_relu treat their mask as a constant
+    (:class:`_RectifierMaskOnly`) and ``avg_pool2d``'s backward does not depend on its
+    input (:class:`_AvgPool2dShapeOnly`)."""
 
     _RELU = {F.relu, torch.relu, Tensor.relu}
     _RELU_ = {torch.relu_, Tensor.relu_}
-    _LEAKY = {F.leaky_relu}
+    _LEAKY = {F.leaky_relu, torch._C._nn.leaky_relu}
+    _LEAKY_ = {F.leaky_relu_, torch._C._nn.leaky_relu_}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
+        if not torch.is_grad_enabled():
+            return func(*args, **kwargs)
         if func in self._RELU or func in self._RELU_:
-            x = args[0]
             inplace = func in self._RELU_ or bool(_arg(args, kwargs, 1, "inplace", False))
-            return _masked(x, 0.0, inplace)
-        if func in self._LEAKY:
-            x = args[0]
+            return _rectifier(args[0], 0.0, inplace)
+        if func in self._LEAKY or func in self._LEAKY_:
             slope = float(_arg(args, kwargs, 1, "negative_slope", 0.01))
-            return _masked(x, slope, bool(_arg(args, kwargs, 2, "inplace", False)))
-        if func is F.avg_pool2d and torch.is_grad_enabled():
+            inplace = func in self._LEAKY_ or bool(_arg(args, kwargs, 2, "inplace", False))
+            return _rectifier(args[0], slope, inplace)
+        if func is F.avg_pool2d:
             return _avg_pool2d(args, kwargs)
         return func(*args, **kwargs)
-
-
-def _masked(x: Tensor, slope: float, inplace: bool) -> Tensor:
-    m = _mask(x, slope)
-    return x.mul_(m) if inplace else x * m
 
 
 def with_detached_relu_masks(critic: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
