@@ -112,6 +112,25 @@ def test_detached_relu_masks_halve_the_double_backward():
     assert counts[1] < 0.6 * counts[0]
 
 
+def _assert_equal_to_second_order(body, x_shape, w_shape):
+    """``body(x, w) -> y`` in the penalty's forward against plain autograd: y, ∂Σy/∂x and
+    ∂‖∂Σy/∂x‖²/∂w equal bitwise."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*x_shape, generator=g, requires_grad=True)
+    w = torch.randn(*w_shape, generator=g, requires_grad=True)
+
+    def penalty_terms(fwd):
+        y = fwd(lambda: body(x, w))
+        (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        (gw,) = torch.autograd.grad(gx.square().sum(), w)
+        return y, gx, gw
+
+    plain = penalty_terms(lambda f: f())
+    fast = penalty_terms(lambda f: with_detached_relu_masks(lambda _: f())(None))
+    for a, b in zip(plain, fast, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize(
     "kw",
     [
@@ -124,20 +143,11 @@ def test_detached_relu_masks_halve_the_double_backward():
 )
 def test_avg_pool_in_the_penalty_forward_matches_aten_to_second_order(kw):
     """Forward, first and second derivatives of the wrapped avg_pool2d equal ATen's bitwise."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 7, 8, generator=g, requires_grad=True)
-    w = torch.randn(3, 3, 1, 1, generator=g, requires_grad=True)
-
-    def penalty_terms(fwd):
-        y = fwd(lambda: torch.nn.functional.avg_pool2d(torch.conv2d(x, w).square(), **kw))
-        (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-        (gw,) = torch.autograd.grad(gx.square().sum(), w)
-        return y, gx, gw
-
-    plain = penalty_terms(lambda f: f())
-    fast = penalty_terms(lambda f: with_detached_relu_masks(lambda _: f())(None))
-    for a, b in zip(plain, fast, strict=True):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    _assert_equal_to_second_order(
+        lambda x, w: torch.nn.functional.avg_pool2d(torch.conv2d(x, w).square(), **kw),
+        (2, 3, 7, 8),
+        (3, 3, 1, 1),
+    )
 
 
 @pytest.mark.parametrize(
@@ -171,20 +181,11 @@ def test_rectifiers_in_the_penalty_forward_match_aten_to_second_order(act):
     """Value, first and second derivatives of each way of calling ReLU/LeakyReLU equal
     the plain autograd's bitwise, in place or not, and the double backward of the
     rectifier's mask contributes nothing (it is 0 almost everywhere)."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 4, 5, 5, generator=g, requires_grad=True)
-    w = torch.randn(4, 4, 3, 3, generator=g, requires_grad=True)
-
-    def penalty_terms(fwd):
-        y = fwd(lambda: act(torch.conv2d(x, w, padding=1)).mul(x).sum(dim=(1, 2, 3)))
-        (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-        (gw,) = torch.autograd.grad(gx.square().sum(), w)
-        return y, gx, gw
-
-    plain = penalty_terms(lambda f: f())
-    fast = penalty_terms(lambda f: with_detached_relu_masks(lambda _: f())(None))
-    for a, b in zip(plain, fast, strict=True):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    _assert_equal_to_second_order(
+        lambda x, w: act(torch.conv2d(x, w, padding=1)).mul(x).sum(dim=(1, 2, 3)),
+        (3, 4, 5, 5),
+        (4, 4, 3, 3),
+    )
 
 
 def test_rectifier_in_place_modifies_its_input_and_no_grad_falls_through():
