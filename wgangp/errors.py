@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
 from typing import Any
+
+
+class Interrupted(Exception):  # noqa: N818 - a signal, not an error
+    """SIGINT/SIGTERM arrived; a checkpoint was written. ``exit_code`` = 128 + signal."""
+
+    def __init__(self, signum: int, checkpoint: Path | None) -> None:
+        self.signum, self.checkpoint = signum, checkpoint
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint: {checkpoint}")
 
 
 class UserError(Exception):

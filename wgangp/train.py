@@ -35,9 +35,8 @@ from wgangp.checkpoint import (
     run_dir_of,
 )
 from wgangp.config import Config, register_configs, schema_keys
-from wgangp.errors import CheckpointError, UserError
+from wgangp.errors import CheckpointError, Interrupted, UserError
 from wgangp.paths import unwritable_reason
-from wgangp.trainer import Interrupted, Trainer
 from wgangp.validate import validate
 
 log = logging.getLogger("wgangp")
@@ -171,6 +170,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         cfg, overrides, changes = resume_config(ckpt, ckpt_path, overrides)
     dist_info = distributed.info()
     device = distributed.device_for(validate(cfg), dist_info)
+    # imported once the config is known to be good: the trainer pulls in scipy,
+    # matplotlib and TensorBoard (~1.5 s) that a config error should not wait for
+    from wgangp.trainer import Trainer
+
     trainer = Trainer(cfg, run_dir, device)
     trainer.overrides = overrides
     if ckpt is not None:

@@ -27,21 +27,12 @@ from wgangp import distributed, evaluate, losses
 from wgangp import step as step_lib
 from wgangp.checkpoint import CheckpointManager
 from wgangp.data import build_data
-from wgangp.errors import CheckpointError, UserError
+from wgangp.errors import CheckpointError, Interrupted, UserError
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
 from wgangp.plots import image_grid, save_figure, scatter_figure
 
 log = logging.getLogger(__name__)
-
-
-class Interrupted(Exception):  # noqa: N818 - a signal, not an error
-    """SIGINT/SIGTERM arrived; a checkpoint was written. ``exit_code`` = 128 + signal."""
-
-    def __init__(self, signum: int, checkpoint: Path | None) -> None:
-        self.signum, self.checkpoint = signum, checkpoint
-        self.exit_code = 128 + signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint: {checkpoint}")
 
 
 class NonFiniteError(UserError):

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision import datasets as tvd
 
 from wgangp.data import register_dataset
 from wgangp.data.base import DataSource
@@ -124,6 +123,15 @@ def _open_error(name: str, root: Path, layout: Layout, download: bool, err: Exce
     )
 
 
+def _tvd() -> Any:  # noqa: ANN401
+    """``torchvision.datasets``, imported when an image set is first opened.
+
+    Importing torchvision takes ~2 s (it loads all its models); the toy runs and every
+    config error would otherwise pay that before anything else happens.
+    """
+    return importlib.import_module("torchvision.datasets")
+
+
 def _open_torchvision(
     name: str, cfg: Any, layout: Layout, factory: Callable[[str, bool], Any]
 ) -> Any:
@@ -173,7 +181,7 @@ def validate_image_config(cfg: Any) -> None:
 # --------------------------------------------------------------------------- openers
 
 
-def _mnist_like(cls: type, folder: str) -> Callable[[Any], Any]:
+def _mnist_like(cls_name: str, folder: str) -> Callable[[Any], Any]:
     layout = Layout(
         required=tuple(f"{folder}/raw/{f}" for f in MNIST_FILES),
         expected=f"root/{folder}/raw/{{{', '.join(MNIST_FILES)}}} (uncompressed idx files)",
@@ -182,7 +190,10 @@ def _mnist_like(cls: type, folder: str) -> Callable[[Any], Any]:
 
     def open_(cfg: Any) -> Any:
         return _open_torchvision(
-            cfg.name, cfg, layout, lambda r, d: cls(r, train=cfg.split == "train", download=d)
+            cfg.name,
+            cfg,
+            layout,
+            lambda r, d: getattr(_tvd(), cls_name)(r, train=cfg.split == "train", download=d),
         )
 
     return open_
@@ -203,7 +214,7 @@ def open_cifar10(cfg: Any) -> Any:
         "cifar10",
         cfg,
         CIFAR10_LAYOUT,
-        lambda r, d: tvd.CIFAR10(r, train=cfg.split == "train", download=d),
+        lambda r, d: _tvd().CIFAR10(r, train=cfg.split == "train", download=d),
     )
 
 
@@ -241,7 +252,7 @@ def open_celeba(cfg: Any) -> Any:
         "celeba",
         cfg,
         CELEBA_LAYOUT,
-        lambda r, d: tvd.CelebA(r, split=cfg.split, target_type=[], download=d),
+        lambda r, d: _tvd().CelebA(r, split=cfg.split, target_type=[], download=d),
     )
     _check_celeba_images(ds, expand_path(str(cfg.root)))
     return ds
@@ -282,7 +293,7 @@ def open_lsun(cfg: Any) -> Any:
         downloadable=False,
     )
     return _open_torchvision(
-        "lsun", cfg, layout, lambda r, d: tvd.LSUN(r, classes=[f"{cfg.category}_{cfg.split}"])
+        "lsun", cfg, layout, lambda r, d: _tvd().LSUN(r, classes=[f"{cfg.category}_{cfg.split}"])
     )
 
 
@@ -298,8 +309,8 @@ def open_image_folder(cfg: Any) -> Any:
 
 
 OPENERS: dict[str, Callable[[Any], Any]] = {
-    "mnist": _mnist_like(tvd.MNIST, "MNIST"),
-    "fashion_mnist": _mnist_like(tvd.FashionMNIST, "FashionMNIST"),
+    "mnist": _mnist_like("MNIST", "MNIST"),
+    "fashion_mnist": _mnist_like("FashionMNIST", "FashionMNIST"),
     "cifar10": open_cifar10,
     "celeba": open_celeba,
     "lsun": open_lsun,
