@@ -181,7 +181,8 @@ def validate_image_config(cfg: Any) -> None:
 # --------------------------------------------------------------------------- openers
 
 
-def _mnist_like(cls_name: str, folder: str) -> Callable[[Any], Any]:
+def _mnist_like(cls_name: str) -> Callable[[Any], Any]:
+    folder = cls_name  # torchvision keeps each under root/<class name>/raw
     layout = Layout(
         required=tuple(f"{folder}/raw/{f}" for f in MNIST_FILES),
         expected=f"root/{folder}/raw/{{{', '.join(MNIST_FILES)}}} (uncompressed idx files)",
@@ -309,8 +310,8 @@ def open_image_folder(cfg: Any) -> Any:
 
 
 OPENERS: dict[str, Callable[[Any], Any]] = {
-    "mnist": _mnist_like("MNIST", "MNIST"),
-    "fashion_mnist": _mnist_like("FashionMNIST", "FashionMNIST"),
+    "mnist": _mnist_like("MNIST"),
+    "fashion_mnist": _mnist_like("FashionMNIST"),
     "cifar10": open_cifar10,
     "celeba": open_celeba,
     "lsun": open_lsun,
