@@ -104,6 +104,9 @@ class GPConfig:
     # ReLU/LeakyReLU masks detached in the penalty's forward: identical gradients,
     # ~half the double backward's FLOPs (wgangp/step.py explains why)
     detach_relu_masks: bool = True
+    # 2-D convolutions in the penalty's forward get a double backward that uses the
+    # backend's weight-gradient kernel (wgangp/conv_grad.py): equal to float rounding
+    native_conv_grads: bool = True
 
 
 def _rename_field(cls: type, old: str, new: str) -> None:

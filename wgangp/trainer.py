@@ -26,6 +26,7 @@ from tqdm import tqdm
 from wgangp import distributed, evaluate, losses
 from wgangp import step as step_lib
 from wgangp.checkpoint import CheckpointManager
+from wgangp.conv_grad import with_native_conv_grads
 from wgangp.data import build_data
 from wgangp.errors import CheckpointError, Interrupted, UserError
 from wgangp.models import build_critic, build_generator
@@ -116,11 +117,11 @@ class Trainer:
             # always uses the eager critic (inductor refuses double backward, pytorch#181581)
             self.critic_fwd = torch.compile(self.critic) if t.compile else self.critic
             self.generator_fwd = torch.compile(self.generator) if t.compile else self.generator
-            self.penalty_critic = (
-                step_lib.with_detached_relu_masks(self.critic)
-                if cfg.gp.detach_relu_masks
-                else self.critic
-            )
+            self.penalty_critic = self.critic
+            if cfg.gp.detach_relu_masks:
+                self.penalty_critic = step_lib.with_detached_relu_masks(self.penalty_critic)
+            if cfg.gp.native_conv_grads:
+                self.penalty_critic = with_native_conv_grads(self.penalty_critic)
             self.critic_frozen_fwd = self.critic_fwd
         self._bad = torch.zeros((), dtype=torch.bool, device=device)  # deferred check flag
         self._pending: list[tuple[str, Tensor, dict[str, Tensor]]] = []

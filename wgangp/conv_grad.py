@@ -1,0 +1,204 @@
+r"""2-D convolutions for the penalty's forward, with a cheaper double backward.
+
+The penalty differentiates :math:`g = \nabla_{\hat x} D(\hat x)` with respect to the
+critic's weights. For a convolution :math:`y = w \star x + b` the first backward
+computes the input gradient :math:`g_x = \mathrm{dgrad}(g_y, w)`, and the double
+backward needs, for an incoming :math:`\bar g_x`,
+
+* :math:`\partial/\partial g_y = w \star \bar g_x` (a forward convolution), and
+* :math:`\partial/\partial w = \mathrm{wgrad}(\bar g_x, g_y)`: the weight gradient of a
+  convolution whose input is :math:`\bar g_x` and whose output gradient is :math:`g_y`.
+
+PyTorch's generic double backward (``_convolution_double_backward``) computes the
+second term as a convolution of the transposed input with the transposed output
+gradient, dilated by the stride; for a strided layer that convolution produces a
+larger output that is then narrowed (5×5 stride 2: 6×6 computed, 44 % more FLOPs),
+and its transposed operands and result are copied. Here the same term is one call of
+the backend's own weight-gradient kernel (``convolution_backward`` with only the
+weight requested), as in ordinary training. Same math, different summation order:
+the gradients agree with PyTorch's to float rounding (tests/test_speed.py, 1e-5),
+not bitwise.
+
+Structure (so that nothing is computed that the step does not ask for):
+
+* :class:`_PenaltyConv2d` has an autograd edge to the input only. Its backward is the
+  differentiable input gradient :class:`_ConvInputGrad`, which holds the edge to the
+  weight used by the double backward.
+* :class:`_ConvParamGrads` carries the *first-order* weight and bias gradients as a
+  separate node that adds a zero to the output. The penalty's first backward asks
+  for :math:`\hat x` only, so the engine never runs it; it runs only when the double
+  backward reaches the forward graph itself (a normalisation layer or a smooth
+  activation between convolutions), where those gradients are part of the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.overrides import TorchFunctionMode
+
+aten = torch.ops.aten
+
+# (stride, padding, dilation, groups) as ATen takes them
+_Params = tuple[list[int], list[int], list[int], int]
+
+
+def _input_grad(gy: Tensor, x: Tensor, w: Tensor, p: _Params) -> Tensor:
+    stride, padding, dilation, groups = p
+    gx, _, _ = aten.convolution_backward(
+        gy, x, w, None, stride, padding, dilation, False, [0, 0], groups, [True, False, False]
+    )
+    return gx
+
+
+def _weight_grad(gy: Tensor, x: Tensor, w: Tensor, p: _Params) -> Tensor:
+    stride, padding, dilation, groups = p
+    _, gw, _ = aten.convolution_backward(
+        gy, x, w, None, stride, padding, dilation, False, [0, 0], groups, [False, True, False]
+    )
+    return gw
+
+
+def _conv(x: Tensor, w: Tensor, b: Tensor | None, p: _Params) -> Tensor:
+    stride, padding, dilation, groups = p
+    return aten.convolution(x, w, b, stride, padding, dilation, False, [0, 0], groups)
+
+
+class _ConvInputGrad(torch.autograd.Function):
+    """``g_x = dgrad(g_y, w)`` (``x`` supplies the shape), differentiable in ``g_y`` and ``w``:
+    the backward of an incoming ``ḡ_x`` is ``(w ⋆ ḡ_x, wgrad(ḡ_x, g_y))``."""
+
+    @staticmethod
+    def forward(ctx: Any, gy: Tensor, w: Tensor, x: Tensor, p: _Params) -> Tensor:  # noqa: ANN401
+        ctx.save_for_backward(gy, w)
+        ctx.x, ctx.p = x, p
+        ctx.set_materialize_grads(False)
+        return _input_grad(gy, x, w, p)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, ggx: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: ANN401
+        if ggx is None:
+            return None, None, None, None
+        gy, w = ctx.saved_tensors
+        ggy = _conv(ggx, w, None, ctx.p) if ctx.needs_input_grad[0] else None
+        gw = _weight_grad(gy, ggx, w, ctx.p) if ctx.needs_input_grad[1] else None
+        return ggy, gw, None, None
+
+
+class _PenaltyConv2d(torch.autograd.Function):
+    """``w ⋆ x + b`` with an edge to ``x`` only; its backward is :class:`_ConvInputGrad`
+    against the live weight (``ctx.weight``), so the double backward reaches ``w``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None, p: _Params) -> Tensor:  # noqa: ANN401
+        ctx.weight, ctx.p = w, p
+        ctx.save_for_backward(x)
+        ctx.set_materialize_grads(False)
+        return _conv(x, w.detach(), None if b is None else b.detach(), p)
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: ANN401
+        if gy is None:
+            return None, None, None, None
+        (x,) = ctx.saved_tensors
+        return _ConvInputGrad.apply(gy, ctx.weight, x.detach(), ctx.p), None, None, None
+
+
+class _ConvParamGrads(torch.autograd.Function):
+    """A zero of the output's shape whose backward is the first-order ``(∂w, ∂b)`` of
+    ``w ⋆ x + b``: run only when a gradient reaches the convolution's output in the
+    final backward (see the module docstring)."""
+
+    @staticmethod
+    def forward(  # noqa: ANN401
+        ctx: Any, w: Tensor, b: Tensor | None, x: Tensor, like: Tensor, p: _Params
+    ) -> Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.p, ctx.has_bias = p, b is not None
+        ctx.set_materialize_grads(False)
+        return like.new_zeros(()).expand_as(like)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: ANN401
+        if gy is None:
+            return None, None, None, None, None
+        x, w = ctx.saved_tensors
+        gw = _weight_grad(gy, x, w, ctx.p) if ctx.needs_input_grad[0] else None
+        gb = gy.sum(dim=(0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[1] else None
+        return gw, gb, None, None, None
+
+
+def _ints(v: Any) -> list[int]:  # noqa: ANN401
+    return [int(v)] * 2 if isinstance(v, int) else [int(i) for i in v]
+
+
+def penalty_conv2d(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None = None,
+    stride: Any = 1,  # noqa: ANN401
+    padding: Any = 0,  # noqa: ANN401
+    dilation: Any = 1,  # noqa: ANN401
+    groups: int = 1,
+) -> Tensor:
+    """``F.conv2d`` with the double backward described in the module docstring.
+
+    Under autocast the operands are cast first, as autocast would for ``conv2d``
+    (recorded casts, so gradients flow back in the parameters' dtype).
+    """
+    p: _Params = (_ints(stride), _ints(padding), _ints(dilation), groups)
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        x, w = x.to(dt), w.to(dt)
+        b = None if b is None else b.to(dt)
+    with torch.autocast(dev, enabled=False):
+        y = _PenaltyConv2d.apply(x, w, b, p)
+        if w.requires_grad or (b is not None and b.requires_grad):
+            y = y + _ConvParamGrads.apply(w, b, x.detach(), y, p)
+    return y
+
+
+class _NativeConvGrads(TorchFunctionMode):
+    """Inside this mode ``F.conv2d`` with numeric padding runs :func:`penalty_conv2d`."""
+
+    _CONV2D = {F.conv2d, torch.conv2d}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if func in self._CONV2D and torch.is_grad_enabled():
+            names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+            bound = dict(zip(names, args, strict=False)) | kwargs
+            x, w = bound["input"], bound["weight"]
+            padding = bound.get("padding", 0)
+            if not isinstance(padding, str) and x.dim() == 4 and x.requires_grad:
+                return penalty_conv2d(
+                    x,
+                    w,
+                    bound.get("bias"),
+                    bound.get("stride", 1),
+                    padding,
+                    bound.get("dilation", 1),
+                    int(bound.get("groups", 1)),
+                )
+        return func(*args, **kwargs)
+
+
+def with_native_conv_grads(critic: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``critic`` with its 2-D convolutions run by :func:`penalty_conv2d`."""
+
+    def forward(x: Tensor) -> Tensor:
+        with _NativeConvGrads():
+            return critic(x)
+
+    return forward
+
+
+__all__ = ["penalty_conv2d", "with_native_conv_grads"]
