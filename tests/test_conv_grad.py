@@ -129,21 +129,23 @@ def test_double_backward_uses_the_weight_gradient_kernel_and_fewer_flops():
     *_, flops_before = _penalty(critic, masked)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(4, 3, 32, 32, generator=g)
-    gp = losses.gradient_penalty(with_native_conv_grads(masked), x, x.flip(0))
-    with KernelRecorder() as rec:
+    with KernelRecorder() as rec:  # the penalty's forward, input gradient and double backward
+        gp = losses.gradient_penalty(with_native_conv_grads(masked), x, x.flip(0))
         gp.penalty.backward()
     *_, flops_after = _penalty(critic, with_native_conv_grads(masked))
     convs = [m for m in critic.modules() if isinstance(m, nn.Conv2d)]
     weight_shapes = {tuple(m.weight.shape) for m in convs}
-    wgrads, others = [], []
+    wgrads, dgrads, others = [], [], []
     for (func, args, _), n in rec.calls.items():
         if func is aten.convolution_backward.default:
-            assert list(args[-1]) == [False, True, False], args[-1]
-            wgrads += [tuple(args[2][0])] * n
+            mask = list(args[-1])
+            assert mask in ([False, True, False], [True, False, False]), mask
+            (wgrads if mask[1] else dgrads).extend([tuple(args[2][0])] * n)
         elif func in (aten.convolution.default, aten._convolution.default):
-            others.append(tuple(args[1][0]))
-    assert sorted(wgrads) == sorted(weight_shapes)
-    assert set(others) <= weight_shapes  # tangent convolutions only
+            others += [tuple(args[1][0])] * n
+    assert sorted(wgrads) == sorted(weight_shapes)  # one weight gradient per layer
+    assert sorted(dgrads) == sorted(weight_shapes)  # one input gradient per layer
+    assert sorted(others) == sorted(2 * list(weight_shapes))  # forward and tangent
     assert flops_after < 0.85 * flops_before, (flops_after, flops_before)
 
 

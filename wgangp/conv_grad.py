@@ -162,7 +162,9 @@ def penalty_conv2d(
     with torch.autocast(dev, enabled=False):
         y = _PenaltyConv2d.apply(x, w, b, p)
         if w.requires_grad or (b is not None and b.requires_grad):
-            y = y + _ConvParamGrads.apply(w, b, x.detach(), y, p)
+            # (y detached: an edge from this node to y would put it on the path to x̂,
+            # and the penalty's input-gradient pass would then run it)
+            y = y + _ConvParamGrads.apply(w, b, x.detach(), y.detach(), p)
     return y
 
 
