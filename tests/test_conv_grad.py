@@ -205,3 +205,25 @@ def test_trainer_critic_step_same_gradients_with_and_without(tmp_path: Path, nor
         grads.append([p.grad.clone() for p in t.critic.parameters()])
     for x, y in zip(*grads, strict=True):
         torch.testing.assert_close(x, y, **TOL)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["dcgan", "resnet layernorm"])
+def test_cuda_penalty_gradients_equal_plain_autograd(name):
+    """The same equality with cuDNN's kernels (TF32 off: fp32 against fp32)."""
+    critic = _critics()[name].cuda()
+    g = torch.Generator(device="cuda").manual_seed(2)
+    real = torch.randn(6, 3, 32, 32, device="cuda", generator=g)
+    fake = torch.randn(6, 3, 32, 32, device="cuda", generator=g)
+    eps = torch.rand(6, 1, 1, 1, device="cuda", generator=g)
+    grads = []
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        for fwd in (critic, with_native_conv_grads(with_detached_relu_masks(critic))):
+            critic.zero_grad(set_to_none=True)
+            losses.gradient_penalty(fwd, real, fake, eps=eps).penalty.backward()
+            grads.append(
+                [p.grad if p.grad is not None else torch.zeros_like(p) for p in critic.parameters()]
+            )
+    for a, r in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(a, r, **TOL)
