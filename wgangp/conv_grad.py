@@ -21,7 +21,7 @@ not bitwise.
 
 Structure (so that nothing is computed that the step does not ask for):
 
-* :class:`_PenaltyConv2d` has an autograd edge to the input only. Its backward is the
+* :class:`_PenaltyConv2d`'s backward returns the input's gradient only, as the
   differentiable input gradient :class:`_ConvInputGrad`, which holds the edge to the
   weight used by the double backward.
 * :class:`_ConvParamGrads` carries the *first-order* weight and bias gradients as a
@@ -76,7 +76,7 @@ class _ConvInputGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, gy: Tensor, w: Tensor, x: Tensor, p: _Params) -> Tensor:  # noqa: ANN401
         ctx.save_for_backward(gy, w)
-        ctx.x, ctx.p = x, p
+        ctx.p = p
         ctx.set_materialize_grads(False)
         return _input_grad(gy, x, w, p)
 
@@ -92,8 +92,9 @@ class _ConvInputGrad(torch.autograd.Function):
 
 
 class _PenaltyConv2d(torch.autograd.Function):
-    """``w ⋆ x + b`` with an edge to ``x`` only; its backward is :class:`_ConvInputGrad`
-    against the live weight (``ctx.weight``), so the double backward reaches ``w``."""
+    """``w ⋆ x + b`` whose backward gives ``x`` its gradient through :class:`_ConvInputGrad`
+    against the live weight (``ctx.weight``), so the double backward reaches ``w``; it
+    leaves ``w`` and ``b`` without one (that is :class:`_ConvParamGrads`' job)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None, p: _Params) -> Tensor:  # noqa: ANN401
