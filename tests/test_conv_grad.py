@@ -173,8 +173,20 @@ def test_no_grad_and_inputs_without_grad_fall_through_to_conv2d():
     torch.testing.assert_close(y, conv(x), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("norm", ["none", "layernorm"])
-def test_trainer_critic_step_same_gradients_with_and_without(tmp_path: Path, norm):
+@pytest.mark.parametrize(
+    "norm,extra,tol",
+    [
+        ("none", [], TOL),
+        ("layernorm", [], TOL),
+        ("none", ["trainer.channels_last=true"], TOL),
+        # bf16: the two paths round differently (measured: ≤ 0.3 % of each gradient's norm)
+        ("layernorm", ["trainer.precision=bf16"], 1e-2),
+    ],
+    ids=["none", "layernorm", "channels_last", "bf16"],
+)
+def test_trainer_critic_step_same_gradients_with_and_without(
+    tmp_path: Path, norm: str, extra: list[str], tol: dict | float
+):
     data = make_folder(tmp_path / "images", n=32)
     trainers = []
     for native in ("true", "false"):
@@ -191,6 +203,7 @@ def test_trainer_critic_step_same_gradients_with_and_without(tmp_path: Path, nor
             "trainer.batch_size=8",
             "trainer.progress=false",
             f"gp.native_conv_grads={native}",
+            *extra,
         )
         torch.manual_seed(0)
         trainers.append(Trainer(cfg, tmp_path / f"run-{native}", torch.device("cpu")))
@@ -204,7 +217,11 @@ def test_trainer_critic_step_same_gradients_with_and_without(tmp_path: Path, nor
         t.critic_step(real, fake)
         grads.append([p.grad.clone() for p in t.critic.parameters()])
     for x, y in zip(*grads, strict=True):
-        torch.testing.assert_close(x, y, **TOL)
+        assert x.dtype == torch.float32
+        if isinstance(tol, float):
+            assert (x - y).norm() <= tol * y.norm(), ((x - y).norm(), y.norm())
+        else:
+            torch.testing.assert_close(x, y, **tol)
 
 
 @pytest.mark.cuda
