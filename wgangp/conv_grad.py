@@ -16,7 +16,7 @@ larger output that is then narrowed (5×5 stride 2: 6×6 computed, 44 % more FLO
 and its transposed operands and result are copied. Here the same term is one call of
 the backend's own weight-gradient kernel (``convolution_backward`` with only the
 weight requested), as in ordinary training. Same math, different summation order:
-the gradients agree with PyTorch's to float rounding (tests/test_speed.py, 1e-5),
+the gradients agree with PyTorch's to float rounding (tests/test_conv_grad.py, 1e-5),
 not bitwise.
 
 Structure (so that nothing is computed that the step does not ask for):
@@ -41,6 +41,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
+
+from wgangp.step import _arg, _pair
 
 aten = torch.ops.aten
 
@@ -136,10 +138,6 @@ class _ConvParamGrads(torch.autograd.Function):
         return gw, gb, None, None, None
 
 
-def _ints(v: Any) -> list[int]:  # noqa: ANN401
-    return [int(v)] * 2 if isinstance(v, int) else [int(i) for i in v]
-
-
 def penalty_conv2d(
     x: Tensor,
     w: Tensor,
@@ -154,7 +152,7 @@ def penalty_conv2d(
     Under autocast the operands are cast first, as autocast would for ``conv2d``
     (recorded casts, so gradients flow back in the parameters' dtype).
     """
-    p: _Params = (_ints(stride), _ints(padding), _ints(dilation), groups)
+    p: _Params = (_pair(stride), _pair(padding), _pair(dilation), groups)
     dev = x.device.type
     if torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
@@ -177,19 +175,17 @@ class _NativeConvGrads(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         if func in self._CONV2D and torch.is_grad_enabled():
-            names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-            bound = dict(zip(names, args, strict=False)) | kwargs
-            x, w = bound["input"], bound["weight"]
-            padding = bound.get("padding", 0)
+            x = _arg(args, kwargs, 0, "input", None)
+            padding = _arg(args, kwargs, 4, "padding", 0)
             if not isinstance(padding, str) and x.dim() == 4 and x.requires_grad:
                 return penalty_conv2d(
                     x,
-                    w,
-                    bound.get("bias"),
-                    bound.get("stride", 1),
+                    _arg(args, kwargs, 1, "weight", None),
+                    _arg(args, kwargs, 2, "bias", None),
+                    _arg(args, kwargs, 3, "stride", 1),
                     padding,
-                    bound.get("dilation", 1),
-                    int(bound.get("groups", 1)),
+                    _arg(args, kwargs, 5, "dilation", 1),
+                    int(_arg(args, kwargs, 6, "groups", 1)),
                 )
         return func(*args, **kwargs)
 
