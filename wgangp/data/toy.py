@@ -38,6 +38,16 @@ class _Generated(DataSource):
 
     seed: int
     rng: torch.Generator
+    batch_size: int
+
+    def next_batch(self) -> Tensor:
+        return self.sample(self.batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.set_state(state["rng"])
 
     def shard(self, rank: int, world_size: int) -> None:
         """Each rank samples its own ``batch_size`` points from its own seed."""
@@ -68,15 +78,6 @@ class MixtureOfGaussians(_Generated):
         noise = torch.randn(n, self.modes.shape[1], generator=g, device=dev)
         return (self.modes.to(dev)[k] + self.mode_std * noise).to(self.device)
 
-    def next_batch(self) -> Tensor:
-        return self.sample(self.batch_size)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.set_state(state["rng"])
-
 
 class SwissRoll(_Generated):
     """sklearn's Swiss roll, 2-D projection, as in the official toy script."""
@@ -96,15 +97,6 @@ class SwissRoll(_Generated):
         xy = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1)
         xy = xy + self.noise * torch.randn(n, 2, generator=g, device=dev)
         return (xy / 7.5).to(self.device)
-
-    def next_batch(self) -> Tensor:
-        return self.sample(self.batch_size)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.set_state(state["rng"])
 
 
 def load_points(path: str | Path) -> Tensor:

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wgangp.errors import ConfigError
+from wgangp.models.mlp import activation
 
 ActFactory = Callable[[], nn.Module]
 
@@ -290,6 +291,46 @@ def generator_norm(norm: str) -> str:
     if norm not in GENERATOR_NORMS:
         raise ConfigError("generator.norm", norm, " | ".join(GENERATOR_NORMS))
     return norm
+
+
+class ImageNetArgs(NamedTuple):
+    """What an image critic or generator builder reads from its config group, checked."""
+
+    channels: int
+    size: int
+    dim: int
+    norm: str
+    init: str
+    act: ActFactory
+    z_dim: int  # the generator's latent size; 0 for a critic
+
+
+def image_net_args(
+    group: str,
+    cfg: Any,
+    sample_shape: tuple[int, ...],
+    sizes: tuple[int, ...],
+    arch: str,
+    norm_auto: Callable[[int], str] | None = None,
+) -> ImageNetArgs:
+    """Check ``critic.*`` or ``generator.*`` for an image architecture, in one fixed order.
+
+    ``norm_auto(size)`` is what ``critic.norm=auto`` means for this architecture at
+    that image size (critics only). The activation name is checked here, before any
+    layer is built, and ``act`` makes a fresh module of it per use site.
+    """
+    c, size = check_image_shape(sample_shape, sizes, arch)
+    dim = check_dim(group, cfg.dim)
+    if group == "critic":
+        z_dim = 0
+        norm = critic_norm(cfg.norm, auto=norm_auto(size) if norm_auto else "none")
+    else:
+        z_dim = check_z_dim(cfg.z_dim)
+        norm = generator_norm(cfg.norm)
+    init = check_init(group, getattr(cfg, "init", "tflib"))
+    act_name = cfg.activation
+    activation(group, act_name)
+    return ImageNetArgs(c, size, dim, norm, init, lambda: activation(group, act_name), z_dim)
 
 
 def log2_stages(size: int) -> int:

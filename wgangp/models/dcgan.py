@@ -43,18 +43,12 @@ from torch import Tensor, nn
 
 from wgangp.models.blocks import (
     ActFactory,
-    check_dim,
-    check_image_shape,
-    check_init,
-    check_z_dim,
-    critic_norm,
-    generator_norm,
+    image_net_args,
     init_weights,
     log2_stages,
     norm_layer,
     tag,
 )
-from wgangp.models.mlp import activation
 from wgangp.models.registry import register_critic, register_generator
 
 SIZES = (16, 32, 64, 128)
@@ -119,27 +113,15 @@ class DCGANCritic(nn.Module):
 
 @register_critic("dcgan")
 def build_dcgan_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
-    c, size = check_image_shape(sample_shape, SIZES, "dcgan")
-    dim = check_dim("critic", cfg.dim)
-    norm = critic_norm(cfg.norm, auto="none")
-    scheme = check_init("critic", getattr(cfg, "init", "tflib"))
-    act_name = cfg.activation
-    activation("critic", act_name)  # validate once, before building
-    model = DCGANCritic(c, size, dim, norm, lambda: activation("critic", act_name))
-    return init_weights(model, scheme)
+    a = image_net_args("critic", cfg, sample_shape, SIZES, "dcgan")
+    return init_weights(DCGANCritic(a.channels, a.size, a.dim, a.norm, a.act), a.init)
 
 
 @register_generator("dcgan")
 def build_dcgan_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
-    c, size = check_image_shape(sample_shape, SIZES, "dcgan")
-    dim = check_dim("generator", cfg.dim)
-    z_dim = check_z_dim(cfg.z_dim)
-    norm = generator_norm(cfg.norm)
-    scheme = check_init("generator", getattr(cfg, "init", "tflib"))
-    act_name = cfg.activation
-    activation("generator", act_name)
-    model = DCGANGenerator(c, size, dim, z_dim, norm, lambda: activation("generator", act_name))
-    return init_weights(model, scheme)
+    a = image_net_args("generator", cfg, sample_shape, SIZES, "dcgan")
+    model = DCGANGenerator(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act)
+    return init_weights(model, a.init)
 
 
 __all__ = ["DCGANCritic", "DCGANGenerator", "build_dcgan_critic", "build_dcgan_generator"]

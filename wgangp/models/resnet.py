@@ -57,19 +57,13 @@ from wgangp.models.blocks import (
     ActFactory,
     OptimizedDownBlock,
     ResidualBlock,
-    check_dim,
-    check_image_shape,
-    check_init,
-    check_z_dim,
     conv,
-    critic_norm,
-    generator_norm,
+    image_net_args,
     init_weights,
     log2_stages,
     norm_layer,
     tag,
 )
-from wgangp.models.mlp import activation
 from wgangp.models.registry import register_critic, register_generator
 
 CIFAR_SIZES = (16, 32)
@@ -189,29 +183,16 @@ def default_critic_norm(size: int) -> str:
 
 @register_critic("resnet")
 def build_resnet_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
-    c, size = check_image_shape(sample_shape, SIZES, "resnet")
-    dim = check_dim("critic", cfg.dim)
-    norm = critic_norm(cfg.norm, auto=default_critic_norm(size))
-    scheme = check_init("critic", getattr(cfg, "init", "tflib"))
-    act_name = cfg.activation
-    activation("critic", act_name)
-    cls = CifarResNetCritic if size in CIFAR_SIZES else LargeResNetCritic
-    model = cls(c, size, dim, norm, lambda: activation("critic", act_name))
-    return init_weights(model, scheme)
+    a = image_net_args("critic", cfg, sample_shape, SIZES, "resnet", default_critic_norm)
+    cls = CifarResNetCritic if a.size in CIFAR_SIZES else LargeResNetCritic
+    return init_weights(cls(a.channels, a.size, a.dim, a.norm, a.act), a.init)
 
 
 @register_generator("resnet")
 def build_resnet_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
-    c, size = check_image_shape(sample_shape, SIZES, "resnet")
-    dim = check_dim("generator", cfg.dim)
-    z_dim = check_z_dim(cfg.z_dim)
-    norm = generator_norm(cfg.norm)
-    scheme = check_init("generator", getattr(cfg, "init", "tflib"))
-    act_name = cfg.activation
-    activation("generator", act_name)
-    cls = CifarResNetGenerator if size in CIFAR_SIZES else LargeResNetGenerator
-    model = cls(c, size, dim, z_dim, norm, lambda: activation("generator", act_name))
-    return init_weights(model, scheme)
+    a = image_net_args("generator", cfg, sample_shape, SIZES, "resnet")
+    cls = CifarResNetGenerator if a.size in CIFAR_SIZES else LargeResNetGenerator
+    return init_weights(cls(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act), a.init)
 
 
 __all__ = [
