@@ -274,6 +274,15 @@ def _time(fn: Callable[[], Any], n: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / n * 1000.0
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (0 where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype, quick: bool) -> float:
     """Best FLOP/s of a square matmul on ``device`` in ``dtype``, measured now."""
     n = 4096 if device.type == "cuda" else (512 if quick else 2048)
@@ -350,9 +359,13 @@ def run_one(
             ref.iteration()
         t_ours: list[float] = []
         t_ref: list[float] = []
+        faults: dict[str, list[float]] = {"ours": [], "ref": []}
         for _ in range(reps):  # interleaved
-            t_ours.append(_time(ours.train_step, iters, device))
-            t_ref.append(_time(ref.iteration, iters, device))
+            pair = (("ours", ours.train_step, t_ours), ("ref", ref.iteration, t_ref))
+            for name, fn, times in pair:
+                f0 = _minor_faults()
+                times.append(_time(fn, iters, device))
+                faults[name].append((_minor_faults() - f0) / iters)
         ms, ref_ms = statistics.median(t_ours), statistics.median(t_ref)
 
         # a critic update with and without the penalty, same batches
@@ -411,6 +424,10 @@ def run_one(
             "ref_kernel_ms": ref_k_ms,
             "ceiling_speedup": ref_ms / k_ms,
             "loss_rel_diff": loss_rel_diff,
+            # page faults per iteration (wgangp/host_memory.py: trainer.keep_freed_memory)
+            "minor_faults_per_iter": statistics.median(faults["ours"]),
+            "ref_minor_faults_per_iter": statistics.median(faults["ref"]),
+            "keep_freed_memory": bool(cfg.trainer.keep_freed_memory),
             "overrides": list(args.set),
             "ms_samples": t_ours,
             "ref_ms_samples": t_ref,
@@ -435,6 +452,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
         ("kernel_ms", "{:.1f}"),
         ("ceiling_speedup", "{:.2f}x"),
         ("loss_rel_diff", "{:.1e}"),
+        ("minor_faults_per_iter", "{:.0f}"),
+        ("ref_minor_faults_per_iter", "{:.0f}"),
     ]
     cells = [[c for c, _ in cols]] + [[f.format(r[c]) for c, f in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]

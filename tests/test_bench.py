@@ -23,6 +23,9 @@ KEYS = {
     "kernel_ms",
     "ref_kernel_ms",
     "ceiling_speedup",
+    "minor_faults_per_iter",
+    "ref_minor_faults_per_iter",
+    "keep_freed_memory",
 }
 
 
@@ -61,4 +64,6 @@ def test_bench_quick_mlp_writes_json(tmp_path):
     assert row["kernel_ms"] > 0 and row["ref_kernel_ms"] > 0
     assert row["ceiling_speedup"] == pytest.approx(row["ref_ms_per_iter"] / row["kernel_ms"])
     assert row["loss_rel_diff"] < 1e-4  # same losses as the textbook loop
+    assert row["minor_faults_per_iter"] >= 0 and row["ref_minor_faults_per_iter"] >= 0
+    assert row["keep_freed_memory"] is True
     assert "speedup" in proc.stdout

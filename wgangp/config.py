@@ -158,6 +158,9 @@ class TrainerConfig:
     # double backward always runs eagerly: inductor does not support it)
     compile: bool = False
     cudnn_benchmark: bool = True  # CUDA only
+    # glibc: keep freed host memory mapped instead of unmapping it, so each step does not
+    # page-fault its activations back in (wgangp/host_memory.py); process-wide
+    keep_freed_memory: bool = True
     # when non-finite losses are detected: step = host check after every update (a sync
     # per update on CUDA); iteration = device-side flag, updates after a non-finite loss
     # skipped on the device (fused Adam's found_inf), one host check per generator

@@ -29,6 +29,7 @@ from wgangp.checkpoint import CheckpointManager
 from wgangp.conv_grad import with_native_conv_grads
 from wgangp.data import build_data
 from wgangp.errors import CheckpointError, Interrupted, UserError
+from wgangp.host_memory import keep_freed_host_memory
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
 from wgangp.plots import image_grid, save_figure, scatter_figure
@@ -91,6 +92,8 @@ class Trainer:
         self.generator.to(memory_format=self.memory_format)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
+        if t.keep_freed_memory:
+            keep_freed_host_memory()
         nan_check = (
             t.nan_check
             if t.nan_check != "auto"
