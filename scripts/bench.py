@@ -35,6 +35,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -428,10 +430,37 @@ def run_one(
             "minor_faults_per_iter": statistics.median(faults["ours"]),
             "ref_minor_faults_per_iter": statistics.median(faults["ref"]),
             "keep_freed_memory": bool(cfg.trainer.keep_freed_memory),
+            # trainer.channels_last resolved (auto: wgangp/layout.py); textbook: NCHW
+            "memory_format": "channels_last"
+            if ours.memory_format == torch.channels_last
+            else "contiguous",
+            "machine": machine_info(device),
             "overrides": list(args.set),
             "ms_samples": t_ours,
             "ref_ms_samples": t_ref,
         }
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the numbers were measured on: the CPU (and GPU), its kernel level, torch."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -439,6 +468,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         ("config", "{}"),
         ("device", "{}"),
         ("precision", "{}"),
+        ("memory_format", "{}"),
         ("ms_per_iter", "{:.1f}"),
         ("ref_ms_per_iter", "{:.1f}"),
         ("speedup", "{:.2f}x"),
@@ -512,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = run_one(bc, device, precision, args, peaks)
                 rows.append(row)
                 print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+    for device in devices:
+        print(f"{device.type}: " + ", ".join(f"{k} {v}" for k, v in machine_info(device).items()))
     print(_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import REPO
 
@@ -26,6 +27,8 @@ KEYS = {
     "minor_faults_per_iter",
     "ref_minor_faults_per_iter",
     "keep_freed_memory",
+    "memory_format",
+    "machine",
 }
 
 
@@ -66,4 +69,7 @@ def test_bench_quick_mlp_writes_json(tmp_path):
     assert row["loss_rel_diff"] < 1e-4  # same losses as the textbook loop
     assert row["minor_faults_per_iter"] >= 0 and row["ref_minor_faults_per_iter"] >= 0
     assert row["keep_freed_memory"] is True
+    assert row["memory_format"] == "contiguous"  # points: no layout to choose
+    assert row["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert row["machine"]["torch"] == torch.__version__
     assert "speedup" in proc.stdout

@@ -153,7 +153,9 @@ class TrainerConfig:
     # all n_critic fake batches from one generator forward (changes the noise order,
     # and batch-norm statistics of the generator: opt-in)
     batch_fakes: bool = False
-    channels_last: bool = False  # NHWC memory format for image models
+    # NHWC memory format for image models: auto = on CPUs with AVX-512 convolution
+    # kernels, where it is faster (wgangp/layout.py); true | false to force
+    channels_last: str = "auto"
     # torch.compile the generator and the critic's non-penalty path (the penalty's
     # double backward always runs eagerly: inductor does not support it)
     compile: bool = False

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from wgangp import distributed, evaluate, losses
+from wgangp import distributed, evaluate, layout, losses
 from wgangp import step as step_lib
 from wgangp.checkpoint import CheckpointManager
 from wgangp.conv_grad import with_native_conv_grads
@@ -85,9 +85,11 @@ class Trainer:
         if isinstance(self.generator_ddp, torch.nn.parallel.DistributedDataParallel):
             self.generator = self.generator_ddp.module  # SyncBatchNorm may have replaced layers
         # --- speed options (wgangp/step.py; measured by scripts/bench.py)
-        self.memory_format = (
-            torch.channels_last if t.channels_last and len(shape) == 3 else torch.contiguous_format
-        )
+        self.memory_format = layout.resolve_memory_format(t.channels_last, device, shape)
+        if len(shape) == 3:
+            log.info(
+                "memory format: %s (trainer.channels_last=%s)", self.memory_format, t.channels_last
+            )
         self.critic.to(memory_format=self.memory_format)
         self.generator.to(memory_format=self.memory_format)
         if device.type == "cuda":
@@ -526,6 +528,10 @@ class Trainer:
         self.generator.load_state_dict(ckpt["generator"])
         self.opt_c.load_state_dict(ckpt["opt_critic"])
         self.opt_g.load_state_dict(ckpt["opt_generator"])
+        # saved under the other memory format (trainer.channels_last, or auto on
+        # another machine): fused Adam would pair the moments with the wrong elements
+        for opt in (self.opt_c, self.opt_g):
+            layout.match_param_layouts(opt)
         # a saved param group carries the implementation it was saved with (e.g. foreach
         # from an older checkpoint or another device); this device's choice wins, or
         # the deferred check's found_inf would meet an optimizer that cannot take it

@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from wgangp import layout
 from wgangp.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -213,6 +214,13 @@ def validate(cfg: Any) -> torch.device:
         raise ConfigError("trainer.nan_policy", t.nan_policy, " | ".join(NAN_POLICIES))
     if t.nan_check not in NAN_CHECKS:
         raise ConfigError("trainer.nan_check", t.nan_check, " | ".join(NAN_CHECKS))
+    if layout.normalize_setting(t.channels_last) not in layout.SETTINGS:
+        raise ConfigError(
+            "trainer.channels_last",
+            t.channels_last,
+            " | ".join(layout.SETTINGS),
+            "auto picks NHWC where the CPU's convolution kernels are faster with it",
+        )
     if t.ema.decay is not None and not 0.0 < _finite("trainer.ema.decay", t.ema.decay) < 1.0:
         raise ConfigError(
             "trainer.ema.decay", t.ema.decay, "null (off) or 0 < decay < 1", "e.g. 0.999"

@@ -1,0 +1,169 @@
+"""trainer.channels_last = auto | true | false, and optimizer state across layouts."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import compose_cfg
+from tests.test_images_e2e import make_folder
+from wgangp import layout
+from wgangp.errors import ConfigError
+from wgangp.trainer import Trainer
+from wgangp.validate import validate
+
+CPU = torch.device("cpu")
+IMAGE = (3, 32, 32)
+
+
+@pytest.fixture
+def isa(monkeypatch):
+    """Pretend ATen dispatches to ``level`` kernels (and clear oneDNN's ISA caps)."""
+
+    def set_level(level: str, onednn_cap: str | None = None) -> None:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: level)
+        for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+            monkeypatch.delenv(var, raising=False)
+        if onednn_cap is not None:
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn_cap)
+
+    return set_level
+
+
+@pytest.mark.parametrize(
+    ("level", "cap", "expected"),
+    [
+        ("AVX512", None, torch.channels_last),
+        ("AVX512", "AVX512_CORE_AMX", torch.channels_last),
+        ("AVX512", "avx2", torch.contiguous_format),  # oneDNN held to AVX2 kernels
+        ("AVX2", None, torch.contiguous_format),
+        ("DEFAULT", None, torch.contiguous_format),
+    ],
+)
+def test_auto_picks_channels_last_only_with_avx512_kernels(isa, level, cap, expected):
+    isa(level, cap)
+    assert layout.resolve_memory_format("auto", CPU, IMAGE) == expected
+
+
+def test_auto_keeps_nchw_on_cuda_and_for_points(isa):
+    isa("AVX512")
+    assert layout.resolve_memory_format("auto", torch.device("cuda"), IMAGE) == (
+        torch.contiguous_format
+    )
+    for setting in ("auto", "true", True):
+        assert layout.resolve_memory_format(setting, CPU, (2,)) == torch.contiguous_format
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (True, torch.channels_last),
+        ("True", torch.channels_last),  # a bool from the command line, stored in a str field
+        ("true", torch.channels_last),
+        (False, torch.contiguous_format),
+        ("false", torch.contiguous_format),
+    ],
+)
+def test_explicit_settings_win_over_the_machine(isa, setting, expected):
+    for level in ("AVX512", "AVX2"):
+        isa(level)
+        assert layout.resolve_memory_format(setting, CPU, IMAGE) == expected
+        assert layout.resolve_memory_format(setting, torch.device("cuda"), IMAGE) == expected
+
+
+def test_a_bad_setting_is_refused_before_any_work():
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg("trainer.channels_last=sometimes"))
+    assert str(e.value) == (
+        "invalid value for trainer.channels_last: 'sometimes' (allowed: auto | true | false); "
+        "auto picks NHWC where the CPU's convolution kernels are faster with it"
+    )
+    for ok in ("auto", "true", "false", "True"):
+        validate(compose_cfg(f"trainer.channels_last={ok}"))
+
+
+@pytest.mark.parametrize("impl", ["fused", "foreach", "for-loop"])
+def test_optimizer_state_follows_the_parameter_layout(impl):
+    """Adam moments saved in NCHW, loaded for NHWC parameters: after
+    match_param_layouts the next update is the one an unbroken run makes, bitwise."""
+    flags = {"fused": {"fused": True}, "foreach": {"foreach": True}}.get(impl, {"foreach": False})
+    torch.manual_seed(0)
+    w0, g1, g2 = (torch.randn(8, 4, 5, 5) for _ in range(3))
+    cl = torch.channels_last
+
+    def first_step(memory_format):
+        p = torch.nn.Parameter(w0.clone().contiguous(memory_format=memory_format))
+        opt = torch.optim.Adam([p], lr=0.1, **flags)
+        p.grad = g1.clone().contiguous(memory_format=memory_format)
+        opt.step()
+        return p, opt
+
+    p, opt = first_step(cl)  # the unbroken run
+    p.grad = g2.clone().contiguous(memory_format=cl)
+    opt.step()
+
+    saved_p, saved_opt = first_step(torch.contiguous_format)  # saved under NCHW
+    q = torch.nn.Parameter(saved_p.detach().clone().contiguous(memory_format=cl))
+    resumed = torch.optim.Adam([q], lr=0.1, **flags)
+    resumed.load_state_dict(saved_opt.state_dict())
+    assert layout.match_param_layouts(resumed) == 2  # exp_avg, exp_avg_sq
+    assert resumed.state[q]["exp_avg"].stride() == q.stride()
+    assert layout.match_param_layouts(resumed) == 0
+    q.grad = g2.clone().contiguous(memory_format=cl)
+    resumed.step()
+    assert torch.equal(q.detach(), p.detach())
+    assert torch.equal(resumed.state[q]["exp_avg"], opt.state[p]["exp_avg"])
+
+
+def _image_trainer(root: Path, data: Path, channels_last: str) -> Trainer:
+    cfg = compose_cfg(
+        "trainer.device=cpu",
+        "dataset=image_folder",
+        f"dataset.root={data}",
+        "dataset.image_size=16",
+        "dataset.channels=3",
+        "dataset.num_workers=0",
+        "critic.dim=8",
+        "generator.dim=8",
+        "trainer.batch_size=8",
+        "trainer.n_critic=2",
+        "trainer.progress=false",
+        f"trainer.channels_last={channels_last}",
+    )
+    torch.manual_seed(0)
+    return Trainer(cfg, root, CPU)
+
+
+@pytest.mark.parametrize(("saved", "resumed"), [("true", "false"), ("false", "true")])
+def test_resume_under_the_other_layout_keeps_adam_on_the_same_elements(tmp_path, saved, resumed):
+    """A checkpoint written in one layout and resumed in the other: given the same
+    gradients, the resumed optimizers make the very update the saving run makes
+    (bitwise: Adam is elementwise), instead of pairing moments by their old strides."""
+    data = make_folder(tmp_path / "images", n=32)
+    a = _image_trainer(tmp_path / "a", data, saved)
+    for _ in range(2):
+        a.train_step()
+    b = _image_trainer(tmp_path / "b", data, resumed)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))  # as from disk: no shared tensors
+    assert b.memory_format != a.memory_format
+    torch.manual_seed(1)
+    pairs = [
+        (a.opt_c, b.opt_c, a.critic, b.critic),
+        (a.opt_g, b.opt_g, a.generator, b.generator),
+    ]
+    for opt_a, opt_b, model_a, model_b in pairs:
+        params = list(zip(model_a.parameters(), model_b.parameters(), strict=True))
+        assert any(pa.stride() != pb.stride() for pa, pb in params)
+        for pa, pb in params:
+            g = torch.randn(pa.shape)
+            pa.grad = torch.empty_like(pa).copy_(g)
+            pb.grad = torch.empty_like(pb).copy_(g)
+        opt_a.step()
+        opt_b.step()
+        for pa, pb in params:
+            assert torch.equal(pa.detach(), pb.detach())
+            for key, value in opt_a.state[pa].items():
+                assert torch.equal(opt_b.state[pb][key], value), key
