@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.conftest import REPO, TINY, compose_cfg, pythonpath
+from tests.test_images_e2e import make_folder
 from wgangp import distributed, losses
 from wgangp.checkpoint import load_checkpoint
 from wgangp.trainer import Trainer
@@ -274,3 +275,30 @@ def test_stored_data_ranks_split_each_global_batch():
     assert len(per[0]) == len(split[0]) == 20
     merged = [p for i in range(5) for s in per for p in s[4 * i : 4 * i + 4]]
     assert merged == seq[:40]
+
+
+def test_torchrun_channels_last_images_keep_ddp_buckets_in_their_layout(tmp_path):
+    """The image models take their memory format before DDP wraps them: DDP builds its
+    gradient buckets from the parameters' strides, and converting afterwards made every
+    backward warn "Grad strides do not match bucket view strides" (and copy)."""
+    data = make_folder(tmp_path / "images", n=32)
+    out = finish(
+        torchrun(
+            "dataset=image_folder",
+            f"dataset.root={data}",
+            "dataset.image_size=16",
+            "dataset.channels=3",
+            "dataset.num_workers=0",
+            "critic.dim=8",
+            "generator.dim=8",
+            "trainer.batch_size=8",
+            "trainer.steps=2",
+            "trainer.sample_every=0",
+            "trainer.ckpt_every=0",
+            "trainer.progress=false",
+            "trainer.channels_last=true",
+            cwd=tmp_path,
+        )
+    )
+    assert "memory format: torch.channels_last" in out
+    assert "Grad strides do not match bucket view strides" not in out

@@ -77,6 +77,10 @@ class Trainer:
         shape = self.data.sample_shape
         self.critic = build_critic(cfg.critic, shape).to(device)
         self.generator = build_generator(cfg.generator, shape).to(device)
+        # the layout before DDP: its gradient buckets take the parameters' strides
+        self.memory_format = self._resolve_memory_format(shape)
+        self.critic.to(memory_format=self.memory_format)
+        self.generator.to(memory_format=self.memory_format)
         # the modules the training steps call: DDP wrappers under torchrun, else the
         # modules themselves; self.critic/self.generator stay the plain modules
         # (checkpoints, EMA, pictures). See wgangp.distributed for the GP pattern.
@@ -85,13 +89,6 @@ class Trainer:
         if isinstance(self.generator_ddp, torch.nn.parallel.DistributedDataParallel):
             self.generator = self.generator_ddp.module  # SyncBatchNorm may have replaced layers
         # --- speed options (wgangp/step.py; measured by scripts/bench.py)
-        self.memory_format = layout.resolve_memory_format(t.channels_last, device, shape)
-        if len(shape) == 3:
-            log.info(
-                "memory format: %s (trainer.channels_last=%s)", self.memory_format, t.channels_last
-            )
-        self.critic.to(memory_format=self.memory_format)
-        self.generator.to(memory_format=self.memory_format)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
         if t.keep_freed_memory:
@@ -175,6 +172,19 @@ class Trainer:
             t.batch_size,
             self.dist.world_size,
         )
+
+    def _resolve_memory_format(self, shape: tuple[int, ...]) -> torch.memory_format:
+        """trainer.channels_last for this machine (wgangp/layout.py). Under torchrun
+        every rank takes rank 0's choice: DDP refuses replicas whose parameters'
+        strides differ, which ``auto`` could give on a mixed cluster."""
+        setting = self.cfg.trainer.channels_last
+        fmt = layout.resolve_memory_format(setting, self.device, shape)
+        if self.dist.enabled and layout.normalize_setting(setting) == "auto":
+            nhwc = distributed.broadcast_object(fmt == torch.channels_last)
+            fmt = torch.channels_last if nhwc else torch.contiguous_format
+        if len(shape) == 3:
+            log.info("memory format: %s (trainer.channels_last=%s)", fmt, setting)
+        return fmt
 
     @property
     def global_batch_size(self) -> int:
