@@ -78,9 +78,10 @@ def match_param_layouts(opt: torch.optim.Optimizer) -> int:
 
     A checkpoint written under one memory format and loaded under the other leaves
     Adam's moments in the old strides, and fused Adam then pairs elements by memory
-    position, not by index: the update is silently wrong (measured with
-    ``torch.optim.Adam(fused=True)``, torch 2.14). Copying them into the parameter's
-    layout keeps every value where it belongs.
+    position, not by index: the update is silently wrong (``torch.optim.Adam(fused=True)``
+    on the CPU, torch 2.14: one step at lr 1e-4 was off by up to 1.6e-4 against a mean
+    step of 6.4e-5; foreach and for-loop Adam were right). Copying them into the
+    parameter's layout keeps every value where it belongs.
     """
     moved = 0
     for group in opt.param_groups:
