@@ -73,3 +73,49 @@ def test_bench_quick_mlp_writes_json(tmp_path):
     assert row["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert row["machine"]["torch"] == torch.__version__
     assert "speedup" in proc.stdout
+
+
+def test_bench_ab_times_variants_and_the_textbook_interleaved(tmp_path):
+    out = tmp_path / "ab.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench_ab.py"),
+            "--config",
+            "mlp",
+            "--variant",
+            "trainer.fuse_real_fake=false critic.dim=64 generator.dim=64",
+            "--variant",
+            "trainer.fuse_real_fake=true critic.dim=64 generator.dim=64",
+            "--repeats",
+            "3",
+            "--iters",
+            "1",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert [r["variant"] for r in rows] == [
+        "trainer.fuse_real_fake=false critic.dim=64 generator.dim=64",
+        "trainer.fuse_real_fake=true critic.dim=64 generator.dim=64",
+        "textbook",
+    ]
+    for r in rows:
+        assert len(r["ms_samples"]) == 3 and r["min_ms"] == min(r["ms_samples"]) > 0
+        assert r["ms_per_iter"] == sorted(r["ms_samples"])[1]
+        assert r["machine"]["torch"] == torch.__version__
+    textbook = rows[-1]
+    assert textbook["speedup"] == 1.0 and textbook["paired_speedup"] == 1.0
+    fused = rows[1]
+    assert fused["speedup"] == pytest.approx(textbook["ms_per_iter"] / fused["ms_per_iter"])
+    assert "paired" in proc.stdout and "textbook" in proc.stdout
