@@ -266,6 +266,18 @@ class TextbookLoop:
         return d_cost, G_cost.item()
 
 
+def textbook_like(trainer: Trainer) -> TextbookLoop:
+    """The textbook loop from ``trainer``'s current weights (NCHW, its default memory
+    format), data stream and random numbers: call it before either has taken a step."""
+    netD, netG = copy.deepcopy(trainer.critic), copy.deepcopy(trainer.generator)  # noqa: N806
+    netD.to(memory_format=torch.contiguous_format)
+    netG.to(memory_format=torch.contiguous_format)
+    rng = torch.Generator(device=trainer.device)
+    rng.set_state(trainer.rng.get_state())
+    data = copy.deepcopy(trainer.data)
+    return TextbookLoop(netD, netG, data, rng, trainer.cfg, trainer.device)
+
+
 # --------------------------------------------------------------------------- measuring
 def _time(fn: Callable[[], Any], n: int, device: torch.device) -> float:
     synchronize(device)
@@ -340,13 +352,7 @@ def run_one(
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         ours = Trainer(cfg, tmp, device)
-        # the reference: same initial weights, data stream and random numbers
-        netD, netG = copy.deepcopy(ours.critic), copy.deepcopy(ours.generator)  # noqa: N806
-        netD.to(memory_format=torch.contiguous_format)
-        netG.to(memory_format=torch.contiguous_format)
-        rng = torch.Generator(device=device)
-        rng.set_state(ours.rng.get_state())
-        ref = TextbookLoop(netD, netG, copy.deepcopy(ours.data), rng, cfg, device)
+        ref = textbook_like(ours)
         s = ours.train_step()
         d_ref, g_ref = ref.iteration()
         loss_rel_diff = max(

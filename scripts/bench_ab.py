@@ -19,7 +19,6 @@ A variant is a space-separated list of overrides (``--variant ""`` is the defaul
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -48,25 +47,19 @@ def build_loops(
     the first variant's initial weights, data and random stream."""
     (bc,) = [c for c in bench.CONFIGS if c.name == config]
     loops: dict[str, Callable[[], Any]] = {}
+    trainers = []
     for i, overrides in enumerate(variants):
         cfg = bench.compose_cfg(
             [*bc.overrides, f"trainer.device={device}", "trainer.progress=false", *overrides]
         )
         validate(cfg)
         torch.manual_seed(0)
-        trainer = Trainer(cfg, Path(tmp) / f"v{i}", device)
-        if i == 0:
-            netD, netG = copy.deepcopy(trainer.critic), copy.deepcopy(trainer.generator)  # noqa: N806
-            netD.to(memory_format=torch.contiguous_format)
-            netG.to(memory_format=torch.contiguous_format)
-            rng = torch.Generator(device=device)
-            rng.set_state(trainer.rng.get_state())
-            ref = bench.TextbookLoop(netD, netG, copy.deepcopy(trainer.data), rng, cfg, device)
+        trainers.append(Trainer(cfg, Path(tmp) / f"v{i}", device))
         name = " ".join(overrides) or "defaults"
         if name in loops:
             raise SystemExit(f"bench_ab: variant {name!r} given twice")
-        loops[name] = trainer.train_step
-    loops[TEXTBOOK] = ref.iteration
+        loops[name] = trainers[-1].train_step
+    loops[TEXTBOOK] = bench.textbook_like(trainers[0]).iteration
     return loops
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,32 +33,38 @@ KEYS = {
 }
 
 
-def test_bench_quick_mlp_writes_json(tmp_path):
-    out = tmp_path / "bench.json"
+def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python scripts/NAME ARGS`` in ``cwd``; fails the test on a non-zero exit."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "bench.py"),
-            "--quick",
-            "--configs",
-            "mlp",
-            "--devices",
-            "cpu",
-            "--threads",
-            "1",
-            "--set",
-            "critic.dim=64",
-            "--set",
-            "generator.dim=64",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(REPO / "scripts" / name), *args],
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=tmp_path,
+        cwd=cwd,
     )
     assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_bench_quick_mlp_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_script(
+        "bench.py",
+        "--quick",
+        "--configs",
+        "mlp",
+        "--devices",
+        "cpu",
+        "--threads",
+        "1",
+        "--set",
+        "critic.dim=64",
+        "--set",
+        "generator.dim=64",
+        "--json",
+        str(out),
+        cwd=tmp_path,
+    )
     rows = json.loads(out.read_text())
     assert len(rows) == 1 and set(rows[0]) >= KEYS
     row = rows[0]
@@ -77,33 +84,26 @@ def test_bench_quick_mlp_writes_json(tmp_path):
 
 def test_bench_ab_times_variants_and_the_textbook_interleaved(tmp_path):
     out = tmp_path / "ab.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "bench_ab.py"),
-            "--config",
-            "mlp",
-            "--variant",
-            "trainer.fuse_real_fake=false critic.dim=64 generator.dim=64",
-            "--variant",
-            "trainer.fuse_real_fake=true critic.dim=64 generator.dim=64",
-            "--repeats",
-            "3",
-            "--iters",
-            "1",
-            "--warmup",
-            "1",
-            "--threads",
-            "1",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_script(
+        "bench_ab.py",
+        "--config",
+        "mlp",
+        "--variant",
+        "trainer.fuse_real_fake=false critic.dim=64 generator.dim=64",
+        "--variant",
+        "trainer.fuse_real_fake=true critic.dim=64 generator.dim=64",
+        "--repeats",
+        "3",
+        "--iters",
+        "1",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
         cwd=tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
     assert [r["variant"] for r in rows] == [
         "trainer.fuse_real_fake=false critic.dim=64 generator.dim=64",

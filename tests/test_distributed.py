@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.conftest import REPO, TINY, compose_cfg, pythonpath
-from tests.test_images_e2e import make_folder
+from tests.test_images_e2e import make_folder, tiny_rgb
 from wgangp import distributed, losses
 from wgangp.checkpoint import load_checkpoint
 from wgangp.trainer import Trainer
@@ -284,18 +284,10 @@ def test_torchrun_channels_last_images_keep_ddp_buckets_in_their_layout(tmp_path
     data = make_folder(tmp_path / "images", n=32)
     out = finish(
         torchrun(
-            "dataset=image_folder",
-            f"dataset.root={data}",
-            "dataset.image_size=16",
-            "dataset.channels=3",
-            "dataset.num_workers=0",
-            "critic.dim=8",
-            "generator.dim=8",
-            "trainer.batch_size=8",
+            *tiny_rgb(data),
             "trainer.steps=2",
             "trainer.sample_every=0",
             "trainer.ckpt_every=0",
-            "trainer.progress=false",
             "trainer.channels_last=true",
             cwd=tmp_path,
         )

@@ -42,6 +42,21 @@ def make_folder(root: Path, n: int = 48) -> Path:
     return root
 
 
+def tiny_rgb(data: Path) -> list[str]:
+    """Overrides for a tiny 3-channel image run on the folder ``data`` (make_folder)."""
+    return [
+        "dataset=image_folder",
+        f"dataset.root={data}",
+        "dataset.image_size=16",
+        "dataset.channels=3",
+        "dataset.num_workers=0",
+        "critic.dim=8",
+        "generator.dim=8",
+        "trainer.batch_size=8",
+        "trainer.progress=false",
+    ]
+
+
 def sample_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "wgangp.sample", *args],

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg
-from tests.test_images_e2e import make_folder
+from tests.test_images_e2e import make_folder, tiny_rgb
 from wgangp import layout
 from wgangp.errors import ConfigError
 from wgangp.trainer import Trainer
@@ -121,16 +121,8 @@ def test_optimizer_state_follows_the_parameter_layout(impl):
 def _image_trainer(root: Path, data: Path, channels_last: str) -> Trainer:
     cfg = compose_cfg(
         "trainer.device=cpu",
-        "dataset=image_folder",
-        f"dataset.root={data}",
-        "dataset.image_size=16",
-        "dataset.channels=3",
-        "dataset.num_workers=0",
-        "critic.dim=8",
-        "generator.dim=8",
-        "trainer.batch_size=8",
+        *tiny_rgb(data),
         "trainer.n_critic=2",
-        "trainer.progress=false",
         f"trainer.channels_last={channels_last}",
     )
     torch.manual_seed(0)
