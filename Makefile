@@ -4,7 +4,7 @@
 PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-slow lint bench quality quality-quick train clean
+.PHONY: install test test-slow lint bench gpu-wheels quality quality-quick train clean
 
 install:
 	$(PYTHON) -m pip install $(TORCH_PINS)
@@ -20,6 +20,11 @@ test-slow:
 
 bench:
 	$(PYTHON) scripts/bench.py
+
+# wheels that the lent GPU machines lack (they have no network): carried to them in .whl/
+# for scripts/gpu_check.sh (the CUDA tests and the CUDA benchmark in one run)
+gpu-wheels:
+	$(PYTHON) -m pip wheel --no-deps -q -w .whl hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 packaging
 
 lint:
 	$(PYTHON) -m ruff check wgangp tests scripts

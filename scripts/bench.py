@@ -10,7 +10,12 @@ medians over repeats are reported:
   generator update), ours; ``ref_ms_per_iter`` the textbook loop's; ``speedup`` their ratio.
 * ``critic_img_per_s``: samples through the critic per second, counted as
   ``n_critic·3·B + B`` per iteration (real, fake and interpolate forwards, G step).
-* ``gp_step_ratio``: our critic update with the penalty / without it (same batches).
+* ``gp_step_ratio``: our critic update with the penalty / without it (same batches,
+  eager updates, also on ``cuda_graph`` rows).
+* ``cuda_graph``: CUDA rows come twice by default (``--cuda-graph both``): our step eager
+  and replayed from a captured graph (``trainer.cuda_graph=true``, wgangp/cuda_graph.py;
+  warm-up and capture happen before the timing). FLOPs and ``kernel_ms`` are counted on
+  the eager iteration, which runs the same kernels.
 * ``peak_mem_mb``: CUDA: ``max_memory_allocated`` over one iteration; CPU: parameters and
   optimizer states plus the peak of tensors alive during one iteration (wgangp/memory.py).
 * ``flops_fraction``: FLOP/s achieved (FlopCounterMode, double backward included) over
@@ -338,6 +343,7 @@ def run_one(
     precision: str,
     args: argparse.Namespace,
     peaks: dict[tuple[str, torch.dtype], float],
+    cuda_graph: bool = False,
 ) -> dict[str, Any]:
     cfg = compose_cfg(
         [
@@ -345,6 +351,7 @@ def run_one(
             f"trainer.device={device}",
             f"trainer.precision={precision}",
             "trainer.progress=false",
+            f"trainer.cuda_graph={str(cuda_graph).lower()}",
             *args.set,
         ]
     )
@@ -360,6 +367,8 @@ def run_one(
         )
 
         warm, reps, iters = args.warmup, args.repeats, args.iters
+        if ours.graphed is not None:  # time replays only: warm up and capture first
+            warm = max(warm, ours.graphed.warmup + 2)
         if bc.arch == "mlp" and not args.quick:
             iters *= 4
         for _ in range(warm):
@@ -389,10 +398,14 @@ def run_one(
             )
         gp_ratio = statistics.median(t_gp) / statistics.median(t_plain)
 
-        flops = _flops(ours.train_step)
+        # counted on the eager iteration: a graph replay dispatches no operator to count
+        def eager_iteration() -> None:
+            ours.iteration(ours.draw_inputs())
+
+        flops = _flops(eager_iteration)
         ref_flops = _flops(ref.iteration)
         k_reps = 3 if args.quick else 5
-        k_ms, _ = kernel_ms(ours.train_step, k_reps)
+        k_ms, _ = kernel_ms(eager_iteration, k_reps)
         ref_k_ms, _ = kernel_ms(ref.iteration, k_reps)
         mm_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         key = (str(device), mm_dtype)
@@ -413,6 +426,7 @@ def run_one(
             "config": bc.name,
             "device": device.type,
             "precision": precision,
+            "cuda_graph": ours.graphed is not None,
             "batch_size": b,
             "n_critic": n_critic,
             "ms_per_iter": ms,
@@ -474,6 +488,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         ("config", "{}"),
         ("device", "{}"),
         ("precision", "{}"),
+        ("cuda_graph", "{}"),
         ("memory_format", "{}"),
         ("ms_per_iter", "{:.1f}"),
         ("ref_ms_per_iter", "{:.1f}"),
@@ -504,6 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default=",".join(c.name for c in CONFIGS))
     ap.add_argument("--devices", default="cpu,cuda")
     ap.add_argument("--precisions", default=None, help="CUDA precisions (default fp32,bf16)")
+    ap.add_argument(
+        "--cuda-graph",
+        choices=("off", "on", "both"),
+        default="both",
+        help="CUDA rows: our step eager, replayed from a CUDA graph, or both (default)",
+    )
     ap.add_argument(
         "--set",
         action="append",
@@ -544,10 +565,14 @@ def main(argv: list[str] | None = None) -> int:
         for device in devices:
             cuda_precs = (args.precisions or "fp32,bf16").split(",")
             precs = ["fp32"] if device.type == "cpu" else cuda_precs
+            graphs = [False]
+            if device.type == "cuda":
+                graphs = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graph]
             for precision in precs:
-                row = run_one(bc, device, precision, args, peaks)
-                rows.append(row)
-                print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+                for graph in graphs:
+                    row = run_one(bc, device, precision, args, peaks, cuda_graph=graph)
+                    rows.append(row)
+                    print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
     for device in devices:
         print(f"{device.type}: " + ", ".join(f"{k} {v}" for k, v in machine_info(device).items()))
     print(_table(rows))

@@ -60,6 +60,10 @@ def build_loops(
             raise SystemExit(f"bench_ab: variant {name!r} given twice")
         loops[name] = trainers[-1].train_step
     loops[TEXTBOOK] = bench.textbook_like(trainers[0]).iteration
+    for t in trainers:  # trainer.cuda_graph: warm up and capture before any timing
+        if t.graphed is not None:
+            for _ in range(t.graphed.warmup + 1):
+                t.train_step()
     return loops
 
 

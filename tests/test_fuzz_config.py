@@ -133,13 +133,15 @@ def setup_like_the_cli(overrides: list[str], root: str) -> None:
         cfg = compose_cfg(*overrides)
     except HydraException:  # compact composition errors: Hydra prints one clean message
         return
-    if cfg.dataset.get("download") is True:
-        cfg.dataset.download = False  # no network here
-    if cfg.dataset.get("root") == "data":
-        cfg.dataset.root = root
     try:
         _resume_run_dir(cfg.resume, "outputs/x")
         validate(cfg)
+        # only now: before validate an override such as dataset.download=${nope} would
+        # fail here, in the test, instead of in validate's clean message
+        if cfg.dataset.get("download") is True:
+            cfg.dataset.download = False  # no network here
+        if cfg.dataset.get("root") == "data":
+            cfg.dataset.root = root
         if cfg.resume not in (None, "", "auto"):
             load_checkpoint(resolve_checkpoint_path(cfg.resume))
         data = build_data(
@@ -154,6 +156,8 @@ def setup_like_the_cli(overrides: list[str], root: str) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(override(), min_size=1, max_size=4))
 @example(["resume=0", "~resume"])  # found by this test: a traceback from hydra.run.dir
+@example(["dataset.download=${gp.lambda}"])  # found by this test: in its own set-up
+@example(["dataset.download=${nope}"])
 def test_random_overrides_give_a_clean_message_or_a_valid_setup(tmp_path_factory, overrides):
     root = str(tmp_path_factory.getbasetemp() / "empty-data-root")
     setup_like_the_cli([*TINY, *overrides], root)

@@ -160,6 +160,9 @@ class TrainerConfig:
     # double backward always runs eagerly: inductor does not support it)
     compile: bool = False
     cudnn_benchmark: bool = True  # CUDA only
+    # CUDA: capture one whole generator iteration as a CUDA graph after a short eager
+    # warm-up and replay it (wgangp/cuda_graph.py); the same numbers as eager
+    cuda_graph: bool = False
     # glibc: keep freed host memory mapped instead of unmapping it, so each step does not
     # page-fault its activations back in (wgangp/host_memory.py); process-wide
     keep_freed_memory: bool = True

@@ -19,12 +19,45 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
+
+
+@dataclass
+class IterationInputs:
+    """What one generator iteration consumes, drawn before it runs
+    (:meth:`wgangp.trainer.Trainer.draw_inputs`).
+
+    ``reals``: the n_critic real batches; ``fake_z``: latents of the fakes, one tensor
+    per critic update or one for all of them (``trainer.batch_fakes``); ``eps``: the
+    interpolation weights per critic update, None where the lazy penalty skips it;
+    ``gen_z``: the generator update's latents.
+    """
+
+    reals: list[Tensor]
+    fake_z: list[Tensor]
+    eps: list[Tensor | None]
+    gen_z: Tensor
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor, in a fixed order (for copying into static buffers)."""
+        return [*self.reals, *self.fake_z, *(e for e in self.eps if e is not None), self.gen_z]
+
+    def penalty_pattern(self) -> tuple[bool, ...]:
+        return tuple(e is not None for e in self.eps)
+
+    def clone(self) -> IterationInputs:
+        return IterationInputs(
+            [r.clone() for r in self.reals],
+            [z.clone() for z in self.fake_z],
+            [None if e is None else e.clone() for e in self.eps],
+            self.gen_z.clone(),
+        )
 
 
 def critic_scores(
@@ -168,4 +201,4 @@ def with_detached_relu_masks(critic: Callable[[Tensor], Tensor]) -> Callable[[Te
     return forward
 
 
-__all__ = ["critic_scores", "with_detached_relu_masks"]
+__all__ = ["IterationInputs", "critic_scores", "with_detached_relu_masks"]

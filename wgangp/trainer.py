@@ -27,6 +27,7 @@ from wgangp import distributed, evaluate, layout, losses
 from wgangp import step as step_lib
 from wgangp.checkpoint import CheckpointManager
 from wgangp.conv_grad import with_native_conv_grads
+from wgangp.cuda_graph import GraphedIteration
 from wgangp.data import build_data
 from wgangp.errors import CheckpointError, Interrupted, UserError
 from wgangp.host_memory import keep_freed_host_memory
@@ -45,19 +46,32 @@ class NonFiniteError(UserError):
 _FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps", "xpu")
 
 
-def _adam_impl(device: torch.device) -> dict[str, bool]:
+def _adam_impl(device: torch.device, graphed: bool = False) -> dict[str, bool]:
     """Adam's implementation flags: fused where PyTorch has it, else foreach.
 
     Fused: one kernel for every parameter (on 2 CPU cores a toy_quality step at batch
     256 took 21.8 ms instead of foreach's 24.3 ms), and it can skip an update on the
     device (``found_inf``), which the sync-free non-finite check and GradScaler rely on.
+    ``graphed`` (trainer.cuda_graph): capturable, i.e. its step count stays on the device.
     """
     fused = device.type in _FUSED_ADAM_DEVICES
-    return {"fused": fused, "foreach": not fused}
+    return {"fused": fused, "foreach": not fused, "capturable": graphed}
 
 
-def _adam(params: Any, node: Any, device: torch.device) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=node.lr, betas=tuple(node.betas), **_adam_impl(device))
+def _adam_lr(lr: Any, device: torch.device, graphed: bool) -> float | Tensor:  # noqa: ANN401
+    """The learning rate as Adam should hold it: under a CUDA graph a device tensor
+    (the graph reads it, linear decay writes into it), else a float."""
+    value = float(lr)
+    return torch.tensor(value, device=device) if graphed else value
+
+
+def _adam(params: Any, node: Any, device: torch.device, graphed: bool) -> torch.optim.Adam:
+    return torch.optim.Adam(
+        params,
+        lr=_adam_lr(node.lr, device, graphed),
+        betas=tuple(node.betas),
+        **_adam_impl(device, graphed),
+    )
 
 
 class Trainer:
@@ -104,8 +118,8 @@ class Trainer:
         self.scaler = (
             torch.amp.GradScaler(device.type, init_scale=2.0**10) if t.precision == "fp16" else None
         )
-        self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device)
-        self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device)
+        self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device, t.cuda_graph)
+        self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device, t.cuda_graph)
         if self.dist.enabled:
             # DDP: every critic call of the critic step goes through the wrapper and one
             # backward follows (proven equal to one process in tests/test_distributed.py);
@@ -158,6 +172,8 @@ class Trainer:
             else None
         )
         self.best: dict[str, Any] | None = None
+        # trainer.cuda_graph: train_step replays one captured iteration (wgangp/cuda_graph.py)
+        self.graphed = GraphedIteration(self) if t.cuda_graph else None
         log.info(
             "data %s | critic %s: %d params | generator %s: %d params",
             self.data.describe(),
@@ -197,6 +213,8 @@ class Trainer:
             self.device.type,
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
+            # a weight cast cached outside a CUDA-graph capture is stale memory inside it
+            cache_enabled=not self.cfg.trainer.cuda_graph,
         )
 
     def noise(self, n: int) -> Tensor:
@@ -206,12 +224,19 @@ class Trainer:
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
     def critic_step(
-        self, real: Tensor, fake: Tensor, *, penalty: bool = True, lam_scale: float = 1.0
+        self,
+        real: Tensor,
+        fake: Tensor,
+        *,
+        penalty: bool = True,
+        lam_scale: float = 1.0,
+        eps: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """One critic update on L_D = E[D(x̃)] − E[D(x)] + λ·GP.
 
         ``penalty=False`` leaves the penalty out (the lazy penalty's in-between steps);
-        ``lam_scale`` multiplies λ (k for a penalty taken every k-th step).
+        ``lam_scale`` multiplies λ (k for a penalty taken every k-th step); ``eps``: the
+        interpolation weights (drawn here if not given).
         """
         gp_cfg = self.cfg.gp
         real, fake = self._fmt(real), self._fmt(fake)
@@ -226,6 +251,7 @@ class Trainer:
                     fake,
                     target=gp_cfg.target,
                     one_sided=gp_cfg.one_sided,
+                    eps=eps,
                     generator=self.rng,
                     output_scale=self._loss_scale(),
                 )
@@ -248,20 +274,20 @@ class Trainer:
             **self._gp_stats,  # the latest penalty (lazy penalty: from an earlier step)
         }
 
-    def generator_step(self) -> dict[str, Tensor]:
-        """One generator update on L_G = −E[D(G(z))]."""
+    def generator_step(self, z: Tensor | None = None) -> dict[str, Tensor]:
+        """One generator update on L_G = −E[D(G(z))] (``z`` drawn here if not given)."""
+        if z is None:
+            z = self.noise(self.cfg.trainer.batch_size)
         # the critic's parameters need no gradient here: skip computing them
         self.critic.requires_grad_(False)
         try:
             with self._autocast():
-                fake = self._fmt(self.generator_fwd(self.noise(self.cfg.trainer.batch_size)))
+                fake = self._fmt(self.generator_fwd(z))
                 # under DDP the plain critic: its frozen parameters are no reducer's business
                 loss = losses.generator_loss(self.critic_frozen_fwd(fake))
             self._apply(loss, self.opt_g, "generator", {"generator loss": loss.detach()})
         finally:
             self.critic.requires_grad_(True)
-        if self.ema is not None and self.step >= self.cfg.trainer.ema.start:
-            self.ema.update_parameters(self.generator)
         return {"loss/generator": loss.detach()}
 
     def _loss_scale(self) -> Tensor | None:
@@ -365,31 +391,74 @@ class Trainer:
             "loss" if len(nonfinite) else "gradient",
         )
 
-    def train_step(self) -> dict[str, Tensor]:
-        """n_critic critic updates (fresh real batch, fresh fakes each), then one G update."""
+    def draw_inputs(self) -> step_lib.IterationInputs:
+        """Everything random that one generator iteration consumes, drawn in the order
+        the iteration uses it (real batch, latents, ε per critic update; the generator
+        update's latents last), so that drawing first changes no number."""
         t = self.cfg.trainer
         every = self.cfg.gp.every
+        reals: list[Tensor] = []
+        fake_z: list[Tensor] = []
+        eps: list[Tensor | None] = []
+        for i in range(t.n_critic):
+            real = self.data.next_batch()
+            reals.append(real)
+            if not t.batch_fakes:
+                fake_z.append(self.noise(t.batch_size))
+            elif i == 0:  # all n_critic batches from one generator forward
+                fake_z.append(self.noise(t.batch_size * t.n_critic))
+            # lazy penalty: on every k-th critic update (counted over the whole run)
+            if (self.step * t.n_critic + i) % every == 0:
+                eps.append(
+                    losses.interpolation_weights(
+                        real.shape[0],
+                        real.dim(),
+                        device=real.device,
+                        dtype=real.dtype,
+                        generator=self.rng,
+                    )
+                )
+            else:
+                eps.append(None)
+        return step_lib.IterationInputs(reals, fake_z, eps, self.noise(t.batch_size))
+
+    def iteration(self, inputs: step_lib.IterationInputs) -> dict[str, Tensor]:
+        """n_critic critic updates and one generator update on pre-drawn ``inputs``.
+
+        No random draw, data read or host sync happens in here (with
+        ``trainer.nan_check=iteration``), which is what lets ``trainer.cuda_graph``
+        capture it whole (wgangp/cuda_graph.py).
+        """
+        t = self.cfg.trainer
         stats: dict[str, Tensor] = {}
         self._pending = []
         self._bad = torch.zeros_like(self._bad)
         fakes: tuple[Tensor, ...] = ()
-        for i in range(t.n_critic):
-            real = self.data.next_batch()
+        for i, (real, eps) in enumerate(zip(inputs.reals, inputs.eps, strict=True)):
             if t.batch_fakes:
-                if not fakes:  # all n_critic batches from one generator forward
+                if not fakes:
                     with torch.no_grad(), self._autocast():
-                        z = self.noise(t.batch_size * t.n_critic)
-                        fakes = self.generator_fwd(z).float().chunk(t.n_critic)
+                        fakes = self.generator_fwd(inputs.fake_z[0]).float().chunk(t.n_critic)
                 fake = fakes[i]
             else:
                 with torch.no_grad(), self._autocast():
-                    fake = self.generator_fwd(self.noise(t.batch_size)).float()
-            # lazy penalty: on every k-th critic update (counted over the whole run)
-            penalty = (self.step * t.n_critic + i) % every == 0
-            stats = self.critic_step(real, fake, penalty=penalty, lam_scale=float(every))
-        stats.update(self.generator_step())
+                    fake = self.generator_fwd(inputs.fake_z[i]).float()
+            stats = self.critic_step(
+                real, fake, penalty=eps is not None, lam_scale=float(self.cfg.gp.every), eps=eps
+            )
+        stats.update(self.generator_step(inputs.gen_z))
+        return stats
+
+    def train_step(self) -> dict[str, Tensor]:
+        """n_critic critic updates (fresh real batch, fresh fakes each), then one G update."""
+        if self.graphed is not None:
+            stats = self.graphed.step()  # the same iteration, replayed from a CUDA graph
+        else:
+            stats = self.iteration(self.draw_inputs())
         if self.deferred_nan_check:
             self._check_pending()
+        if self.ema is not None and self.step >= self.cfg.trainer.ema.start:
+            self.ema.update_parameters(self.generator)
         return stats
 
     # ------------------------------------------------------------------ the loop
@@ -466,7 +535,10 @@ class Trainer:
         o = self.cfg.optim
         for opt, node in ((self.opt_c, o.critic), (self.opt_g, o.generator)):
             for group in opt.param_groups:
-                group["lr"] = node.lr * frac
+                if isinstance(group["lr"], Tensor):  # read by a CUDA graph: in place
+                    group["lr"].fill_(node.lr * frac)
+                else:
+                    group["lr"] = node.lr * frac
 
     def _log(self, writer: SummaryWriter, values: dict[str, float]) -> None:
         for k, v in values.items():
@@ -545,9 +617,19 @@ class Trainer:
         # a saved param group carries the implementation it was saved with (e.g. foreach
         # from an older checkpoint or another device); this device's choice wins, or
         # the deferred check's found_inf would meet an optimizer that cannot take it
+        graphed = self.graphed is not None
         for opt in (self.opt_c, self.opt_g):
             for group in opt.param_groups:
-                group.update(_adam_impl(self.device))
+                group.update(_adam_impl(self.device, graphed))
+                group["lr"] = _adam_lr(group["lr"], self.device, graphed)
+            # fused and capturable Adam keep the step count on the parameter's device
+            # (a foreach checkpoint kept it on the host)
+            if opt.param_groups[0]["fused"] or graphed:
+                for param, st in opt.state.items():
+                    if "step" in st:
+                        st["step"] = torch.as_tensor(
+                            st["step"], dtype=torch.float32, device=param.device
+                        )
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
         elif self.ema is not None:
@@ -569,6 +651,8 @@ class Trainer:
         self.nan_skips = int(ckpt.get("nan_skips", 0))
         self.history = list(ckpt.get("history", []))
         self.best = ckpt.get("best")
+        if self.graphed is not None:  # the optimizer-state tensors it points at are new
+            self.graphed.reset()
 
     def save(self) -> Path:
         """Write a checkpoint (rank 0). Under torchrun every rank must call it: the

@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from wgangp import layout
+from wgangp import distributed, layout
 from wgangp.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -240,4 +240,52 @@ def validate(cfg: Any) -> torch.device:
         raise ConfigError(
             "trainer.precision", t.precision, "fp32 | bf16 on CPU", "fp16 needs a CUDA device"
         )
+    if t.cuda_graph:
+        validate_cuda_graph(cfg, device)
     return device
+
+
+def validate_cuda_graph(cfg: Any, device: torch.device) -> None:
+    """trainer.cuda_graph=true: refuse what a captured iteration cannot hold
+    (wgangp/cuda_graph.py), naming the setting that conflicts and the way out."""
+    t = cfg.trainer
+    off = "or trainer.cuda_graph=false"
+    if device.type != "cuda":
+        raise ConfigError(
+            "trainer.cuda_graph",
+            True,
+            f"false on {device.type}",
+            "CUDA graphs need a CUDA device (trainer.device=cuda)",
+        )
+    conflicts = [
+        (
+            t.precision == "fp16",
+            "trainer.precision=fp16",
+            f"GradScaler adjusts its scale on the host; use trainer.precision=bf16 {off}",
+        ),
+        (
+            bool(t.compile),
+            "trainer.compile=true",
+            f"choose one: trainer.compile=false {off}",
+        ),
+        (
+            cfg.gp.every != 1,
+            f"gp.every={cfg.gp.every}",
+            f"the lazy penalty changes the iteration from one step to the next; "
+            f"use gp.every=1 {off}",
+        ),
+        (
+            t.nan_check == "step",
+            "trainer.nan_check=step",
+            f"a host check after every update cannot run inside a graph; "
+            f"use trainer.nan_check=iteration (or auto) {off}",
+        ),
+        (
+            distributed.env_info().enabled,
+            "torchrun (WORLD_SIZE > 1)",
+            f"DDP's gradient all-reduce is not captured here; {off.removeprefix('or ')}",
+        ),
+    ]
+    for bad, setting, fix in conflicts:
+        if bad:
+            raise ConfigError("trainer.cuda_graph", True, f"false together with {setting}", fix)
