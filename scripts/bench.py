@@ -10,8 +10,8 @@ medians over repeats are reported:
   generator update), ours; ``ref_ms_per_iter`` the textbook loop's; ``speedup`` their ratio.
 * ``critic_img_per_s``: samples through the critic per second, counted as
   ``n_critic·3·B + B`` per iteration (real, fake and interpolate forwards, G step).
-* ``gp_step_ratio``: our critic update with the penalty / without it (same batches,
-  eager updates, also on ``cuda_graph`` rows).
+* ``gp_step_ratio``: our critic update with the penalty / without it (same batches; on
+  ``cuda_graph`` rows each update is captured alone and replayed).
 * ``cuda_graph``: CUDA rows come twice by default (``--cuda-graph both``): our step eager
   and replayed from a captured graph (``trainer.cuda_graph=true``, wgangp/cuda_graph.py;
   warm-up and capture happen before the timing). FLOPs and ``kernel_ms`` are counted on
@@ -293,6 +293,21 @@ def _time(fn: Callable[[], Any], n: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / n * 1000.0
 
 
+def _graph_of(fn: Callable[[], Any], device: torch.device, warmup: int = 3) -> Callable[[], Any]:
+    """``fn`` (no host sync, no random draw inside) captured as a CUDA graph, after
+    ``warmup`` calls on a side stream; returns the graph's replay."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
 def _minor_faults() -> int:
     """Minor page faults of this process so far (0 where ``resource`` is missing)."""
     try:
@@ -385,17 +400,26 @@ def run_one(
                 faults[name].append((_minor_faults() - f0) / iters)
         ms, ref_ms = statistics.median(t_ours), statistics.median(t_ref)
 
-        # a critic update with and without the penalty, same batches
+        # a critic update with and without the penalty, same batches (cuda_graph rows:
+        # each update captured alone and replayed)
         real = ours.data.next_batch()
         with torch.no_grad():
             fake = ours.generator(ours.noise(cfg.trainer.batch_size)).float()
+        eps = ours.draw_inputs().eps[0]
+
+        def gp_update() -> None:
+            ours.critic_step(real, fake, eps=eps)
+
+        def plain_update() -> None:
+            ours.critic_step(real, fake, penalty=False)
+
+        if ours.graphed is not None:
+            gp_update, plain_update = _graph_of(gp_update, device), _graph_of(plain_update, device)
         t_gp: list[float] = []
         t_plain: list[float] = []
         for _ in range(reps):
-            t_gp.append(_time(lambda: ours.critic_step(real, fake), iters, device))
-            t_plain.append(
-                _time(lambda: ours.critic_step(real, fake, penalty=False), iters, device)
-            )
+            t_gp.append(_time(gp_update, iters, device))
+            t_plain.append(_time(plain_update, iters, device))
         gp_ratio = statistics.median(t_gp) / statistics.median(t_plain)
 
         # counted on the eager iteration: a graph replay dispatches no operator to count
