@@ -485,22 +485,39 @@ def run_one(
         }
 
 
+def _cpu_details() -> dict[str, Any]:
+    """Model name, matrix/bf16 extensions and L3 size (Linux; empty elsewhere): two
+    hosts that both say "Intel(R) Xeon(R) Processor" and AVX512 can differ in these."""
+    out: dict[str, Any] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and "cpu" not in out:
+            out["cpu"] = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            wanted = ("avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+            out["cpu_flags"] = [f for f in wanted if f in flags]
+            break
+    l3 = Path("/sys/devices/system/cpu/cpu0/cache/index3/size")
+    if l3.exists():
+        out["l3_cache"] = l3.read_text().strip()
+    return out
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     """What the numbers were measured on: the CPU (and GPU), its kernel level, torch."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
+    details = _cpu_details()
     info = {
-        "cpu": cpu,
+        "cpu": details.pop("cpu", platform.processor() or platform.machine()),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        **details,
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
