@@ -161,7 +161,8 @@ class TrainerConfig:
     compile: bool = False
     cudnn_benchmark: bool = True  # CUDA only
     # CUDA: capture one whole generator iteration as a CUDA graph after a short eager
-    # warm-up and replay it (wgangp/cuda_graph.py); the same numbers as eager
+    # warm-up and replay it (wgangp/cuda_graph.py): the eager step's kernels on the same
+    # inputs, launched at once; not yet run on a GPU
     cuda_graph: bool = False
     # glibc: keep freed host memory mapped instead of unmapping it, so each step does not
     # page-fault its activations back in (wgangp/host_memory.py); process-wide

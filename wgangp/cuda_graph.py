@@ -11,7 +11,9 @@ latents, interpolation weights) are drawn eagerly by
 :meth:`~wgangp.trainer.Trainer.draw_inputs` from the same generators in the same order
 as an eager step, then copied into the static tensors the graph reads. Parameters,
 optimizer moments and batch-norm buffers are updated in place by the replayed kernels,
-so checkpoints, pictures and the EMA see them as usual.
+so checkpoints, pictures and the EMA see them as usual. (tests/test_cuda_graph.py checks
+the draw-first split bitwise on the CPU; its CUDA tests, graph against eager training,
+have not run yet: no GPU was lent since this was written.)
 
 How (PyTorch's CUDA-graph notes, "whole-network capture"):
 
