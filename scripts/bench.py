@@ -60,7 +60,9 @@ sys.path.insert(0, str(REPO))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from wgangp import losses  # noqa: E402
 from wgangp.config import register_configs  # noqa: E402
+from wgangp.cuda_graph import WARMUP, capture, on_side_stream  # noqa: E402
 from wgangp.data import TensorSource, register_dataset  # noqa: E402
 from wgangp.kernels import kernel_ms, synchronize  # noqa: E402
 from wgangp.memory import LiveBytes, state_bytes  # noqa: E402
@@ -293,18 +295,12 @@ def _time(fn: Callable[[], Any], n: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / n * 1000.0
 
 
-def _graph_of(fn: Callable[[], Any], device: torch.device, warmup: int = 3) -> Callable[[], Any]:
-    """``fn`` (no host sync, no random draw inside) captured as a CUDA graph, after
-    ``warmup`` calls on a side stream; returns the graph's replay."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+def _graph_of(fn: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
+    """``fn`` (no host sync, no random draw inside) captured as a CUDA graph after
+    ``WARMUP`` calls on a side stream; returns the graph's replay."""
+    for _ in range(WARMUP):
+        on_side_stream(fn, device)
+    graph, _ = capture(fn, device)
     return graph.replay
 
 
@@ -405,7 +401,9 @@ def run_one(
         real = ours.data.next_batch()
         with torch.no_grad():
             fake = ours.generator(ours.noise(cfg.trainer.batch_size)).float()
-        eps = ours.draw_inputs().eps[0]
+        eps = losses.interpolation_weights(
+            real.shape[0], real.dim(), device=device, dtype=real.dtype, generator=ours.rng
+        )
 
         def gp_update() -> None:
             ours.critic_step(real, fake, eps=eps)

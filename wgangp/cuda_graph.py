@@ -37,7 +37,8 @@ penalty (``gp.every > 1``: a different graph per phase), ``trainer.nan_check=ste
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch import Tensor
@@ -48,6 +49,29 @@ if TYPE_CHECKING:
 
 #: eager iterations before the capture (the PyTorch notes use 3 for whole networks)
 WARMUP = 3
+
+T = TypeVar("T")
+
+
+def on_side_stream(fn: Callable[[], T], device: torch.device) -> T:
+    """``fn()`` eagerly on a fresh side stream, ordered after and before the current one
+    (how warm-up runs must happen before a capture)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        out = fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    return out
+
+
+def capture(fn: Callable[[], T], device: torch.device) -> tuple[torch.cuda.CUDAGraph, T]:
+    """``fn`` recorded (not run) as a CUDA graph; returns the graph and what ``fn``
+    returned, whose tensors the graph's replays overwrite."""
+    graph = torch.cuda.CUDAGraph()
+    torch.cuda.synchronize(device)
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
 
 
 class GraphedIteration:
@@ -82,7 +106,7 @@ class GraphedIteration:
         if self.graph is None:
             if self.warmed < self.warmup:
                 self.warmed += 1
-                return self._eager_on_side_stream(inputs)
+                return on_side_stream(lambda: t.iteration(inputs), t.device)
             self._capture(inputs)
         else:
             assert self.static is not None
@@ -95,26 +119,13 @@ class GraphedIteration:
         t._pending, t._bad = list(self.pending), self.bad  # type: ignore[assignment]
         return {k: v.clone() for k, v in self.stats.items()}
 
-    def _eager_on_side_stream(self, inputs: IterationInputs) -> dict[str, Tensor]:
-        device = self.trainer.device
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            stats = self.trainer.iteration(inputs)
-        torch.cuda.current_stream(device).wait_stream(side)
-        return stats
-
     def _capture(self, inputs: IterationInputs) -> None:
         t = self.trainer
         # static inputs outside the graph's memory pool: this iteration's own values
-        self.static = inputs.clone()
-        graph = torch.cuda.CUDAGraph()
-        torch.cuda.synchronize(t.device)
-        with torch.cuda.graph(graph):
-            self.stats = t.iteration(self.static)
+        static = self.static = inputs.clone()
+        self.graph, self.stats = capture(lambda: t.iteration(static), t.device)
         self.pending, self.bad = list(t._pending), t._bad
-        self.graph = graph
         self.captures += 1
 
 
-__all__ = ["WARMUP", "GraphedIteration"]
+__all__ = ["WARMUP", "GraphedIteration", "capture", "on_side_stream"]

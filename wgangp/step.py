@@ -48,9 +48,6 @@ class IterationInputs:
         """Every tensor, in a fixed order (for copying into static buffers)."""
         return [*self.reals, *self.fake_z, *(e for e in self.eps if e is not None), self.gen_z]
 
-    def penalty_pattern(self) -> tuple[bool, ...]:
-        return tuple(e is not None for e in self.eps)
-
     def clone(self) -> IterationInputs:
         return IterationInputs(
             [r.clone() for r in self.reals],

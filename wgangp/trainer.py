@@ -622,9 +622,9 @@ class Trainer:
             for group in opt.param_groups:
                 group.update(_adam_impl(self.device, graphed))
                 group["lr"] = _adam_lr(group["lr"], self.device, graphed)
-            # fused and capturable Adam keep the step count on the parameter's device
-            # (a foreach checkpoint kept it on the host)
-            if opt.param_groups[0]["fused"] or graphed:
+            # fused Adam (capturable included) keeps the step count on the parameter's
+            # device (a foreach checkpoint kept it on the host)
+            if opt.param_groups[0]["fused"]:
                 for param, st in opt.state.items():
                     if "step" in st:
                         st["step"] = torch.as_tensor(
