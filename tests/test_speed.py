@@ -315,6 +315,28 @@ def test_bf16_step_is_finite_and_close_to_fp32():
 
 
 # ----------------------------------------------------------------- memory
+def test_the_step_reads_no_config_node(monkeypatch):
+    """An OmegaConf read costs microseconds of Python: the step uses its settings
+    resolved once (``Trainer.hot``), which follow the config."""
+    from omegaconf import DictConfig
+
+    t = make("gp.lambda=3.5", "gp.target=0.5", "gp.one_sided=true", "trainer.n_critic=2")
+    assert (t.hot.gp_lambda, t.hot.gp_target, t.hot.gp_one_sided) == (3.5, 0.5, True)
+    assert (t.hot.n_critic, t.hot.batch_size) == (2, t.cfg.trainer.batch_size)
+    t.train_step()
+    reads = []
+    for name in ("__getattr__", "__getitem__"):
+        orig = getattr(DictConfig, name)
+
+        def counting(self, key, _orig=orig):
+            reads.append(key)
+            return _orig(self, key)
+
+        monkeypatch.setattr(DictConfig, name, counting)
+    t.train_step()
+    assert reads == []
+
+
 def test_memory_is_flat_over_many_steps():
     """Tensors made in the first steps are all freed later: no graph survives a step."""
     torch.set_num_threads(1)  # tiny ops: 2 threads only contend (the fixture restores it)

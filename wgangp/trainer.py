@@ -79,6 +79,7 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path, device: torch.device) -> None:
         self.cfg = cfg
+        self.hot = step_lib.StepSettings.from_cfg(cfg)  # what the step reads, read once
         self.run_dir = Path(run_dir)
         self.device = device
         t = cfg.trainer
@@ -214,7 +215,7 @@ class Trainer:
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
             # a weight cast cached outside a CUDA-graph capture is stale memory inside it
-            cache_enabled=not self.cfg.trainer.cuda_graph,
+            cache_enabled=not self.hot.cuda_graph,
         )
 
     def noise(self, n: int) -> Tensor:
@@ -238,25 +239,23 @@ class Trainer:
         ``lam_scale`` multiplies λ (k for a penalty taken every k-th step); ``eps``: the
         interpolation weights (drawn here if not given).
         """
-        gp_cfg = self.cfg.gp
+        hot = self.hot
         real, fake = self._fmt(real), self._fmt(fake)
         with self._autocast():
-            d_real, d_fake = step_lib.critic_scores(
-                self.critic_fwd, real, fake, self.cfg.trainer.fuse_real_fake
-            )
+            d_real, d_fake = step_lib.critic_scores(self.critic_fwd, real, fake, hot.fuse_real_fake)
             if penalty:
                 gp = losses.gradient_penalty(
                     self.penalty_critic,
                     real,
                     fake,
-                    target=gp_cfg.target,
-                    one_sided=gp_cfg.one_sided,
+                    target=hot.gp_target,
+                    one_sided=hot.gp_one_sided,
                     eps=eps,
                     generator=self.rng,
                     output_scale=self._loss_scale(),
                 )
         if penalty:
-            loss = losses.critic_loss(d_real, d_fake, gp.penalty, gp_cfg["lambda"] * lam_scale)
+            loss = losses.critic_loss(d_real, d_fake, gp.penalty, hot.gp_lambda * lam_scale)
             self._gp_stats = {"gp": gp.penalty.detach(), "grad_norm": gp.grad_norm.detach().mean()}
         else:
             loss = losses.critic_loss(d_real, d_fake, d_real.new_zeros(()), 0.0)
@@ -277,7 +276,7 @@ class Trainer:
     def generator_step(self, z: Tensor | None = None) -> dict[str, Tensor]:
         """One generator update on L_G = −E[D(G(z))] (``z`` drawn here if not given)."""
         if z is None:
-            z = self.noise(self.cfg.trainer.batch_size)
+            z = self.noise(self.hot.batch_size)
         # the critic's parameters need no gradient here: skip computing them
         self.critic.requires_grad_(False)
         try:
@@ -395,8 +394,8 @@ class Trainer:
         """Everything random that one generator iteration consumes, drawn in the order
         the iteration uses it (real batch, latents, ε per critic update; the generator
         update's latents last), so that drawing first changes no number."""
-        t = self.cfg.trainer
-        every = self.cfg.gp.every
+        t = self.hot
+        every = t.gp_every
         reals: list[Tensor] = []
         fake_z: list[Tensor] = []
         eps: list[Tensor | None] = []
@@ -429,7 +428,7 @@ class Trainer:
         ``trainer.nan_check=iteration``), which is what lets ``trainer.cuda_graph``
         capture it whole (wgangp/cuda_graph.py).
         """
-        t = self.cfg.trainer
+        t = self.hot
         stats: dict[str, Tensor] = {}
         self._pending = []
         self._bad = torch.zeros_like(self._bad)
@@ -444,7 +443,7 @@ class Trainer:
                 with torch.no_grad(), self._autocast():
                     fake = self.generator_fwd(inputs.fake_z[i]).float()
             stats = self.critic_step(
-                real, fake, penalty=eps is not None, lam_scale=float(self.cfg.gp.every), eps=eps
+                real, fake, penalty=eps is not None, lam_scale=float(t.gp_every), eps=eps
             )
         stats.update(self.generator_step(inputs.gen_z))
         return stats
@@ -457,7 +456,7 @@ class Trainer:
             stats = self.iteration(self.draw_inputs())
         if self.deferred_nan_check:
             self._check_pending()
-        if self.ema is not None and self.step >= self.cfg.trainer.ema.start:
+        if self.ema is not None and self.step >= self.hot.ema_start:
             self.ema.update_parameters(self.generator)
         return stats
 
