@@ -326,9 +326,11 @@ def test_cuda_graph_replays_update_the_weights_each_time():
 def test_cuda_graph_images_and_resume(tmp_path: Path):
     """A DCGAN on image files: graph vs eager, then a resume that captures again."""
     data = make_folder(tmp_path / "data")
-    over = [
-        o for o in tiny_rgb(data) if not o.startswith("trainer.progress")
-    ] + ["critic=dcgan", "generator=dcgan", "trainer.n_critic=2"]
+    over = [o for o in tiny_rgb(data) if not o.startswith("trainer.progress")] + [
+        "critic=dcgan",
+        "generator=dcgan",
+        "trainer.n_critic=2",
+    ]
     eager, graphed, se, sg = _graph_and_eager(*over, steps=6)
     _assert_close(tensors_of(eager), tensors_of(graphed))
     ckpt = snapshot(graphed)
