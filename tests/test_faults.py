@@ -99,6 +99,30 @@ def test_nan_gradient_with_a_finite_loss_is_caught_before_the_update(make_traine
     assert all(torch.isfinite(v).all() for st in tr.opt_c.state.values() for v in st.values())
 
 
+@pytest.mark.parametrize(
+    ("loss", "bad_grad", "finite"),
+    [
+        (1.0, None, True),
+        (1.0, 1e30, True),  # large but finite: its square would overflow fp32
+        (-3e38, -3e38, True),
+        (float("nan"), None, False),
+        (float("inf"), None, False),
+        (float("-inf"), None, False),
+        (1.0, float("nan"), False),
+        (1.0, float("inf"), False),
+        (1.0, float("-inf"), False),
+    ],
+)
+def test_finite_check_of_loss_and_gradients(make_trainer, loss, bad_grad, finite):
+    tr = make_trainer()
+    for p in tr.critic.parameters():
+        p.grad = torch.ones_like(p)
+    if bad_grad is not None:
+        grads = [p.grad for p in tr.critic.parameters()]
+        grads[0].view(-1)[0] = bad_grad  # a weight matrix
+    assert bool(tr._finite(torch.tensor(loss), tr.opt_c)) is finite
+
+
 def test_inf_generator_gradient_is_caught_and_names_the_generator_loss(make_trainer):
     tr = make_trainer()
     train_to(tr, 2)
