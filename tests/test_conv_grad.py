@@ -74,6 +74,28 @@ def test_first_order_parameter_gradients_come_when_the_output_feeds_the_loss():
         torch.testing.assert_close(a, r, **TOL)
 
 
+def test_backward_runs_in_grad_mode_exactly_when_create_graph():
+    """What _PenaltyConv2d tells its two passes apart by: the engine runs a backward
+    in grad mode exactly when ``create_graph=True``."""
+    seen = []
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            seen.append(torch.is_grad_enabled())
+            return g
+
+    x = torch.randn(3, requires_grad=True)
+    torch.autograd.grad(Probe.apply(x).sum(), x, create_graph=True)
+    torch.autograd.grad(Probe.apply(x).sum(), x)
+    Probe.apply(x).sum().backward()
+    assert seen == [True, False, False]
+
+
 def _critics() -> dict[str, nn.Module]:
     torch.manual_seed(0)
     leaky = lambda: nn.LeakyReLU(0.2)  # noqa: E731

@@ -20,15 +20,17 @@ the gradients agree with PyTorch's to float rounding (tests/test_conv_grad.py, 1
 not bitwise.
 
 Structure (so that nothing is computed that the step does not ask for):
+:class:`_PenaltyConv2d`'s backward runs in one of two passes, told apart by the grad
+mode the autograd engine sets for a backward (on exactly when ``create_graph=True``):
 
-* :class:`_PenaltyConv2d`'s backward returns the input's gradient only, as the
-  differentiable input gradient :class:`_ConvInputGrad`, which holds the edge to the
-  weight used by the double backward.
-* :class:`_ConvParamGrads` carries the *first-order* weight and bias gradients as a
-  separate node that adds a zero to the output. The penalty's first backward asks
-  for :math:`\hat x` only, so the engine never runs it; it runs only when the double
-  backward reaches the forward graph itself (a normalisation layer or a smooth
-  activation between convolutions), where those gradients are part of the answer.
+* the penalty's input-gradient pass (``create_graph=True``): it returns the input's
+  gradient only, as the differentiable input gradient :class:`_ConvInputGrad`, which
+  holds the edge to the weight used by the double backward;
+* a first-order pass (the final backward): the engine reaches this node only when the
+  double backward reaches the forward graph itself (a normalisation layer or a smooth
+  activation between convolutions), and there the ordinary first-order input, weight
+  and bias gradients are part of the answer. With rectifiers whose masks are detached
+  and no normalisation (the DCGAN critic) it is never reached.
 """
 
 from __future__ import annotations
@@ -94,13 +96,14 @@ class _ConvInputGrad(torch.autograd.Function):
 
 
 class _PenaltyConv2d(torch.autograd.Function):
-    """``w ⋆ x + b`` whose backward gives ``x`` its gradient through :class:`_ConvInputGrad`
-    against the live weight (``ctx.weight``), so the double backward reaches ``w``; it
-    leaves ``w`` and ``b`` without one (that is :class:`_ConvParamGrads`' job)."""
+    """``w ⋆ x + b``. In the penalty's input-gradient pass (grad mode on) its backward
+    gives ``x`` its gradient through :class:`_ConvInputGrad` against the live weight
+    (``ctx.weight``), so that the double backward reaches ``w``, and gives ``w`` and ``b``
+    none; in a first-order pass (grad mode off) it gives the usual three gradients."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None, p: _Params) -> Tensor:  # noqa: ANN401
-        ctx.weight, ctx.p = w, p
+        ctx.weight, ctx.p, ctx.has_bias = w, p, b is not None
         ctx.save_for_backward(x)
         ctx.set_materialize_grads(False)
         return _conv(x, w.detach(), None if b is None else b.detach(), p)
@@ -110,32 +113,14 @@ class _PenaltyConv2d(torch.autograd.Function):
         if gy is None:
             return None, None, None, None
         (x,) = ctx.saved_tensors
-        return _ConvInputGrad.apply(gy, ctx.weight, x.detach(), ctx.p), None, None, None
-
-
-class _ConvParamGrads(torch.autograd.Function):
-    """A zero of the output's shape whose backward is the first-order ``(∂w, ∂b)`` of
-    ``w ⋆ x + b``: run only when a gradient reaches the convolution's output in the
-    final backward (see the module docstring)."""
-
-    @staticmethod
-    def forward(  # noqa: ANN401
-        ctx: Any, w: Tensor, b: Tensor | None, x: Tensor, like: Tensor, p: _Params
-    ) -> Tensor:
-        ctx.save_for_backward(x, w)
-        ctx.p, ctx.has_bias = p, b is not None
-        ctx.set_materialize_grads(False)
-        return like.new_zeros(()).expand_as(like)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, gy: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: ANN401
-        if gy is None:
-            return None, None, None, None, None
-        x, w = ctx.saved_tensors
-        gw = _weight_grad(gy, x, w, ctx.p) if ctx.needs_input_grad[0] else None
-        gb = gy.sum(dim=(0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[1] else None
-        return gw, gb, None, None, None
+        w, p = ctx.weight, ctx.p
+        if torch.is_grad_enabled():  # the penalty's ∇x̂ D, built with create_graph=True
+            return _ConvInputGrad.apply(gy, w, x.detach(), p), None, None, None
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx = _input_grad(gy, x, w, p) if need_x else None
+        gw = _weight_grad(gy, x, w, p) if need_w else None
+        gb = gy.sum(dim=(0, 2, 3)) if ctx.has_bias and need_b else None
+        return gx, gw, gb, None
 
 
 def penalty_conv2d(
@@ -159,12 +144,7 @@ def penalty_conv2d(
         x, w = x.to(dt), w.to(dt)
         b = None if b is None else b.to(dt)
     with torch.autocast(dev, enabled=False):
-        y = _PenaltyConv2d.apply(x, w, b, p)
-        if w.requires_grad or (b is not None and b.requires_grad):
-            # (y detached: an edge from this node to y would put it on the path to x̂,
-            # and the penalty's input-gradient pass would then run it)
-            y = y + _ConvParamGrads.apply(w, b, x.detach(), y.detach(), p)
-    return y
+        return _PenaltyConv2d.apply(x, w, b, p)
 
 
 class _NativeConvGrads(TorchFunctionMode):
