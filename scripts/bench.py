@@ -25,6 +25,10 @@ medians over repeats are reported:
   5, and summed (wgangp/kernels.py); ``ref_kernel_ms`` the textbook's. ``ceiling_speedup`` =
   ``ref_ms_per_iter / kernel_ms``: the speed-up our kernels would give if everything
   else (elementwise ops, Adam, Python, autograd) took no time at all.
+* ``ops_per_iter``: ATen operators that do work in one of our eager iterations (views and
+  bare allocations left out; wgangp/kernels.py ``count_ops``), ``ref_ops_per_iter`` the
+  textbook's: on CUDA each is a kernel launch, which is what bounds an eager step at
+  these batch sizes. The count is the same on every machine.
 
 Configurations: MLP on 2-D points (batch 256); DCGAN 32×32 and 64×64 and ResNet 32×32
 (batch 64, width 64, z 128) from the model registry (skipped with a note while
@@ -64,7 +68,7 @@ from wgangp import losses  # noqa: E402
 from wgangp.config import register_configs  # noqa: E402
 from wgangp.cuda_graph import WARMUP, capture, on_side_stream  # noqa: E402
 from wgangp.data import TensorSource, register_dataset  # noqa: E402
-from wgangp.kernels import kernel_ms, synchronize  # noqa: E402
+from wgangp.kernels import count_ops, kernel_ms, synchronize  # noqa: E402
 from wgangp.memory import LiveBytes, state_bytes  # noqa: E402
 from wgangp.models import CRITICS, GENERATORS  # noqa: E402
 from wgangp.models.registry import register_critic, register_generator  # noqa: E402
@@ -426,6 +430,7 @@ def run_one(
 
         flops = _flops(eager_iteration)
         ref_flops = _flops(ref.iteration)
+        ops, ref_ops = count_ops(eager_iteration), count_ops(ref.iteration)
         k_reps = 3 if args.quick else 5
         k_ms, _ = kernel_ms(eager_iteration, k_reps)
         ref_k_ms, _ = kernel_ms(ref.iteration, k_reps)
@@ -468,6 +473,9 @@ def run_one(
             "ref_kernel_ms": ref_k_ms,
             "ceiling_speedup": ref_ms / k_ms,
             "loss_rel_diff": loss_rel_diff,
+            # ATen operators that do work per iteration: kernel launches of an eager CUDA step
+            "ops_per_iter": ops,
+            "ref_ops_per_iter": ref_ops,
             # page faults per iteration (wgangp/host_memory.py: trainer.keep_freed_memory)
             "minor_faults_per_iter": statistics.median(faults["ours"]),
             "ref_minor_faults_per_iter": statistics.median(faults["ref"]),
@@ -542,6 +550,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
         ("kernel_ms", "{:.1f}"),
         ("ceiling_speedup", "{:.2f}x"),
         ("loss_rel_diff", "{:.1e}"),
+        ("ops_per_iter", "{}"),
+        ("ref_ops_per_iter", "{}"),
         ("minor_faults_per_iter", "{:.0f}"),
         ("ref_minor_faults_per_iter", "{:.0f}"),
     ]

@@ -25,6 +25,8 @@ KEYS = {
     "kernel_ms",
     "ref_kernel_ms",
     "ceiling_speedup",
+    "ops_per_iter",
+    "ref_ops_per_iter",
     "minor_faults_per_iter",
     "ref_minor_faults_per_iter",
     "keep_freed_memory",
@@ -74,6 +76,8 @@ def test_bench_quick_mlp_writes_json(tmp_path):
     assert row["kernel_ms"] > 0 and row["ref_kernel_ms"] > 0
     assert row["ceiling_speedup"] == pytest.approx(row["ref_ms_per_iter"] / row["kernel_ms"])
     assert row["loss_rel_diff"] < 1e-4  # same losses as the textbook loop
+    # fused Adam, one critic forward for real and fake, no .item() per update
+    assert 0 < row["ops_per_iter"] < row["ref_ops_per_iter"]
     assert row["minor_faults_per_iter"] >= 0 and row["ref_minor_faults_per_iter"] >= 0
     assert row["keep_freed_memory"] is True
     assert row["memory_format"] == "contiguous"  # points: no layout to choose

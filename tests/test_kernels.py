@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from wgangp import losses
-from wgangp.kernels import KernelRecorder, _TensorSpec, kernel_ms, replay_ms
+from wgangp.kernels import KernelRecorder, OpCounter, _TensorSpec, count_ops, kernel_ms, replay_ms
 
 aten = torch.ops.aten
 
@@ -94,3 +94,25 @@ def test_kernel_ms_counts_the_calls_of_a_function():
     ms, n = kernel_ms(lambda: lin(x).sum().backward(), repeats=2)
     # forward addmm, then mm for the input gradient and mm for the weight gradient
     assert n == 3 and ms > 0
+
+
+def test_count_ops_counts_work_not_views_or_allocations():
+    x = torch.randn(4, 3, requires_grad=True)
+
+    def fn() -> None:
+        x.grad = None  # (a second backward would add into it: one more op)
+        y = (x * 2).t().contiguous().view(-1)  # mul, clone; t and view are views
+        torch.empty(5)  # an allocation: no kernel
+        y.detach().sum()  # sum
+        (x * x).sum().backward()  # mul, sum; backward: ones_like, expand (a view), 2 mul, add
+
+    with OpCounter() as c:
+        fn()
+    assert dict(c.ops) == {
+        "mul.Tensor": 4,
+        "clone.default": 1,
+        "sum.default": 2,
+        "ones_like.default": 1,
+        "add.Tensor": 1,
+    }
+    assert count_ops(fn) == 9

@@ -78,6 +78,36 @@ class KernelRecorder(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+#: operators that run no kernel although their schema does not say "view"
+_NO_KERNEL = frozenset({"_unsafe_view", "empty", "empty_strided", "new_empty", "empty_like"})
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen operators that do work (a kernel launch each on CUDA), leaving out
+    views and aliases (``detach``, ``view``, ``t``...), which only make a new header, and
+    bare allocations (``empty``).
+
+    Why: at the paper's batch sizes an eager CUDA iteration is bound by launching its
+    kernels, not by their arithmetic, and this count is the same on every machine.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if not func.is_view and func.namespace != "profiler" and func._opname not in _NO_KERNEL:
+            self.ops[func.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(fn: Callable[[], Any]) -> int:
+    """The number of working ATen operators ``fn()`` dispatches (see :class:`OpCounter`)."""
+    with OpCounter() as counter:
+        fn()
+    return sum(counter.ops.values())
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA); a no-op on the CPU."""
     if device.type == "cuda":
@@ -118,4 +148,12 @@ def kernel_ms(fn: Callable[[], Any], repeats: int = 5) -> tuple[float, int]:
     return replay_ms(rec.calls, repeats), sum(rec.calls.values())
 
 
-__all__ = ["HEAVY_OPS", "KernelRecorder", "kernel_ms", "replay_ms", "synchronize"]
+__all__ = [
+    "HEAVY_OPS",
+    "KernelRecorder",
+    "OpCounter",
+    "count_ops",
+    "kernel_ms",
+    "replay_ms",
+    "synchronize",
+]
