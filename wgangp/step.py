@@ -105,7 +105,10 @@ def critic_scores(
     if real.dim() == 4 and real.is_contiguous(memory_format=torch.channels_last):
         both = both.contiguous(memory_format=torch.channels_last)
     scores = critic(both)
-    return scores[: real.shape[0]], scores[real.shape[0] :]
+    # unbind, not two slices: its backward is one stack instead of two zero-filled
+    # slice_backward buffers and their sum (launches count in an eager CUDA step)
+    d_real, d_fake = scores.unflatten(0, (2, real.shape[0])).unbind(0)
+    return d_real, d_fake
 
 
 def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any) -> Any:
