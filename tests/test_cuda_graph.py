@@ -12,7 +12,8 @@ import torch
 
 from tests.conftest import TINY, compose_cfg
 from tests.test_images_e2e import make_folder, tiny_rgb
-from wgangp import losses
+from wgangp import cuda_graph, losses
+from wgangp.cuda_graph import CaptureCheck, GraphedIteration, check_capturable
 from wgangp.errors import ConfigError
 from wgangp.trainer import Trainer, _adam, _NonFiniteStep
 from wgangp.validate import validate, validate_cuda_graph
@@ -128,6 +129,112 @@ def test_iteration_draws_nothing_itself():
     assert [e is not None for e in inputs.eps] == [True, True]
     assert inputs.eps[0].shape == (64, 1)  # one ε per sample
     assert len(inputs.tensors()) == 2 + 2 + 2 + 1
+
+
+# ----------------------------------------------------------------- what a graph can hold
+def _images(tmp_path: Path) -> list[str]:
+    return tiny_rgb(make_folder(tmp_path / "data", n=16))
+
+
+@pytest.mark.parametrize(
+    "images,overrides",
+    [
+        (False, ()),
+        (False, ("trainer.batch_fakes=true", "trainer.ema.decay=0.9")),
+        (False, ("trainer.precision=bf16", "gp.one_sided=true")),
+        (True, ("trainer.channels_last=false",)),
+        (True, ("trainer.channels_last=true", "trainer.precision=bf16")),
+        (True, ("critic.norm=layernorm", "optim.lr_decay=linear")),
+        (True, ("gp.native_conv_grads=false", "gp.detach_relu_masks=false")),
+        (True, ("critic=resnet", "generator=resnet")),
+    ],
+    ids=["mlp", "mlp-batch_fakes-ema", "mlp-bf16", "dcgan-nchw", "dcgan-nhwc-bf16",
+         "dcgan-layernorm", "dcgan-plain-penalty", "resnet"],
+)  # fmt: skip
+def test_the_iteration_holds_nothing_a_graph_cannot_capture(tmp_path, images, overrides):
+    """What trainer.cuda_graph captures (Trainer.iteration) makes no host sync, draws no
+    random number, has no value-dependent shape and copies nothing between devices, for
+    every model and option the graph accepts: checked operator by operator on the CPU,
+    so that a GPU run is not the first to find out."""
+    over = [*(_images(tmp_path) if images else ()), *overrides]
+    t = make("trainer.nan_check=iteration", "trainer.n_critic=2", *over, run_dir=str(tmp_path))
+    t.train_step()  # optimizer state and other first-call set-up: outside the check
+    inputs = t.draw_inputs()
+    with CaptureCheck(CPU) as check:
+        stats = t.iteration(inputs)
+    assert check.found == {}
+    assert {"loss/critic", "loss/generator", "gp"} <= stats.keys()
+
+
+def test_capture_check_names_each_operator_a_graph_cannot_hold():
+    x = torch.randn(6)
+    with CaptureCheck(CPU) as check:
+        y = x * 2 + torch.tensor(1.0)  # a 0-dim CPU tensor is a kernel argument: fine
+        x.sum().item()
+        torch.rand(3)
+        x[x > 0]
+        x.nonzero()
+        torch.repeat_interleave(torch.tensor([1, 2]))
+        x.to("meta")
+    assert y.shape == (6,)
+    # the trainer's device may be "cuda": a tensor on cuda:0 is on it, one on cuda:1 is not
+    on = cuda_graph._on
+    cuda0, cuda1 = (SimpleNamespace(device=torch.device("cuda", i)) for i in (0, 1))
+    assert on(cuda0, torch.device("cuda")) and on(cuda1, torch.device("cuda"))
+    assert on(cuda0, torch.device("cuda", 0)) and not on(cuda1, torch.device("cuda", 0))
+    assert not on(SimpleNamespace(device=CPU), torch.device("cuda"))
+    sync = "a host sync (a tensor read as a Python number: .item(), bool(), float())"
+    sized = "an output whose size depends on the values (a host sync)"
+    assert check.found == {
+        "aten._local_scalar_dense.default": sync,
+        "aten.rand.default": "a random draw (draw it in Trainer.draw_inputs, outside the graph)",
+        "aten.index.Tensor": "indexing with a boolean mask (a nonzero, a host sync)",
+        "aten.nonzero.default": sized,
+        "aten.repeat_interleave.Tensor": sized,
+        "aten._to_copy.default": "a tensor on meta, not cpu (a copy between host and device)",
+    }
+
+
+def _critic_that_syncs(t: Trainer) -> None:
+    forward = t.critic.forward
+
+    def syncing(x: torch.Tensor) -> torch.Tensor:
+        out = forward(x)
+        if float(out.detach().abs().max()) > 1e6:  # e.g. a user's model logging or clipping
+            out = out.clamp(-1e6, 1e6)
+        return out
+
+    t.critic.forward = syncing  # type: ignore[method-assign]
+
+
+def test_check_capturable_stops_a_model_that_syncs_naming_the_operator():
+    t = make("trainer.nan_check=iteration", "trainer.n_critic=1")
+    _critic_that_syncs(t)
+    inputs = t.draw_inputs()
+    with pytest.raises(ConfigError) as e:
+        check_capturable(lambda: t.iteration(inputs), CPU)
+    assert e.value.key == "trainer.cuda_graph"
+    assert str(e.value) == (
+        "invalid value for trainer.cuda_graph: True (allowed: an iteration with no host "
+        "sync, random draw, value-dependent shape or host-device copy); the iteration runs "
+        "aten._local_scalar_dense.default: a host sync (a tensor read as a Python number: "
+        ".item(), bool(), float()); set trainer.cuda_graph=false to train this model eagerly"
+    )
+
+
+def test_the_last_warmup_iteration_is_checked_before_the_capture(monkeypatch):
+    """GraphedIteration runs check_capturable on its last eager warm-up, so a model that
+    cannot be captured stops the run with that message, before any capture."""
+    t = make("trainer.nan_check=iteration", "trainer.n_critic=1")
+    monkeypatch.setattr(cuda_graph, "on_side_stream", lambda fn, device: fn())
+    g = object.__new__(GraphedIteration)  # the CPU cannot construct one: no CUDA device
+    g.trainer, g.warmup = t, 2
+    g.reset()
+    _critic_that_syncs(t)
+    g.step()  # the first warm-up iteration runs unchecked
+    with pytest.raises(ConfigError, match="aten._local_scalar_dense.default: a host sync"):
+        g.step()
+    assert g.graph is None
 
 
 # ----------------------------------------------------------------- config

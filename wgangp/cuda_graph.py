@@ -33,15 +33,24 @@ How (PyTorch's CUDA-graph notes, "whole-network capture"):
 What cannot be captured is refused before training (wgangp/validate.py): a CPU device,
 torchrun, fp16 (GradScaler's scale lives on the host), ``trainer.compile``, the lazy
 penalty (``gp.every > 1``: a different graph per phase), ``trainer.nan_check=step``.
+What a model does inside the iteration is checked on the last warm-up iteration
+(:class:`CaptureCheck`): a host sync, a random draw, a shape that depends on values or
+a copy between devices there stops the run with the operator's name, instead of CUDA's
+"operation not permitted when stream is capturing" (or, for a random draw, replays
+that silently reuse one draw's numbers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from wgangp.errors import ConfigError
 
 if TYPE_CHECKING:
     from wgangp.step import IterationInputs
@@ -72,6 +81,89 @@ def capture(fn: Callable[[], T], device: torch.device) -> tuple[torch.cuda.CUDAG
     with torch.cuda.graph(graph):
         out = fn()
     return graph, out
+
+
+aten = torch.ops.aten
+
+#: operators whose output size depends on the values (CUDA computes it, the host reads it)
+_VALUE_SHAPED = frozenset(
+    {
+        "nonzero",
+        "masked_select",
+        "_unique",
+        "_unique2",
+        "unique_dim",
+        "unique_consecutive",
+        "bincount",
+        "argwhere",
+    }
+)
+
+
+def _uncapturable(func: Any, args: tuple, kwargs: dict, out: Any, device: torch.device) -> str:
+    """Why ``func`` cannot be in a captured iteration on ``device`` ('' if it can)."""
+    name = func.overloadpacket.__name__
+    if not isinstance(out, Tensor) and isinstance(out, (bool, int, float, complex)):
+        return "a host sync (a tensor read as a Python number: .item(), bool(), float())"
+    if name in _VALUE_SHAPED or (name == "repeat_interleave" and "output_size" not in kwargs):
+        return "an output whose size depends on the values (a host sync)"
+    if name in ("index", "index_put", "index_put_") and any(
+        isinstance(i, Tensor) and i.dtype in (torch.bool, torch.uint8)
+        for i in tree_leaves(args[1:2])
+    ):
+        return "indexing with a boolean mask (a nonzero, a host sync)"
+    if torch.Tag.nondeterministic_seeded in func.tags:
+        return "a random draw (draw it in Trainer.draw_inputs, outside the graph)"
+    for x in tree_leaves((args, kwargs, out)):
+        # a 0-dim CPU tensor is a kernel argument, not a copy
+        if isinstance(x, Tensor) and not _on(x, device) and not (x.dim() == 0 and x.is_cpu):
+            return f"a tensor on {x.device}, not {device} (a copy between host and device)"
+    return ""
+
+
+def _on(x: Tensor, device: torch.device) -> bool:
+    """``x`` is on ``device`` ("cuda" means the current one: cuda:0 matches it)."""
+    return x.device.type == device.type and device.index in (None, x.device.index)
+
+
+class CaptureCheck(TorchDispatchMode):
+    """Records every operator that a CUDA graph could not capture (or would replay
+    wrongly): host syncs, value-dependent shapes, random draws, tensors on another device.
+
+    ``found``: ``{operator: reason}`` in the order first seen. Runs the operators
+    unchanged, so an iteration run under it is an ordinary iteration.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+        self.found: dict[str, str] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if str(func) not in self.found:
+            why = _uncapturable(func, args, kwargs, out, self.device)
+            if why:
+                self.found[str(func)] = why
+        return out
+
+
+def check_capturable(fn: Callable[[], T], device: torch.device) -> T:
+    """``fn()`` under :class:`CaptureCheck`; a :class:`~wgangp.errors.ConfigError` on
+    ``trainer.cuda_graph`` naming each operator that cannot be captured."""
+    with CaptureCheck(device) as check:
+        out = fn()
+    if check.found:
+        ops = "; ".join(f"{op}: {why}" for op, why in check.found.items())
+        raise ConfigError(
+            "trainer.cuda_graph",
+            True,
+            "an iteration with no host sync, random draw, value-dependent shape or "
+            "host-device copy",
+            f"the iteration runs {ops}; set trainer.cuda_graph=false to train this model eagerly",
+        )
+    return out
 
 
 class GraphedIteration:
@@ -106,7 +198,12 @@ class GraphedIteration:
         if self.graph is None:
             if self.warmed < self.warmup:
                 self.warmed += 1
-                return on_side_stream(lambda: t.iteration(inputs), t.device)
+                if self.warmed < self.warmup:
+                    return on_side_stream(lambda: t.iteration(inputs), t.device)
+                # the last one, set up as the capture will see it: check what it runs
+                return on_side_stream(
+                    lambda: check_capturable(lambda: t.iteration(inputs), t.device), t.device
+                )
             self._capture(inputs)
         else:
             assert self.static is not None
@@ -128,4 +225,11 @@ class GraphedIteration:
         self.captures += 1
 
 
-__all__ = ["WARMUP", "GraphedIteration", "capture", "on_side_stream"]
+__all__ = [
+    "WARMUP",
+    "CaptureCheck",
+    "GraphedIteration",
+    "capture",
+    "check_capturable",
+    "on_side_stream",
+]
