@@ -25,6 +25,15 @@ aten = torch.ops.aten
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 
 
+def assert_close_at_scale(a: torch.Tensor, ref: torch.Tensor) -> None:
+    """Equal to fp32 rounding of a sum: the error of a sum is eps·Σ|terms|, so near-zero
+    entries of a large tensor (cancellations) get an absolute tolerance of 1e-6 of its
+    largest entry, about 16 ulps (the weight term of the double backward reaches ~500 in
+    these tests; oneDNN may pick another summation order for the same shapes from one
+    process to the next)."""
+    torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+
+
 def _second_order(conv, x, w, b, v):
     """y = conv(x, w, b); (y, ∂⟨v, y⟩/∂x, and ∂‖∂⟨v, y⟩/∂x‖²/∂(w, b)), as the penalty uses them."""
     y = conv(x, w, b)
@@ -56,7 +65,7 @@ def test_penalty_conv2d_matches_conv2d_to_second_order(kw, k, c_in, groups):
     ours = _second_order(lambda x, w, b: penalty_conv2d(x, w, b, **kw), x, w, b, v)
     torch.testing.assert_close(ours[0], ref[0], atol=0, rtol=0)  # the same forward kernel
     torch.testing.assert_close(ours[1], ref[1], atol=0, rtol=0)  # and input gradient
-    torch.testing.assert_close(ours[2], ref[2], **TOL)
+    assert_close_at_scale(ours[2], ref[2])
     # ∂g_x/∂b = 0 for a convolution alone: the bias gets no gradient from the penalty
     assert ours[3] is None and ref[3] is None
 
