@@ -120,7 +120,7 @@ def test_finite_check_of_loss_and_gradients(make_trainer, loss, bad_grad, finite
     if bad_grad is not None:
         grads = [p.grad for p in tr.critic.parameters()]
         grads[0].view(-1)[0] = bad_grad  # a weight matrix
-    assert bool(tr._finite(torch.tensor(loss), tr.opt_c)) is finite
+    assert bool(tr._nonfinite(torch.tensor(loss), tr.opt_c)) is not finite
 
 
 def test_inf_generator_gradient_is_caught_and_names_the_generator_loss(make_trainer):

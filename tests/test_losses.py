@@ -42,7 +42,8 @@ def test_linear_critic_norm_is_norm_of_w(shape):
     real, fake = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
     res = losses.gradient_penalty(critic, real, fake)
     expected = w.norm().item()
-    assert torch.allclose(res.grad_norm, torch.full((shape[0],), expected, dtype=torch.float32))
+    # float64 in, float64 out (the norm is taken in fp32 at least, never narrower)
+    assert torch.allclose(res.grad_norm, torch.full((shape[0],), expected, dtype=torch.float64))
     assert res.penalty.item() == pytest.approx((expected - 1) ** 2, rel=1e-6)
 
 
@@ -54,6 +55,17 @@ def test_linear_critic_penalty_gradient_matches_analytic():
     res.penalty.backward()
     assert res.penalty.item() == pytest.approx(16.0)
     assert torch.allclose(critic.w.grad, 2 * (5 - 1) * w / 5)
+
+
+def test_interpolate_is_the_convex_combination_exact_at_both_ends():
+    torch.manual_seed(3)
+    real, fake = torch.randn(6, 3, 4, 4), torch.randn(6, 3, 4, 4)
+    eps = torch.tensor([0.0, 1.0, 0.25, 0.5, 0.75, 0.999]).view(6, 1, 1, 1)
+    x_hat = losses.interpolate(real, fake, eps)
+    assert torch.equal(x_hat[0], fake[0]) and torch.equal(x_hat[1], real[1])
+    assert torch.allclose(x_hat, eps * real + (1 - eps) * fake, atol=1e-6)
+    with pytest.raises(ValueError, match=r"real \(6, 3, 4, 4\) and fake \(6, 3\) differ"):
+        losses.interpolate(real, fake[:, :, 0, 0], eps)
 
 
 def test_quadratic_critic_uses_the_interpolate():
@@ -136,6 +148,64 @@ def test_output_scale_leaves_the_penalty_unchanged():
     a = losses.gradient_penalty(critic, x, y, eps=eps).penalty
     b = losses.gradient_penalty(critic, x, y, eps=eps, output_scale=torch.tensor(1024.0)).penalty
     assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("target,one_sided", [(1.0, False), (0.5, False), (1.0, True)])
+def test_fused_norm_penalty_gradient_is_the_analytic_one(target, one_sided):
+    """penalty_from_grad's written-out backward against finite differences (float64)."""
+    torch.manual_seed(0)
+    g = (torch.randn(5, 3, 4, 4, dtype=torch.float64) * 0.3).requires_grad_(True)
+    g.data[1] *= 10  # norms on both sides of the target (one-sided: some clamped)
+    fn = lambda x: losses.penalty_from_grad(x, target, one_sided)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (g,))
+
+
+@pytest.mark.parametrize("one_sided", [False, True])
+def test_fused_norm_penalty_matches_the_composed_ops(one_sided):
+    """The same penalty, norms and gradient as penalty_from_norm(per_sample_norm(g)),
+    to float rounding, in fp32; a zero gradient row gets exactly 0, not NaN."""
+    torch.manual_seed(1)
+    g = torch.randn(64, 3, 8, 8) * 0.2
+    g[3] = 0.0
+    a, b = g.clone().requires_grad_(True), g.clone().requires_grad_(True)
+    penalty, norm = losses.penalty_from_grad(a, 1.0, one_sided)
+    composed_norm = losses.per_sample_norm(b)
+    composed = losses.penalty_from_norm(composed_norm, 1.0, one_sided)
+    assert torch.allclose(penalty, composed, rtol=1e-6)
+    assert torch.allclose(norm, composed_norm, rtol=1e-6, atol=1e-18)
+    assert norm[3] == 0 and not norm.requires_grad
+    (ga,), (gb,) = torch.autograd.grad(penalty, a), torch.autograd.grad(composed, b)
+    assert torch.allclose(ga, gb, rtol=1e-5, atol=1e-9)
+    assert torch.equal(ga[3], torch.zeros_like(ga[3]))
+
+
+def test_fused_norm_penalty_computes_in_fp32_at_least_and_returns_the_gradient_dtype():
+    for dtype, wide in ((torch.bfloat16, torch.float32), (torch.float64, torch.float64)):
+        g = torch.randn(4, 2, 3, 3, dtype=dtype, requires_grad=True)
+        penalty, norm = losses.penalty_from_grad(g)
+        assert penalty.dtype == norm.dtype == wide
+        (gg,) = torch.autograd.grad(penalty, g, create_graph=True)
+        assert gg.dtype == dtype
+        assert not gg.requires_grad  # first order only: no graph through its backward
+
+
+def test_critic_loss_through_the_estimate_is_bitwise_the_textbook_formula():
+    """λ·GP − W (the trainer's, sharing W's two means) against E[D(x̃)] − E[D(x)] + λ·GP:
+    the same float and the same gradients, bit for bit."""
+    torch.manual_seed(0)
+    for n, lam in ((64, 10.0), (7, 0.1), (256, 0.0)):
+        d_real, d_fake, gp = (torch.randn(s, requires_grad=True) for s in (n, n, ()))
+        textbook = d_fake.mean() - d_real.mean() + lam * gp
+        w = losses.wasserstein_estimate(d_real, d_fake)
+        ours = losses.critic_loss(d_real, d_fake, gp, lam, estimate=w)
+        assert torch.equal(ours, textbook)
+        assert torch.equal(losses.critic_loss(d_real, d_fake, gp, lam), textbook)
+        for a, b in zip(
+            torch.autograd.grad(ours, (d_real, d_fake, gp)),
+            torch.autograd.grad(textbook, (d_real, d_fake, gp)),
+            strict=True,
+        ):
+            assert torch.equal(a, b)
 
 
 def test_critic_and_generator_losses():

@@ -140,7 +140,9 @@ class Trainer:
             if cfg.gp.native_conv_grads:
                 self.penalty_critic = with_native_conv_grads(self.penalty_critic)
             self.critic_frozen_fwd = self.critic_fwd
-        self._bad = torch.zeros((), dtype=torch.bool, device=device)  # deferred check flag
+        # deferred check flag, 1.0 once an update of the iteration was non-finite: float,
+        # since fused Adam's found_inf is one (skip the step where it is exactly 1)
+        self._bad = torch.zeros((), device=device)
         self._pending: list[tuple[str, Tensor, dict[str, Tensor]]] = []
         self._gp_stats: dict[str, Tensor] = {}
         self.ema: AveragedModel | None = None
@@ -254,12 +256,15 @@ class Trainer:
                     generator=self.rng,
                     output_scale=self._loss_scale(),
                 )
+        # the loss is λ·GP − W: its two means are computed once, for both
+        w = losses.wasserstein_estimate(d_real, d_fake)
         if penalty:
-            loss = losses.critic_loss(d_real, d_fake, gp.penalty, hot.gp_lambda * lam_scale)
+            lam = hot.gp_lambda * lam_scale
+            loss = losses.critic_loss(d_real, d_fake, gp.penalty, lam, estimate=w)
             self._gp_stats = {"gp": gp.penalty.detach(), "grad_norm": gp.grad_norm.detach().mean()}
         else:
-            loss = losses.critic_loss(d_real, d_fake, d_real.new_zeros(()), 0.0)
-        w = losses.wasserstein_estimate(d_real, d_fake).detach()
+            loss = losses.critic_loss(d_real, d_fake, w.new_zeros(()), 0.0, estimate=w)
+        w = w.detach()
         terms = {"critic loss": loss.detach(), "W estimate": w}
         if "gp" in self._gp_stats:
             terms["GP"] = self._gp_stats["gp"]
@@ -295,8 +300,8 @@ class Trainer:
             return None
         return self.scaler.scale(torch.ones((), device=self.device))
 
-    def _finite(self, loss: Tensor, opt: torch.optim.Optimizer) -> Tensor:
-        """A device bool: the loss and every gradient are finite (no host sync).
+    def _nonfinite(self, loss: Tensor, opt: torch.optim.Optimizer) -> Tensor:
+        """A device bool: the loss or a gradient is NaN or ±Inf (no host sync).
 
         With fp16 loss scaling an overflowing gradient is GradScaler's business (it
         skips that step and lowers the scale), so only the loss is checked then.
@@ -311,7 +316,7 @@ class Trainer:
                 values += torch._foreach_norm(grads, 1)
         # x·0 is 0 for every finite x and NaN for ±Inf and NaN: one test for all of them
         # in 4 kernels (torch.isfinite is 4 on its own, and this runs every update)
-        return (torch.stack(values) * 0 == 0).all()
+        return (torch.stack(values) * 0 != 0).any()
 
     def _apply(
         self,
@@ -336,7 +341,7 @@ class Trainer:
         if check is None:
             check = loss
         if not self.deferred_nan_check:
-            bad = not bool(self._finite(check, opt))
+            bad = bool(self._nonfinite(check, opt))
             if self.dist.enabled:  # every rank skips, or none: the replicas stay equal
                 bad = distributed.any_true(bad, self.device)
             if bad:
@@ -349,17 +354,17 @@ class Trainer:
         # sync-free: a device flag, set by this or an earlier update of this iteration,
         # makes the fused optimizer skip the update on the device (found_inf); the host
         # looks once per generator iteration (_check_pending)
-        self._bad = self._bad | ~self._finite(check, opt)
+        self._bad = torch.maximum(self._bad, self._nonfinite(check, opt))
         self._pending.append((who, check.detach().float(), dict(terms or {})))
         if self.scaler is not None:
             # GradScaler skips steps whose gradients are non-finite: poison one
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
             if params:
                 g0 = params[0].grad
-                g0.add_(torch.where(self._bad, float("nan"), 0.0).to(g0.dtype))
+                g0.add_(torch.where(self._bad > 0, float("nan"), 0.0).to(g0.dtype))
             self._opt_step(opt)
         else:
-            opt.found_inf = self._bad.float()  # type: ignore[attr-defined]
+            opt.found_inf = self._bad  # type: ignore[attr-defined]
             try:
                 opt.step()
             finally:
