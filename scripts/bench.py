@@ -50,6 +50,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -602,8 +603,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("note: no CUDA device here; CUDA rows skipped", file=sys.stderr)
     rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
     peaks: dict[tuple[str, torch.dtype], float] = {}
-    for bc in (c for c in CONFIGS if c.name in wanted):
+    by_name = {c.name: c for c in CONFIGS}
+    for bc in (by_name[name] for name in dict.fromkeys(wanted)):  # in the order asked for
         if bc.arch not in CRITICS or bc.arch not in GENERATORS:
             print(
                 f"note: {bc.name} skipped: no '{bc.arch}' critic/generator registered "
@@ -619,16 +622,39 @@ def main(argv: list[str] | None = None) -> int:
                 graphs = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graph]
             for precision in precs:
                 for graph in graphs:
-                    row = run_one(bc, device, precision, args, peaks, cuda_graph=graph)
+                    try:
+                        row = run_one(bc, device, precision, args, peaks, cuda_graph=graph)
+                    except Exception as e:  # noqa: BLE001 - one failed row must not cost the rest
+                        # (a lent GPU's minutes are few: report the failure, keep measuring)
+                        traceback.print_exc()
+                        row = {
+                            "config": bc.name,
+                            "device": device.type,
+                            "precision": precision,
+                            "cuda_graph": graph,
+                            "error": f"{type(e).__name__}: {e}",
+                        }
+                        errors.append(row)
+                        print(f"error: {_label(row)}: {row['error']}", file=sys.stderr, flush=True)
+                    else:
+                        print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
                     rows.append(row)
-                    print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+                    if args.json:  # after every row: a run cut short keeps what it measured
+                        args.json.parent.mkdir(parents=True, exist_ok=True)
+                        args.json.write_text(json.dumps(rows, indent=2))
     for device in devices:
         print(f"{device.type}: " + ", ".join(f"{k} {v}" for k, v in machine_info(device).items()))
-    print(_table(rows))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
-    return 0
+    good = [r for r in rows if "error" not in r]
+    if good:
+        print(_table(good))
+    for row in errors:
+        print(f"failed: {_label(row)}: {row['error']}")
+    return 1 if errors else 0
+
+
+def _label(row: dict[str, Any]) -> str:
+    graph = " cuda_graph" if row.get("cuda_graph") else ""
+    return f"{row['config']} {row['device']} {row['precision']}{graph}"
 
 
 if __name__ == "__main__":

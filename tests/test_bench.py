@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -123,3 +124,49 @@ def test_bench_ab_times_variants_and_the_textbook_interleaved(tmp_path):
     fused = rows[1]
     assert fused["speedup"] == pytest.approx(textbook["ms_per_iter"] / fused["ms_per_iter"])
     assert "paired" in proc.stdout and "textbook" in proc.stdout
+
+
+def _bench_module(monkeypatch):
+    """scripts/bench.py imported (its dataclasses need it in sys.modules while loading)."""
+    spec = importlib.util.spec_from_file_location("wgangp_bench", REPO / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_keeps_measuring_after_a_failed_row_and_writes_json_as_it_goes(
+    tmp_path, monkeypatch, capsys
+):
+    """On a lent GPU's few minutes one failing row (say, a graph capture) must not cost
+    the others: it is reported as an error row, the rest are measured, the JSON is
+    rewritten after every row, the rows come in the order asked for, and the exit code is 1."""
+    bench = _bench_module(monkeypatch)
+    real_run_one = bench.run_one
+    on_disk: list[list[str]] = []  # the JSON's rows as each row starts
+
+    def run_one(bc, device, precision, args, peaks, cuda_graph=False):
+        on_disk.append([r["config"] for r in json.loads(out.read_text())] if out.exists() else [])
+        if bc.name == "dcgan32":
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return real_run_one(bc, device, precision, args, peaks, cuda_graph=cuda_graph)
+
+    monkeypatch.setattr(bench, "run_one", run_one)
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--configs", "dcgan32,mlp", "--devices", "cpu", "--threads", "1"]
+    argv += ["--set", "critic.dim=16", "--set", "generator.dim=16", "--json", str(out)]
+    assert bench.main(argv) == 1
+    rows = json.loads(out.read_text())
+    assert [r["config"] for r in rows] == ["dcgan32", "mlp"]
+    assert on_disk == [[], ["dcgan32"]]  # the error row was written before mlp ran
+    assert rows[0] == {
+        "config": "dcgan32",
+        "device": "cpu",
+        "precision": "fp32",
+        "cuda_graph": False,
+        "error": "RuntimeError: operation not permitted when stream is capturing",
+    }
+    assert set(rows[1]) >= KEYS and rows[1]["speedup"] > 0
+    printed = capsys.readouterr()
+    assert "failed: dcgan32 cpu fp32: RuntimeError: operation not permitted" in printed.out
+    assert "speedup" in printed.out  # the table of the rows that ran
