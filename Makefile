@@ -12,8 +12,12 @@ install:
 	@# pyenv only puts new console scripts on PATH after a rehash
 	@command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 
+# two worker processes, one test file at a time each: every test runs single-threaded
+# (tests/conftest.py), so two of them fill 2 cores (8.9 -> 6.1 min on the CI machine)
+TEST_WORKERS ?= 2
+
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow:
 	$(PYTHON) -m pytest -q -m slow
