@@ -83,7 +83,28 @@ def capture(fn: Callable[[], T], device: torch.device) -> tuple[torch.cuda.CUDAG
     return graph, out
 
 
-aten = torch.ops.aten
+#: operators that return a Python value from a tensor's metadata, not its data: no sync
+_METADATA = frozenset(
+    {
+        "is_same_size",
+        "_has_compatible_shallow_copy_type",
+        "is_pinned",
+        "is_coalesced",
+        "is_contiguous",
+        "is_complex",
+        "is_floating_point",
+        "is_nonoverlapping_and_dense",
+        "sym_size",
+        "sym_stride",
+        "sym_numel",
+        "sym_storage_offset",
+        "dim",
+        "size",
+        "stride",
+        "numel",
+        "_nnz",
+    }
+)
 
 #: operators whose output size depends on the values (CUDA computes it, the host reads it)
 _VALUE_SHAPED = frozenset(
@@ -103,7 +124,7 @@ _VALUE_SHAPED = frozenset(
 def _uncapturable(func: Any, args: tuple, kwargs: dict, out: Any, device: torch.device) -> str:
     """Why ``func`` cannot be in a captured iteration on ``device`` ('' if it can)."""
     name = func.overloadpacket.__name__
-    if not isinstance(out, Tensor) and isinstance(out, (bool, int, float, complex)):
+    if isinstance(out, (bool, int, float, complex)) and name not in _METADATA:
         return "a host sync (a tensor read as a Python number: .item(), bool(), float())"
     if name in _VALUE_SHAPED or (name == "repeat_interleave" and "output_size" not in kwargs):
         return "an output whose size depends on the values (a host sync)"
