@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,29 +43,53 @@ TEXTBOOK = "textbook"
 
 def build_loops(
     config: str, variants: list[list[str]], device: torch.device, tmp: str
-) -> dict[str, Callable[[], Any]]:
+) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
     """One training step per variant (same seed each), then the textbook loop built from
-    the first variant's initial weights, data and random stream."""
+    the initial weights, data and random stream of the first variant that could be built.
+
+    Returns the loops and the variants that could not be built or warmed up, with their
+    error: on a lent GPU's few minutes one failing variant (a graph capture, say) must
+    not cost the others.
+    """
     (bc,) = [c for c in bench.CONFIGS if c.name == config]
     loops: dict[str, Callable[[], Any]] = {}
-    trainers = []
+    failed: dict[str, str] = {}
+    trainers: list[tuple[str, Trainer]] = []
     for i, overrides in enumerate(variants):
-        cfg = bench.compose_cfg(
-            [*bc.overrides, f"trainer.device={device}", "trainer.progress=false", *overrides]
-        )
-        validate(cfg)
-        torch.manual_seed(0)
-        trainers.append(Trainer(cfg, Path(tmp) / f"v{i}", device))
         name = " ".join(overrides) or "defaults"
-        if name in loops:
+        if name in loops or name in failed:
             raise SystemExit(f"bench_ab: variant {name!r} given twice")
-        loops[name] = trainers[-1].train_step
-    loops[TEXTBOOK] = bench.textbook_like(trainers[0]).iteration
-    for t in trainers:  # trainer.cuda_graph: warm up and capture before any timing
+        try:
+            cfg = bench.compose_cfg(
+                [*bc.overrides, f"trainer.device={device}", "trainer.progress=false", *overrides]
+            )
+            validate(cfg)
+            torch.manual_seed(0)
+            trainer = Trainer(cfg, Path(tmp) / f"v{i}", device)
+        except Exception as e:  # noqa: BLE001 - reported, and the other variants run
+            failed[name] = _failure(name, e)
+            continue
+        trainers.append((name, trainer))
+        loops[name] = trainer.train_step
+    if not trainers:
+        raise SystemExit("bench_ab: no variant could be built: " + "; ".join(failed.values()))
+    loops[TEXTBOOK] = bench.textbook_like(trainers[0][1]).iteration
+    for name, t in trainers:  # trainer.cuda_graph: warm up and capture before any timing
         if t.graphed is not None:
-            for _ in range(t.graphed.warmup + 1):
-                t.train_step()
-    return loops
+            try:
+                for _ in range(t.graphed.warmup + 1):
+                    t.train_step()
+            except Exception as e:  # noqa: BLE001
+                failed[name] = _failure(name, e)
+                del loops[name]
+    return loops, failed
+
+
+def _failure(name: str, e: Exception) -> str:
+    traceback.print_exc()
+    msg = f"{type(e).__name__}: {e}"
+    print(f"error: variant {name!r}: {msg}", file=sys.stderr, flush=True)
+    return msg
 
 
 def interleave(
@@ -124,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.split() for v in (args.variant or [""])]
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        loops = build_loops(args.config, variants, device, tmp)
+        loops, failed = build_loops(args.config, variants, device, tmp)
         rows = summarize(interleave(loops, args.repeats, args.iters, args.warmup, device))
     machine = bench.machine_info(device)
     print(f"{args.config} on {device.type}: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
@@ -135,12 +160,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['variant']:<{width}}  {r['ms_per_iter']:7.1f}  {r['min_ms']:7.1f}"
             f"  {r['speedup']:6.3f}x  {r['paired_speedup']:6.3f}x"
         )
+    for name, msg in failed.items():
+        print(f"failed: {name}: {msg}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        rows += [{"variant": name, "error": msg} for name, msg in failed.items()]
         for r in rows:
             r.update(config=args.config, device=device.type, machine=machine)
         args.json.write_text(json.dumps(rows, indent=2))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -170,3 +170,45 @@ def test_bench_keeps_measuring_after_a_failed_row_and_writes_json_as_it_goes(
     printed = capsys.readouterr()
     assert "failed: dcgan32 cpu fp32: RuntimeError: operation not permitted" in printed.out
     assert "speedup" in printed.out  # the table of the rows that ran
+
+
+def test_bench_ab_reports_a_variant_that_cannot_run_and_times_the_rest(tmp_path):
+    """A variant that fails to build (here trainer.cuda_graph on the CPU) is an error row
+    and exit code 1; the other variants and the textbook are still timed."""
+    out = tmp_path / "ab.json"
+    good = "trainer.fuse_real_fake=true critic.dim=32 generator.dim=32"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench_ab.py"),
+            "--config",
+            "mlp",
+            "--variant",
+            "trainer.cuda_graph=true",
+            "--variant",
+            good,
+            "--repeats",
+            "2",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    rows = {r["variant"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {good, "textbook", "trainer.cuda_graph=true"}
+    assert rows[good]["ms_per_iter"] > 0 and rows["textbook"]["ms_per_iter"] > 0
+    assert rows["trainer.cuda_graph=true"]["error"] == (
+        "ConfigError: invalid value for trainer.cuda_graph: True (allowed: false on cpu); "
+        "CUDA graphs need a CUDA device (trainer.device=cuda)"
+    )
+    assert "failed: trainer.cuda_graph=true: ConfigError" in proc.stdout
