@@ -626,16 +626,14 @@ def main(argv: list[str] | None = None) -> int:
                         row = run_one(bc, device, precision, args, peaks, cuda_graph=graph)
                     except Exception as e:  # noqa: BLE001 - one failed row must not cost the rest
                         # (a lent GPU's minutes are few: report the failure, keep measuring)
-                        traceback.print_exc()
                         row = {
                             "config": bc.name,
                             "device": device.type,
                             "precision": precision,
                             "cuda_graph": graph,
-                            "error": f"{type(e).__name__}: {e}",
                         }
+                        row["error"] = report_failure(_label(row), e)
                         errors.append(row)
-                        print(f"error: {_label(row)}: {row['error']}", file=sys.stderr, flush=True)
                     else:
                         print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
                     rows.append(row)
@@ -650,6 +648,15 @@ def main(argv: list[str] | None = None) -> int:
     for row in errors:
         print(f"failed: {_label(row)}: {row['error']}")
     return 1 if errors else 0
+
+
+def report_failure(what: str, e: Exception) -> str:
+    """Print ``e``'s traceback and a one-line ``error: WHAT: ...`` to stderr; return the
+    line's message (what a failed row records)."""
+    traceback.print_exc()
+    msg = f"{type(e).__name__}: {e}"
+    print(f"error: {what}: {msg}", file=sys.stderr, flush=True)
+    return msg
 
 
 def _label(row: dict[str, Any]) -> str:

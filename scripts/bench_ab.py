@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,7 @@ def build_loops(
             torch.manual_seed(0)
             trainer = Trainer(cfg, Path(tmp) / f"v{i}", device)
         except Exception as e:  # noqa: BLE001 - reported, and the other variants run
-            failed[name] = _failure(name, e)
+            failed[name] = bench.report_failure(f"variant {name!r}", e)
             continue
         trainers.append((name, trainer))
         loops[name] = trainer.train_step
@@ -80,16 +79,9 @@ def build_loops(
                 for _ in range(t.graphed.warmup + 1):
                     t.train_step()
             except Exception as e:  # noqa: BLE001
-                failed[name] = _failure(name, e)
+                failed[name] = bench.report_failure(f"variant {name!r}", e)
                 del loops[name]
     return loops, failed
-
-
-def _failure(name: str, e: Exception) -> str:
-    traceback.print_exc()
-    msg = f"{type(e).__name__}: {e}"
-    print(f"error: variant {name!r}: {msg}", file=sys.stderr, flush=True)
-    return msg
 
 
 def interleave(
