@@ -44,6 +44,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
+from wgangp import subpixel as subpixel_lib
 from wgangp.step import _arg, _pair
 
 aten = torch.ops.aten
@@ -52,8 +53,12 @@ aten = torch.ops.aten
 _Params = tuple[list[int], list[int], list[int], int]
 
 
-def _input_grad(gy: Tensor, x: Tensor, w: Tensor, p: _Params) -> Tensor:
+def _input_grad(gy: Tensor, x: Tensor, w: Tensor, p: _Params, subpixel: bool = False) -> Tensor:
     stride, padding, dilation, groups = p
+    if subpixel and subpixel_lib.applies(w.shape[1] * groups, stride, dilation, groups):
+        # the gradient of a conv2d is a transposed convolution: into few channels
+        # (an image's), oneDNN's kernel is slow and the sub-pixel form is not
+        return subpixel_lib.conv_transpose2d_subpixel(gy, w, None, stride, padding, x.shape[2:])
     gx, _, _ = aten.convolution_backward(
         gy, x, w, None, stride, padding, dilation, False, [0, 0], groups, [True, False, False]
     )
@@ -78,21 +83,21 @@ class _ConvInputGrad(torch.autograd.Function):
     the backward of an incoming ``ḡ_x`` is ``(w ⋆ ḡ_x, wgrad(ḡ_x, g_y))``."""
 
     @staticmethod
-    def forward(ctx: Any, gy: Tensor, w: Tensor, x: Tensor, p: _Params) -> Tensor:  # noqa: ANN401
+    def forward(ctx: Any, gy: Tensor, w: Tensor, x: Tensor, p: _Params, sub: bool) -> Tensor:  # noqa: ANN401
         ctx.save_for_backward(gy, w)
         ctx.p = p
         ctx.set_materialize_grads(False)
-        return _input_grad(gy, x, w, p)
+        return _input_grad(gy, x, w, p, sub)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, ggx: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: ANN401
         if ggx is None:
-            return None, None, None, None
+            return None, None, None, None, None
         gy, w = ctx.saved_tensors
         ggy = _conv(ggx, w, None, ctx.p) if ctx.needs_input_grad[0] else None
         gw = _weight_grad(gy, ggx, w, ctx.p) if ctx.needs_input_grad[1] else None
-        return ggy, gw, None, None
+        return ggy, gw, None, None, None
 
 
 class _PenaltyConv2d(torch.autograd.Function):
@@ -102,8 +107,8 @@ class _PenaltyConv2d(torch.autograd.Function):
     none; in a first-order pass (grad mode off) it gives the usual three gradients."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None, p: _Params) -> Tensor:  # noqa: ANN401
-        ctx.weight, ctx.p, ctx.has_bias = w, p, b is not None
+    def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None, p: _Params, sub: bool) -> Tensor:  # noqa: ANN401
+        ctx.weight, ctx.p, ctx.has_bias, ctx.sub = w, p, b is not None, sub
         ctx.save_for_backward(x)
         ctx.set_materialize_grads(False)
         return _conv(x, w.detach(), None if b is None else b.detach(), p)
@@ -111,16 +116,16 @@ class _PenaltyConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, gy: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: ANN401
         if gy is None:
-            return None, None, None, None
+            return None, None, None, None, None
         (x,) = ctx.saved_tensors
         w, p = ctx.weight, ctx.p
         if torch.is_grad_enabled():  # the penalty's ∇x̂ D, built with create_graph=True
-            return _ConvInputGrad.apply(gy, w, x.detach(), p), None, None, None
+            return _ConvInputGrad.apply(gy, w, x.detach(), p, ctx.sub), None, None, None, None
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx = _input_grad(gy, x, w, p) if need_x else None
+        gx = _input_grad(gy, x, w, p, ctx.sub) if need_x else None
         gw = _weight_grad(gy, x, w, p) if need_w else None
         gb = gy.sum(dim=(0, 2, 3)) if ctx.has_bias and need_b else None
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None
 
 
 def penalty_conv2d(
@@ -131,8 +136,12 @@ def penalty_conv2d(
     padding: Any = 0,  # noqa: ANN401
     dilation: Any = 1,  # noqa: ANN401
     groups: int = 1,
+    subpixel: bool = False,
 ) -> Tensor:
     """``F.conv2d`` with the double backward described in the module docstring.
+
+    ``subpixel``: an input gradient into few channels is computed in the sub-pixel form
+    (:mod:`wgangp.subpixel`, ``trainer.subpixel_convs``).
 
     Under autocast the operands are cast first, as autocast would for ``conv2d``
     (recorded casts, so gradients flow back in the parameters' dtype).
@@ -144,13 +153,17 @@ def penalty_conv2d(
         x, w = x.to(dt), w.to(dt)
         b = None if b is None else b.to(dt)
     with torch.autocast(dev, enabled=False):
-        return _PenaltyConv2d.apply(x, w, b, p)
+        return _PenaltyConv2d.apply(x, w, b, p, subpixel)
 
 
 class _NativeConvGrads(TorchFunctionMode):
     """Inside this mode ``F.conv2d`` with numeric padding runs :func:`penalty_conv2d`."""
 
     _CONV2D = {F.conv2d, torch.conv2d}
+
+    def __init__(self, subpixel: bool = False) -> None:
+        super().__init__()
+        self.subpixel = subpixel
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
@@ -166,15 +179,19 @@ class _NativeConvGrads(TorchFunctionMode):
                     padding,
                     _arg(args, kwargs, 5, "dilation", 1),
                     int(_arg(args, kwargs, 6, "groups", 1)),
+                    self.subpixel,
                 )
         return func(*args, **kwargs)
 
 
-def with_native_conv_grads(critic: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """``critic`` with its 2-D convolutions run by :func:`penalty_conv2d`."""
+def with_native_conv_grads(
+    critic: Callable[[Tensor], Tensor], subpixel: bool = False
+) -> Callable[[Tensor], Tensor]:
+    """``critic`` with its 2-D convolutions run by :func:`penalty_conv2d` (``subpixel``
+    passed on)."""
 
     def forward(x: Tensor) -> Tensor:
-        with _NativeConvGrads():
+        with _NativeConvGrads(subpixel):
             return critic(x)
 
     return forward

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from wgangp import distributed, evaluate, layout, losses
+from wgangp import distributed, evaluate, layout, losses, subpixel
 from wgangp import step as step_lib
 from wgangp.checkpoint import CheckpointManager
 from wgangp.conv_grad import with_native_conv_grads
@@ -121,6 +121,8 @@ class Trainer:
         )
         self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device, t.cuda_graph)
         self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device, t.cuda_graph)
+        # trainer.subpixel_convs: few-channel transposed convolutions (wgangp/subpixel.py)
+        use_subpixel = subpixel.resolve(t.subpixel_convs, device)
         if self.dist.enabled:
             # DDP: every critic call of the critic step goes through the wrapper and one
             # backward follows (proven equal to one process in tests/test_distributed.py);
@@ -138,8 +140,11 @@ class Trainer:
             if cfg.gp.detach_relu_masks:
                 self.penalty_critic = step_lib.with_detached_relu_masks(self.penalty_critic)
             if cfg.gp.native_conv_grads:
-                self.penalty_critic = with_native_conv_grads(self.penalty_critic)
+                self.penalty_critic = with_native_conv_grads(self.penalty_critic, use_subpixel)
             self.critic_frozen_fwd = self.critic_fwd
+        if use_subpixel and not t.compile:
+            # the generator's output layer (a compiled generator keeps its own kernels)
+            self.generator_fwd = subpixel.with_subpixel_convs(self.generator_fwd)
         # deferred check flag, 1.0 once an update of the iteration was non-finite: float,
         # since fused Adam's found_inf is one (skip the step where it is exactly 1)
         self._bad = torch.zeros((), device=device)

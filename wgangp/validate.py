@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from wgangp import distributed, layout
+from wgangp import distributed, layout, subpixel
 from wgangp.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -220,6 +220,13 @@ def validate(cfg: Any) -> torch.device:
             t.channels_last,
             " | ".join(layout.SETTINGS),
             "auto picks NHWC where the CPU's convolution kernels are faster with it",
+        )
+    if subpixel.normalize_setting(t.subpixel_convs) not in subpixel.SETTINGS:
+        raise ConfigError(
+            "trainer.subpixel_convs",
+            t.subpixel_convs,
+            " | ".join(subpixel.SETTINGS),
+            "auto uses the sub-pixel form of few-channel transposed convolutions on the CPU",
         )
     if t.ema.decay is not None and not 0.0 < _finite("trainer.ema.decay", t.ema.decay) < 1.0:
         raise ConfigError(
