@@ -30,10 +30,12 @@ timeout "${TEST_TIMEOUT:-150}" python3 -m pytest -q -rs -s -m cuda -p no:cachepr
 timeout "${BENCH_TIMEOUT:-300}" python3 scripts/bench.py --devices cuda \
     --configs "${CONFIGS:-dcgan32,mlp,dcgan64,resnet32}" --repeats "${REPEATS:-5}" \
     --json "$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench_cuda.log"
-# the layout on CUDA (auto keeps NCHW there, unmeasured so far), eager and graphed
+# the layout and the sub-pixel few-channel convolutions on CUDA (auto: off for both
+# there, unmeasured so far), eager and graphed
 timeout "${AB_TIMEOUT:-110}" python3 scripts/bench_ab.py --config dcgan32 --device cuda \
     --variant "trainer.cuda_graph=false trainer.channels_last=false" \
     --variant "trainer.cuda_graph=true trainer.channels_last=false" \
     --variant "trainer.cuda_graph=true trainer.channels_last=true" \
     --variant "trainer.cuda_graph=true trainer.channels_last=true trainer.precision=bf16" \
+    --variant "trainer.cuda_graph=true trainer.channels_last=false trainer.subpixel_convs=true" \
     --json "$OUT/bench_ab_cuda.json" 2>&1 | tee "$OUT/bench_ab_cuda.log"

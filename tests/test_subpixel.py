@@ -236,3 +236,36 @@ def test_trainer_generator_and_critic_step_use_it_with_the_same_numbers(tmp_path
         assert calls.shuffles == (1 if t is on else 0)
     for a, r in zip(*grads, strict=True):
         torch.testing.assert_close(a, r, atol=1e-5 * float(r.abs().max()), rtol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_conv_transpose2d_and_is_graph_safe():
+    """cuDNN, TF32 off: the generator's output layer at its real size, values and
+    gradients; and once warmed up, a call makes no host-to-device copy (the tap index is
+    cached per device), so it can sit inside a captured CUDA graph."""
+    g = torch.Generator(device="cuda").manual_seed(3)
+    x = torch.randn(8, 64, 16, 16, device="cuda", generator=g, requires_grad=True)
+    w = torch.randn(64, 3, 5, 5, device="cuda", generator=g, requires_grad=True)
+    b = torch.randn(3, device="cuda", generator=g, requires_grad=True)
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        ref = F.conv_transpose2d(x, w, b, stride=2, padding=2, output_padding=1)
+        out = subpixel.conv_transpose2d_subpixel(x, w, b, 2, 2, (32, 32))
+        v = torch.randn_like(ref)
+        ours = torch.autograd.grad((out * v).sum(), (x, w, b))
+        theirs = torch.autograd.grad((ref * v).sum(), (x, w, b))
+    torch.testing.assert_close(out, ref, **TOL32)
+    for a, r in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, r, atol=1e-5 * float(r.abs().max()), rtol=1e-5)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.backends.cudnn.flags(allow_tf32=False):
+        with torch.cuda.stream(stream):
+            subpixel.conv_transpose2d_subpixel(x, w, b, 2, 2, (32, 32))  # warm-up
+        torch.cuda.current_stream().wait_stream(stream)
+        with torch.cuda.graph(graph):
+            static = subpixel.conv_transpose2d_subpixel(x, w, b, 2, 2, (32, 32))
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(static, ref.detach(), **TOL32)
