@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.conftest import compose_cfg
-from tests.test_images_e2e import make_folder
+from tests.test_images_e2e import make_folder, tiny_rgb
 from wgangp import losses, subpixel
 from wgangp.conv_grad import with_native_conv_grads
 from wgangp.errors import ConfigError
@@ -195,33 +195,21 @@ def test_penalty_input_gradient_uses_it_and_gradients_equal_plain_autograd():
 
 def _image_trainer(tmp_path: Path, setting: str) -> Trainer:
     data = make_folder(tmp_path / "images", n=32)
-    cfg = compose_cfg(
-        "trainer.device=cpu",
-        "dataset=image_folder",
-        f"dataset.root={data}",
-        "dataset.image_size=16",
-        "dataset.channels=1",
-        "dataset.num_workers=0",
-        "critic.dim=8",
-        "generator.dim=8",
-        "trainer.batch_size=8",
-        "trainer.progress=false",
-        f"trainer.subpixel_convs={setting}",
-    )
+    cfg = compose_cfg("trainer.device=cpu", *tiny_rgb(data), f"trainer.subpixel_convs={setting}")
     validate(cfg)
     torch.manual_seed(0)
     return Trainer(cfg, tmp_path / f"run-{setting}", torch.device("cpu"))
 
 
 def test_trainer_generator_and_critic_step_use_it_with_the_same_numbers(tmp_path):
-    """auto on the CPU: the generator's output layer (8 → 1 channel) and the penalty's
+    """auto on the CPU: the generator's output layer (8 → 3 channels) and the penalty's
     first-layer input gradient run in the sub-pixel form; fakes, losses and gradients
     equal the ``false`` step's to float rounding."""
     on, off = _image_trainer(tmp_path, "auto"), _image_trainer(tmp_path, "false")
     z = on.noise(8)
     with _ConvCalls() as calls:
         fake_on = on.generator_fwd(z)
-    assert calls.shuffles == 1 and not any(t and s[1] == 1 for t, s in calls.convs)
+    assert calls.shuffles == 1 and not any(t and s[1] == 3 for t, s in calls.convs)
     with _ConvCalls() as calls:
         fake_off = off.generator_fwd(z)
     assert calls.shuffles == 0
