@@ -8,6 +8,8 @@ medians over repeats are reported:
 
 * ``ms_per_iter``: milliseconds per generator iteration (n_critic critic updates + one
   generator update), ours; ``ref_ms_per_iter`` the textbook loop's; ``speedup`` their ratio.
+  ``paired_speedup``: the median over repeats of each repeat's textbook/ours ratio (the
+  two are timed back to back, so on a shared machine a slow spell lands on both).
 * ``critic_img_per_s``: samples through the critic per second, counted as
   ``n_critic·3·B + B`` per iteration (real, fake and interpolate forwards, G step).
 * ``gp_step_ratio``: our critic update with the penalty / without it (same batches; on
@@ -460,6 +462,7 @@ def run_one(
             "ms_per_iter": ms,
             "ref_ms_per_iter": ref_ms,
             "speedup": ref_ms / ms,
+            "paired_speedup": statistics.median(r / o for r, o in zip(t_ref, t_ours, strict=True)),
             "critic_img_per_s": (n_critic * 3 * b + b) / (ms / 1000.0),
             "ref_critic_img_per_s": (n_critic * 3 * b + b) / (ref_ms / 1000.0),
             "gp_step_ratio": gp_ratio,
@@ -541,6 +544,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         ("ms_per_iter", "{:.1f}"),
         ("ref_ms_per_iter", "{:.1f}"),
         ("speedup", "{:.2f}x"),
+        ("paired_speedup", "{:.2f}x"),
         ("critic_img_per_s", "{:.0f}"),
         ("gp_step_ratio", "{:.2f}"),
         ("peak_mem_mb", "{:.0f}"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,8 @@ def test_bench_quick_mlp_writes_json(tmp_path):
     assert 0 < row["flops_fraction"] < 2
     assert row["kernel_ms"] > 0 and row["ref_kernel_ms"] > 0
     assert row["ceiling_speedup"] == pytest.approx(row["ref_ms_per_iter"] / row["kernel_ms"])
+    pairs = zip(row["ref_ms_samples"], row["ms_samples"], strict=True)
+    assert row["paired_speedup"] == pytest.approx(statistics.median(r / o for r, o in pairs))
     assert row["loss_rel_diff"] < 1e-4  # same losses as the textbook loop
     # fused Adam, one critic forward for real and fake, no .item() per update
     assert 0 < row["ops_per_iter"] < row["ref_ops_per_iter"]
