@@ -157,7 +157,7 @@ class TrainerConfig:
     # kernels, where it is faster (wgangp/layout.py); true | false to force
     channels_last: str = "auto"
     # strided transposed convolutions into 1–4 channels (the generator's output layer,
-    # the critic's input gradient in the penalty) as one stride-1 convolution and a
+    # the critic's first-layer input gradient) as one stride-1 convolution and a
     # pixel shuffle (wgangp/subpixel.py): equal to float rounding; auto = on the CPU
     subpixel_convs: str = "auto"
     # torch.compile the generator and the critic's non-penalty path (the penalty's

@@ -2,8 +2,9 @@ r"""Strided transposed convolutions with few output channels, as a sub-pixel con
 
 ``trainer.subpixel_convs = auto | true | false``. A DCGAN step runs two transposed
 convolutions whose output has the image's 1–4 channels: the generator's last layer,
-and the input gradient of the critic's first layer inside the penalty (the gradient
-of a convolution with respect to its input *is* a transposed convolution). oneDNN
+and the input gradient of the critic's first layer, inside the penalty and in the
+generator step (the gradient of a convolution with respect to its input *is* a
+transposed convolution). oneDNN
 vectorises over output channels, so with 3 of them its kernels run at ~30 GFLOP/s on
 the 2-core AVX-512 host where the other layers of the same step reach 140–230
 (``docs/speed.md``).

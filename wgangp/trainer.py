@@ -142,6 +142,11 @@ class Trainer:
             if cfg.gp.native_conv_grads:
                 self.penalty_critic = with_native_conv_grads(self.penalty_critic, use_subpixel)
             self.critic_frozen_fwd = self.critic_fwd
+            if use_subpixel and cfg.gp.native_conv_grads and not t.compile:
+                # the generator step's backward through the frozen critic: the first
+                # layer's input gradient is the same few-channel transposed convolution
+                # (the other layers run the kernels autograd would: conv_grad.py)
+                self.critic_frozen_fwd = with_native_conv_grads(self.critic, subpixel=True)
         if use_subpixel and not t.compile:
             # the generator's output layer (a compiled generator keeps its own kernels)
             self.generator_fwd = subpixel.with_subpixel_convs(self.generator_fwd)
