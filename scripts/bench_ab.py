@@ -118,7 +118,7 @@ def summarize(samples: dict[str, list[float]]) -> list[dict[str, Any]]:
                 "ms_per_iter": statistics.median(ms),
                 "min_ms": min(ms),
                 "speedup": ref_med / statistics.median(ms),
-                "paired_speedup": statistics.median(r / m for r, m in zip(ref, ms, strict=True)),
+                "paired_speedup": bench.paired_speedup(ref, ms),
                 "ms_samples": ms,
             }
         )

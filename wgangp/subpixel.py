@@ -43,6 +43,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from wgangp.step import _arg, _pair
+
 SETTINGS = ("auto", "true", "false")
 
 #: transposed convolutions with at most this many output channels are rewritten
@@ -63,10 +65,6 @@ def resolve(setting: object, device: torch.device) -> bool:
     return device.type == "cpu" if setting == "auto" else setting == "true"
 
 
-def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def applies(
     out_channels: int,
     stride: int | Sequence[int],
@@ -80,7 +78,7 @@ def applies(
     return (
         out_channels <= MAX_OUT_CHANNELS
         and sh == sw > 1
-        and _pair(dilation) == (1, 1)
+        and _pair(dilation) == [1, 1]
         and groups == 1
     )
 
@@ -103,16 +101,18 @@ def _taps(kernel: int, stride: int, padding: int) -> tuple[tuple[int, ...], tupl
 @functools.lru_cache(maxsize=64)
 def _gather(
     kernel: tuple[int, int], stride: int, padding: tuple[int, int], device: torch.device
-) -> tuple[Tensor, Tensor, int, int]:
+) -> tuple[Tensor, Tensor, tuple[int, int], tuple[int, int]]:
     """Index into the flattened kernel for every (phase, tap) of both axes, whether it lies
-    inside the kernel, and ``e_min`` per axis; made once per shape and device, so a step
-    builds no tensor from host data (nothing to copy inside a CUDA-graph capture)."""
+    inside the kernel, ``e_min`` and the taps per phase ``T`` per axis; made once per
+    shape and device, so a step builds no tensor from host data (nothing to copy inside a
+    CUDA-graph capture)."""
     kh, kw = kernel
     ih, okh, eh = _taps(kh, stride, padding[0])
     iw, okw, ew = _taps(kw, stride, padding[1])
     index = torch.tensor(ih).view(-1, 1) * kw + torch.tensor(iw)
     inside = torch.tensor(okh).view(-1, 1) & torch.tensor(okw)
-    return index.flatten().to(device), inside.flatten().to(device), eh, ew
+    taps = (len(ih) // stride, len(iw) // stride)
+    return index.flatten().to(device), inside.flatten().to(device), (eh, ew), taps
 
 
 def _phase_weight(w: Tensor, stride: int, padding: tuple[int, int]) -> tuple[Tensor, int, int]:
@@ -120,9 +120,7 @@ def _phase_weight(w: Tensor, stride: int, padding: tuple[int, int]) -> tuple[Ten
     ``c·s² + r_h·s + r_w``, ``pixel_shuffle``'s order) and ``e_min`` per axis."""
     c_in, c_out, kh, kw = w.shape
     s = stride
-    index, inside, eh, ew = _gather((kh, kw), s, padding, w.device)
-    th = len(_taps(kh, s, padding[0])[0]) // s
-    tw = len(_taps(kw, s, padding[1])[0]) // s
+    index, inside, (eh, ew), (th, tw) = _gather((kh, kw), s, padding, w.device)
     taps = w.reshape(c_in, c_out, kh * kw)[:, :, index]
     taps = taps * inside  # taps past the kernel's edge are zero
     taps = taps.view(c_in, c_out, s, th, s, tw).permute(1, 2, 4, 0, 3, 5)
@@ -144,8 +142,8 @@ def conv_transpose2d_subpixel(
     gradient of ``conv2d(·, w)`` pass that convolution's weight as it is. The output takes
     ``x``'s memory format.
     """
-    s, _ = _pair(stride)
-    pad = _pair(padding)
+    s = _pair(stride)[0]
+    pad = tuple(_pair(padding))  # a cache key of _gather
     out_h, out_w = int(output_size[0]), int(output_size[1])
     weight, eh, ew = _phase_weight(w, s, pad)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
@@ -165,32 +163,6 @@ def conv_transpose2d_subpixel(
     return y[:, :, :out_h, :out_w]
 
 
-def _transposed_output_size(
-    x: Tensor,
-    w: Tensor,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    out_pad: tuple[int, int],
-) -> tuple[int, int]:
-    return tuple(  # type: ignore[return-value]
-        (x.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + w.shape[2 + i] + out_pad[i]
-        for i in range(2)
-    )
-
-
-# F.conv_transpose2d's positional parameters
-_CONV_T_ARGS = (
-    "input",
-    "weight",
-    "bias",
-    "stride",
-    "padding",
-    "output_padding",
-    "groups",
-    "dilation",
-)
-
-
 class _SubpixelTransposedConvs(TorchFunctionMode):
     """Inside this mode ``F.conv_transpose2d`` calls that :func:`applies` to run
     :func:`conv_transpose2d_subpixel`; the others run as they are."""
@@ -200,17 +172,21 @@ class _SubpixelTransposedConvs(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         if func in self._CONV_T:
-            a: dict[str, Any] = dict(zip(_CONV_T_ARGS, args, strict=False)) | kwargs
-            x, w = a["input"], a["weight"]
-            dilation = a.get("dilation", 1)
-            groups = int(a.get("groups", 1))
-            stride = _pair(a.get("stride", 1))
+            # F.conv_transpose2d(input, weight, bias, stride, padding, output_padding,
+            # groups, dilation)
+            x, w = _arg(args, kwargs, 0, "input", None), _arg(args, kwargs, 1, "weight", None)
+            stride = _pair(_arg(args, kwargs, 3, "stride", 1))
+            groups = int(_arg(args, kwargs, 6, "groups", 1))
+            dilation = _arg(args, kwargs, 7, "dilation", 1)
             if x.dim() == 4 and applies(w.shape[1] * groups, stride, dilation, groups):
-                padding = _pair(a.get("padding", 0))
-                size = _transposed_output_size(
-                    x, w, stride, padding, _pair(a.get("output_padding", 0))
-                )
-                return conv_transpose2d_subpixel(x, w, a.get("bias"), stride, padding, size)
+                padding = _pair(_arg(args, kwargs, 4, "padding", 0))
+                out_pad = _pair(_arg(args, kwargs, 5, "output_padding", 0))
+                size = [
+                    (x.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + w.shape[2 + i] + out_pad[i]
+                    for i in range(2)
+                ]
+                bias = _arg(args, kwargs, 2, "bias", None)
+                return conv_transpose2d_subpixel(x, w, bias, stride, padding, size)
         return func(*args, **kwargs)
 
 
