@@ -31,6 +31,8 @@ def test_toy_paper_experiment_combines_with_any_points_dataset(data):
     assert (cfg.critic.dim, cfg.critic.depth, cfg.critic.activation) == (512, 3, "relu")
     assert (cfg.generator.dim, cfg.generator.depth) == (512, 3)
     assert cfg.trainer.batch_size == 256 and cfg.trainer.n_critic == 5
+    assert cfg.trainer.steps == 100_000  # ITERS
+    assert cfg.critic.init == "tflib" == cfg.generator.init
 
 
 def test_toy_paper_with_a_points_file():

@@ -482,6 +482,60 @@ def test_on_device_matches_streaming(tmp_path: Path, no_md5: None) -> None:
     assert held.state_dict() == streamed.state_dict()
 
 
+def test_dequantize_like_gan_cifar_resnet(tmp_path: Path, no_md5: None) -> None:
+    """(x + u)/128 − 1 with u ~ U[0, 1) per value, from the batch's stream position:
+    the same with workers, on the device and after a resume; other batches differ."""
+    write_cifar10(tmp_path)
+    plain = take(build_data(make_cfg("cifar10", tmp_path), 8, CPU, seed=3), 6)
+    cfg = make_cfg("cifar10", tmp_path, dequantize=True)
+    src = build_data(cfg, 8, CPU, seed=3)
+    noisy = take(src, 6)  # 20 images: 2 batches per epoch, 3 epochs
+    for p_, n_ in zip(plain, noisy, strict=True):
+        q = torch.round((p_ + 1) * 127.5)  # the uint8 values
+        u = (n_ + 1) * 128 - q
+        assert u.min() >= -1e-4 and u.max() < 1 + 1e-4
+        assert n_.min() >= -1 and n_.max() < 1  # 255 ↦ [0.9922, 1)
+        assert 0.45 < u.mean().item() < 0.55 and 0.27 < u.std().item() < 0.31  # U[0,1)
+    flat = torch.cat(
+        [
+            (n_ + 1) * 128 - torch.round((p_ + 1) * 127.5)
+            for p_, n_ in zip(plain, noisy, strict=True)
+        ]
+    )
+    assert len({round(v, 4) for v in flat[:200].flatten().tolist()}) > 190  # not a constant
+    assert not torch.equal(noisy[0] - plain[0], noisy[2] - plain[2])  # fresh noise each epoch
+    # workers, the on-device path and a resume give bitwise the same batches
+    workers = take(
+        build_data(make_cfg("cifar10", tmp_path, dequantize=True, num_workers=2), 8, CPU, 3), 6
+    )
+    held = take(
+        build_data(make_cfg("cifar10", tmp_path, dequantize=True, on_device=True), 8, CPU, 3), 6
+    )
+    resumed = build_data(cfg, 8, CPU, seed=3)
+    resumed.load_state_dict({"epoch": 1, "index": 8})
+    for i in range(6):
+        assert torch.equal(noisy[i], workers[i]) and torch.equal(noisy[i], held[i])
+    assert all(torch.equal(a, b) for a, b in zip(noisy[3:], take(resumed, 3), strict=True))
+    # evaluation samples stay on the plain scale (shared reference statistics)
+    g = torch.Generator().manual_seed(0)
+    s_ = src.sample(4, generator=g)
+    levels = (s_ + 1) * 127.5
+    assert (levels - torch.round(levels)).abs().max() < 1e-4
+
+
+def test_dequantize_refused_for_points() -> None:
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(DatasetConfig), {"name": "gaussians8", "dequantize": True}
+    )
+    with pytest.raises(ConfigError) as e:
+        build_data(cfg, 4, CPU, 0)
+    assert str(e.value) == (
+        "invalid value for dataset.dequantize: True (allowed: false for points data); "
+        "gaussians8 is not quantized (dequantize adds U[0, 1/128) noise to 8-bit images); "
+        "drop dataset.dequantize=true"
+    )
+
+
 def test_on_device_refuses_random_crop(tmp_path: Path, no_md5: None) -> None:
     write_cifar10(tmp_path)
     with pytest.raises(ConfigError, match="dataset.on_device=false to keep random crops"):
@@ -567,3 +621,101 @@ def test_image_sets_pick_image_networks_and_schedule(name: str, arch: str) -> No
         f"dataset={name}", "critic=resnet", "generator=dcgan", "trainer.batch_size=16"
     )
     assert (cfg.critic.name, cfg.generator.name, cfg.trainer.batch_size) == ("resnet", "dcgan", 16)
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def test_cifar10_resnet_paper_preset(tmp_path: Path, no_md5: None) -> None:
+    """experiment=cifar10_resnet_paper carries gan_cifar_resnet.py's constants (the
+    unconditional model), and trains on a CIFAR-10 layout: dequantized reals, critic
+    batches of batch_size, generator updates of gen_batch_size."""
+    from tests.conftest import compose_cfg
+    from wgangp.models import build_critic, build_generator, count_parameters
+    from wgangp.trainer import Trainer
+    from wgangp.validate import validate
+
+    cfg = compose_cfg("experiment=cifar10_resnet_paper", f"dataset.root={tmp_path}")
+    official = {  # gan_cifar_resnet.py, lines 36-47
+        "dataset.name": "cifar10",
+        "dataset.image_size": 32,
+        "dataset.dequantize": True,
+        "critic.name": "resnet",
+        "critic.dim": 128,  # DIM_D
+        "critic.norm": "none",  # NORMALIZATION_D = False
+        "generator.name": "resnet",
+        "generator.dim": 128,  # DIM_G
+        "generator.norm": "batchnorm",  # NORMALIZATION_G = True
+        "generator.z_dim": 128,
+        "trainer.batch_size": 64,  # BATCH_SIZE
+        "trainer.gen_batch_size": 128,  # GEN_BS_MULTIPLE × BATCH_SIZE
+        "trainer.n_critic": 5,  # N_CRITIC
+        "trainer.steps": 100_000,  # ITERS
+        "optim.critic.lr": 2e-4,  # LR
+        "optim.generator.lr": 2e-4,
+        "optim.lr_decay": "linear",  # DECAY
+        "gp.lambda": 10.0,  # LAMBDA
+    }
+    assert {k: OmegaConf.select(cfg, k) for k in official} == official
+    assert list(cfg.optim.critic.betas) == [0.0, 0.9] == list(cfg.optim.generator.betas)
+    write_cifar10(tmp_path)
+    small = compose_cfg(
+        "experiment=cifar10_resnet_paper",
+        f"dataset.root={tmp_path}",
+        "dataset.num_workers=0",
+        "critic.dim=8",
+        "generator.dim=8",
+        "trainer.batch_size=4",
+        "trainer.gen_batch_size=8",
+        "trainer.n_critic=2",
+        "trainer.progress=false",
+    )
+    tr = Trainer(small, tmp_path / "run", validate(small))
+    reals = tr.draw_inputs().reals
+    assert len(reals) == 2 and reals[0].shape == (4, 3, 32, 32)
+    frac = (reals[0] + 1) * 128 - torch.floor((reals[0] + 1) * 128)
+    assert frac.std() > 0.2  # dequantized: off the 256 levels
+    stats = tr.train_step()
+    assert all(torch.isfinite(v).all() for v in stats.values())
+    critic, generator = (
+        build_critic(cfg.critic, (3, 32, 32)),
+        build_generator(cfg.generator, (3, 32, 32)),
+    )
+    assert (count_parameters(critic), count_parameters(generator)) == (
+        1_053_825,
+        1_204_483,
+    )
+
+
+@pytest.mark.parametrize("data", ["lsun", "celeba", "image_folder"])
+def test_resnet64_paper_preset(data: str) -> None:
+    """experiment=resnet64_paper: gan_64x64.py's GoodGenerator/GoodDiscriminator and
+    constants, whichever 64-px set it is combined with (its own picks overridden)."""
+    from tests.conftest import compose_cfg
+    from wgangp.models import build_critic, build_generator, count_parameters
+
+    cfg = compose_cfg("experiment=resnet64_paper", f"dataset={data}")
+    official = {  # gan_64x64.py: DIM, CRITIC_ITERS, BATCH_SIZE, ITERS, LAMBDA, Adam
+        "dataset.name": data,
+        "dataset.image_size": 64,
+        "dataset.dequantize": False,
+        "critic.name": "resnet",
+        "critic.dim": 64,
+        "critic.norm": "layernorm",
+        "generator.name": "resnet",
+        "generator.dim": 64,
+        "generator.norm": "batchnorm",
+        "trainer.batch_size": 64,
+        "trainer.gen_batch_size": None,
+        "trainer.n_critic": 5,
+        "trainer.steps": 200_000,
+        "optim.critic.lr": 1e-4,
+        "optim.generator.lr": 1e-4,
+        "optim.lr_decay": "none",
+        "gp.lambda": 10.0,
+    }
+    assert {k: OmegaConf.select(cfg, k) for k in official} == official
+    assert list(cfg.optim.critic.betas) == [0.0, 0.9] == list(cfg.optim.generator.betas)
+    shape = (3, 64, 64)
+    critic, generator = build_critic(cfg.critic, shape), build_generator(cfg.generator, shape)
+    assert (count_parameters(critic), count_parameters(generator)) == (7_491_841, 8_540_483)

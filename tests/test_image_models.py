@@ -15,7 +15,8 @@ from wgangp.config import CriticConfig, GeneratorConfig
 from wgangp.errors import ConfigError
 from wgangp.losses import critic_loss, generator_loss, gradient_penalty
 from wgangp.models import CRITICS, GENERATORS, build_critic, build_generator, count_parameters
-from wgangp.models.blocks import LayerNorm2d, OptimizedDownBlock, ResidualBlock, tflib_std
+from wgangp.models.blocks import LayerNorm2d, OptimizedDownBlock, ResidualBlock
+from wgangp.models.init import tflib_std
 from wgangp.models.resnet import (
     CifarResNetCritic,
     CifarResNetGenerator,
@@ -338,6 +339,36 @@ def test_dcgan_and_pytorch_init_schemes() -> None:
     torch.manual_seed(0)
     b = nn.Conv2d(3, 8, 5, stride=2, padding=2)
     assert torch.equal(a.body[0].weight, b.weight)  # PyTorch's own init left in place
+
+
+def test_tflib_init_mlp_like_gan_toy() -> None:
+    """gan_toy.py: ReLULayer = Linear(initialization='he'), std √(2/n_in); the output
+    Linear has tflib's default, glorot, std √(2/(n_in + n_out)); biases zero."""
+    d = build_critic(critic_cfg("mlp", dim=512), (2,))
+    g = build_generator(generator_cfg("mlp", dim=512, z_dim=2), (2,))
+    for net, n_out in ((d, 1), (g, 2)):
+        lins = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        assert [(m.in_features, m.out_features) for m in lins] == [
+            (2, 512),
+            (512, 512),
+            (512, 512),
+            (512, n_out),
+        ]
+        for m in lins[:-1]:
+            assert tflib_std(m) == pytest.approx(math.sqrt(2.0 / m.in_features))
+            _check_uniform(m.weight, tflib_std(m))
+        out = lins[-1]
+        assert tflib_std(out) == pytest.approx(math.sqrt(2.0 / (512 + n_out)))
+        assert out.weight.abs().max() <= math.sqrt(6.0 / (512 + n_out))
+        assert all(torch.all(m.bias == 0) for m in lins)
+    # the first layer's bound is √(6/2) ≈ 1.73, where PyTorch's default gives 1/√2
+    assert d.net[0].weight.abs().max() > 1.5
+    torch.manual_seed(0)
+    p = build_critic(critic_cfg("mlp", dim=16, init="pytorch"), (2,))
+    torch.manual_seed(0)
+    assert torch.equal(p.net[0].weight, nn.Linear(2, 16).weight)
+    with pytest.raises(ConfigError, match="generator.init"):
+        build_generator(generator_cfg("mlp", dim=16, init="xavier"), (2,))
 
 
 # ------------------------------------------------------------------ paper sizes

@@ -39,6 +39,8 @@ class DatasetConfig:
     category: str = "bedroom"
     split: str = "train"
     on_device: bool = False
+    # training batches as (x + U[0, 1)) / 128 - 1 instead of x / 127.5 - 1 (gan_cifar_resnet.py)
+    dequantize: bool = False
     # scale of the on-the-fly toy distributions (None: the official script's value)
     scale: float | None = None
     noise: float | None = None
@@ -55,7 +57,7 @@ class CriticConfig:
     # none | layernorm | instancenorm | auto (conv critics: the architecture's default
     # for the image size); batchnorm is refused, it breaks the per-sample penalty
     norm: str = "none"
-    # weight init of conv critics: tflib (the official code's) | dcgan (U, std 0.02) | pytorch
+    # weight init: tflib (the official code's) | dcgan (U, std 0.02) | pytorch
     init: str = "tflib"
 
 
@@ -136,6 +138,8 @@ class EMAConfig:
 class TrainerConfig:
     n_critic: int = 5
     batch_size: int = 256
+    # the generator update's batch (null: batch_size); gan_cifar_resnet.py uses 2 × 64
+    gen_batch_size: int | None = None
     steps: int = 2000  # generator updates
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0

@@ -39,6 +39,7 @@ class StepSettings:
     """
 
     batch_size: int
+    gen_batch_size: int  # the generator update's (trainer.gen_batch_size, or batch_size)
     n_critic: int
     batch_fakes: bool
     fuse_real_fake: bool
@@ -54,6 +55,7 @@ class StepSettings:
         t, gp = cfg.trainer, cfg.gp
         return cls(
             batch_size=int(t.batch_size),
+            gen_batch_size=int(t.gen_batch_size or t.batch_size),
             n_critic=int(t.n_critic),
             batch_fakes=bool(t.batch_fakes),
             fuse_real_fake=bool(t.fuse_real_fake),

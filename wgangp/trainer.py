@@ -291,7 +291,7 @@ class Trainer:
     def generator_step(self, z: Tensor | None = None) -> dict[str, Tensor]:
         """One generator update on L_G = −E[D(G(z))] (``z`` drawn here if not given)."""
         if z is None:
-            z = self.noise(self.hot.batch_size)
+            z = self.noise(self.hot.gen_batch_size)
         # the critic's parameters need no gradient here: skip computing them
         self.critic.requires_grad_(False)
         try:
@@ -439,7 +439,7 @@ class Trainer:
                 )
             else:
                 eps.append(None)
-        return step_lib.IterationInputs(reals, fake_z, eps, self.noise(t.batch_size))
+        return step_lib.IterationInputs(reals, fake_z, eps, self.noise(t.gen_batch_size))
 
     def iteration(self, inputs: step_lib.IterationInputs) -> dict[str, Tensor]:
         """n_critic critic updates and one generator update on pre-drawn ``inputs``.

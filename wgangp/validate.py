@@ -202,6 +202,8 @@ def validate(cfg: Any) -> torch.device:
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)
+    if t.gen_batch_size is not None:
+        _at_least("trainer.gen_batch_size", t.gen_batch_size, 1)
     _at_least("trainer.steps", t.steps, 0)
     _at_least("trainer.log_every", t.log_every, 1)
     _at_least("trainer.sample_every", t.sample_every, 0)

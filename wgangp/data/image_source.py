@@ -20,7 +20,11 @@ The pieces, from the file on disk to the batch on the device:
 
 Batches travel as ``uint8`` through workers, pinned memory and the host→device copy,
 and are scaled to float32 in ``[-1, 1]`` (``x / 127.5 - 1``: 0 → -1, 255 → +1) on the
-device.
+device. ``dataset.dequantize=true`` scales training batches as ``gan_cifar_resnet.py``
+does instead: ``(x + u) / 128 - 1`` with ``u ~ U[0, 1)`` per value, so the critic never
+sees the 256 discrete levels. The noise of a batch comes from a generator seeded with
+the batch's position in the stream (seed, epoch, index, rank): it needs no state of its
+own, is the same with any number of workers and again after a resume.
 """
 
 from __future__ import annotations
@@ -50,6 +54,26 @@ _MASK64 = (1 << 64) - 1
 def to_unit_range(batch: Tensor) -> Tensor:
     """``uint8`` images → float32 in ``[-1, 1]`` (0 ↦ -1, 255 ↦ +1)."""
     return batch.float().div_(127.5).sub_(1.0)
+
+
+_DEQUANTIZE_STREAM = 0x44455155  # keeps the noise seeds apart from other uses of mix_seed
+
+
+def dequantized(batch: Tensor, seed: int) -> Tensor:
+    """``uint8`` images → float32 ``(x + u) / 128 − 1`` in ``[-1, 1)``, ``u ~ U[0, 1)``
+    drawn per value from a generator seeded with ``seed`` (official
+    ``gan_cifar_resnet.py``: ``2·(x/256 − 0.5) + U[0, 1/128)``)."""
+    g = torch.Generator(device=batch.device).manual_seed(seed)
+    u = torch.rand(batch.shape, generator=g, device=batch.device)
+    return u.add_(batch).div_(128.0).sub_(1.0)
+
+
+def scale_batch(batch: Tensor, dequantize: bool, *position: int) -> Tensor:
+    """A training batch to float: dequantized with noise seeded by its stream
+    ``position`` when ``dequantize``, else :func:`to_unit_range`."""
+    if not dequantize:
+        return to_unit_range(batch)
+    return dequantized(batch, mix_seed(_DEQUANTIZE_STREAM, *position))
 
 
 def _splitmix64(x: int) -> int:
@@ -235,6 +259,7 @@ class ImageSource(DataSource):
         seed: int,
         num_workers: int = 0,
         name: str = "data",
+        dequantize: bool = False,
     ) -> None:
         n = len(items)
         if n < batch_size:
@@ -244,7 +269,7 @@ class ImageSource(DataSource):
             )
         self.items, self.name = items, name
         self.batch_size, self.device, self.seed = batch_size, device, seed
-        self.num_workers = num_workers
+        self.num_workers, self.dequantize = num_workers, dequantize
         self.sample_shape = (items.transform.channels, items.transform.size, items.transform.size)
         self.epoch, self.index = 0, 0
         self._pin = device.type == "cuda"
@@ -300,8 +325,10 @@ class ImageSource(DataSource):
             self.epoch, self.index = self.epoch + 1, 0
             self._iter = self._start()
             batch = next(self._iter)
+        start = self.index
         self.index += self.batch_size * self._sampler.world_size
-        return to_unit_range(batch.to(self.device, non_blocking=self._pin))
+        batch = batch.to(self.device, non_blocking=self._pin)
+        return scale_batch(batch, self.dequantize, self.seed, self.epoch, start, self._sampler.rank)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` images (without replacement when ``n`` ≤ the set's size), loaded apart
@@ -327,15 +354,25 @@ class ImageSource(DataSource):
 class ByteTensorSource(TensorSource):
     """TensorSource over ``uint8`` images held on the device, scaled per batch."""
 
+    dequantize = False
+
     def next_batch(self) -> Tensor:
-        return to_unit_range(super().next_batch())
+        batch = super().next_batch()
+        start = self.index - self.batch_size * self.world_size  # this batch's position
+        return scale_batch(batch, self.dequantize, self.seed, self.epoch, start, self.rank)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return to_unit_range(super().sample(n, generator))
 
 
 def load_on_device(
-    items: ImageItems, batch_size: int, device: torch.device, seed: int, num_workers: int, name: str
+    items: ImageItems,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    num_workers: int,
+    name: str,
+    dequantize: bool = False,
 ) -> ByteTensorSource:
     """Decode the whole set once (fixed crops) into a ``uint8`` tensor on ``device``."""
     n = len(items)
@@ -355,4 +392,6 @@ def load_on_device(
             f"(trainer.batch_size={batch_size}); lower trainer.batch_size or add images"
         )
     data = load_items(items, [(i, 0) for i in range(n)], num_workers).to(device)
-    return ByteTensorSource(data, batch_size, seed, name=name)
+    source = ByteTensorSource(data, batch_size, seed, name=name)
+    source.dequantize = dequantize
+    return source

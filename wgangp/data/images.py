@@ -328,8 +328,12 @@ def build_images(cfg: Any, batch_size: int, device: torch.device, seed: int) -> 
     base = OPENERS[cfg.name](cfg)
     items = ImageItems(base, ImageTransform(cfg.image_size, cfg.channels, cfg.crop))
     if cfg.on_device:
-        return load_on_device(items, batch_size, device, seed, cfg.num_workers, cfg.name)
-    return ImageSource(items, batch_size, device, seed, cfg.num_workers, name=cfg.name)
+        return load_on_device(
+            items, batch_size, device, seed, cfg.num_workers, cfg.name, cfg.dequantize
+        )
+    return ImageSource(
+        items, batch_size, device, seed, cfg.num_workers, name=cfg.name, dequantize=cfg.dequantize
+    )
 
 
 for _name in OPENERS:

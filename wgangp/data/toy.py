@@ -164,6 +164,14 @@ class PointsFile(TensorSource):
 
 def build_toy(cfg: Any, batch_size: int, device: torch.device, seed: int) -> DataSource:
     name = cfg.name
+    if cfg.get("dequantize", False):
+        raise ConfigError(
+            "dataset.dequantize",
+            True,
+            "false for points data",
+            f"{name} is not quantized (dequantize adds U[0, 1/128) noise to 8-bit images); "
+            "drop dataset.dequantize=true",
+        )
     if name == "gaussians8":
         scale = cfg.scale if cfg.scale is not None else 2.0
         std = cfg.noise if cfg.noise is not None else 0.02

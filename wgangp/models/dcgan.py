@@ -44,11 +44,10 @@ from torch import Tensor, nn
 from wgangp.models.blocks import (
     ActFactory,
     image_net_args,
-    init_weights,
     log2_stages,
     norm_layer,
-    tag,
 )
+from wgangp.models.init import init_weights, tag
 from wgangp.models.registry import register_critic, register_generator
 
 SIZES = (16, 32, 64, 128)

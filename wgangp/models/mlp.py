@@ -1,5 +1,9 @@
 """Multi-layer perceptrons: the official toy script's networks (3×512 ReLU).
 
+Initialised like ``gan_toy.py`` under ``init=tflib`` (the default): each hidden layer
+he-uniform, U(±√(6/n_in)), the output layer glorot-uniform, U(±√(6/(n_in + n_out))),
+biases zero (:mod:`wgangp.models.init`).
+
 They also work on images by flattening (critic) and reshaping a tanh output
 (generator), the "MLP" baseline of the paper's Figure/Table on architectures.
 """
@@ -12,6 +16,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from wgangp.errors import ConfigError
+from wgangp.models.init import check_init, init_weights, tag
 from wgangp.models.registry import register_critic, register_generator
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -39,12 +44,12 @@ def mlp(
     layers: list[nn.Module] = []
     d = in_dim
     for _ in range(depth):
-        layers.append(nn.Linear(d, width))
+        layers.append(tag(nn.Linear(d, width), "he"))  # the toy script's ReLULayer
         if norm == "layernorm":
             layers.append(nn.LayerNorm(width))
         layers.append(act())
         d = width
-    layers.append(nn.Linear(d, out_dim))
+    layers.append(nn.Linear(d, out_dim))  # untagged: glorot, tflib's default
     return nn.Sequential(*layers)
 
 
@@ -95,7 +100,9 @@ def build_mlp_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
         )
     act_name = cfg.activation
     activation("critic", act_name)  # validate
-    return MLPCritic(sample_shape, cfg.dim, cfg.depth, lambda: activation("critic", act_name), norm)
+    init = check_init("critic", getattr(cfg, "init", "tflib"))
+    act = lambda: activation("critic", act_name)  # noqa: E731
+    return init_weights(MLPCritic(sample_shape, cfg.dim, cfg.depth, act, norm), init)
 
 
 @register_generator("mlp")
@@ -105,9 +112,11 @@ def build_mlp_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
         raise ConfigError("generator.z_dim", cfg.z_dim, "an integer ≥ 1")
     act_name = cfg.activation
     activation("generator", act_name)
-    return MLPGenerator(
+    init = check_init("generator", getattr(cfg, "init", "tflib"))
+    model = MLPGenerator(
         sample_shape, cfg.z_dim, cfg.dim, cfg.depth, lambda: activation("generator", act_name)
     )
+    return init_weights(model, init)
 
 
 def count_parameters(module: nn.Module) -> int:

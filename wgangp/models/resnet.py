@@ -59,11 +59,10 @@ from wgangp.models.blocks import (
     ResidualBlock,
     conv,
     image_net_args,
-    init_weights,
     log2_stages,
     norm_layer,
-    tag,
 )
+from wgangp.models.init import init_weights, tag
 from wgangp.models.registry import register_critic, register_generator
 
 CIFAR_SIZES = (16, 32)
