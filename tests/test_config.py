@@ -88,6 +88,11 @@ BAD = [  # noqa: E501 (one row per case reads best)
         "invalid value for trainer.ema.decay: 1.5 (allowed: null (off) or 0 < decay < 1); e.g. 0.999",  # noqa: E501
     ),
     ("gp.target=-1", "invalid value for gp.target: -1.0 (allowed: a number ≥ 0); the paper uses 1"),
+    ("trainer.ema.start=-5", "invalid value for trainer.ema.start: -5 (allowed: an integer ≥ 0)"),
+    (
+        "trainer.gen_batch_size=0",
+        "invalid value for trainer.gen_batch_size: 0 (allowed: an integer ≥ 1)",
+    ),
 ]
 
 

@@ -223,6 +223,9 @@ def test_torchrun_rank0_writes_and_resume_continues_bitwise(tmp_path):
     assert not torch.equal(r0["noise"], r1["noise"])  # per-rank seeds
     assert not torch.equal(r0["data"]["rng"], r1["data"]["rng"])
     # resume under DDP from step 4: every rank loads the same file, then its own streams
+    # (in place, so the later checkpoints go first: resuming would refuse to overwrite them)
+    for later in ("last.pt", "step_0000008.pt"):
+        (run / "checkpoints" / later).unlink()
     finish(
         torchrun(
             f"resume={run / 'checkpoints' / 'step_0000004.pt'}", "trainer.steps=8", cwd=tmp_path

@@ -148,9 +148,14 @@ def test_skip_policy_skips_transient_nans_and_finishes(make_trainer, caplog):
 def test_skip_policy_stops_after_max_nan_skips(make_trainer):
     tr = make_trainer("trainer.nan_policy=skip", "trainer.max_nan_skips=3")
     nan_output(tr.critic)
-    with pytest.raises(NonFiniteError, match="non-finite critic loss at step 1"):
+    with pytest.raises(NonFiniteError, match="non-finite critic loss at step 1") as e:
         train_to(tr, 4)
     assert tr.nan_skips == 3 and tr.step == 0
+    # the advice fits the policy in force: not "set trainer.nan_policy=skip" again
+    assert str(e.value).endswith(
+        "; 3 such steps were skipped already (trainer.max_nan_skips=3); lower the learning "
+        "rate, or raise trainer.max_nan_skips"
+    )
 
 
 def test_nonfinite_weights_are_never_saved_over_the_last_good_checkpoint(make_trainer):
@@ -324,6 +329,16 @@ def test_full_disk_or_unwritable_dir_is_a_clear_error_and_the_previous_checkpoin
     # nothing changed on disk: no half-written file, no leftover temporary
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
     assert load_checkpoint(d / "last.pt")["step"] == 2
+
+
+def test_a_failed_first_save_does_not_claim_a_previous_checkpoint(tmp_path, monkeypatch):
+    _failing_save(monkeypatch, errno.ENOSPC)
+    with pytest.raises(CheckpointError) as e:
+        CheckpointManager(tmp_path, keep=2).save({"step": 1}, 1)
+    assert str(e.value) == (
+        f"checkpoint {tmp_path / 'checkpoints'}: cannot write a checkpoint at step 1 (No "
+        "space left on device); none was written yet — free disk space or fix permissions"
+    )
 
 
 def test_checkpoint_manager_keeps_only_the_newest_k(tmp_path):

@@ -282,6 +282,9 @@ def test_failed_download_is_a_data_error(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(DataError, match="download failed: OSError: network unreachable") as e:
         build_data(make_cfg("mnist", tmp_path, download=True), 4, CPU, 0)
     assert "root/MNIST/raw/" in str(e.value)
+    # it was already true: the advice is to bring the files, not to set it again
+    assert "set dataset.download=true" not in str(e.value)
+    assert "or download it where there is a network and copy it there" in str(e.value)
 
 
 def test_lsun_without_lmdb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

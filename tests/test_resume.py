@@ -57,11 +57,93 @@ def test_training_2n_equals_n_then_resume_to_2n_bitwise(tmp_path):
     assert resumed["config"]["critic"]["dim"] == 32
 
 
-def test_resume_from_a_checkpoint_file_in_place(tmp_path):
+def _snapshot(ckpts: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(ckpts.iterdir())}
+
+
+def test_resume_from_the_newest_step_file_in_place(tmp_path):
     cli(*TINY, "trainer.steps=4", "trainer.ckpt_every=2", cwd=tmp_path, check=True)
     d = run_dir(tmp_path)
-    cli(f"resume={d}/checkpoints/step_0000002.pt", "trainer.steps=6", cwd=tmp_path, check=True)
+    cli(f"resume={d}/checkpoints/step_0000004.pt", "trainer.steps=6", cwd=tmp_path, check=True)
     assert load_checkpoint(d / "checkpoints" / "last.pt")["step"] == 6
+
+
+def test_resume_from_an_older_step_file_branches_or_is_refused(tmp_path):
+    """In place it would overwrite the newer last.pt and leave step 4 beside a step-3
+    branch: refused, nothing touched; with hydra.run.dir it branches there."""
+    cli(*TINY, "trainer.steps=4", "trainer.ckpt_every=2", cwd=tmp_path, check=True)
+    d = run_dir(tmp_path)
+    before = _snapshot(d / "checkpoints")
+    old = d / "checkpoints" / "step_0000002.pt"
+    proc = cli(f"resume={old}", "trainer.steps=6", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        f"wgangp: error: checkpoint {old}: resuming step 2 in {d} would overwrite that "
+        "directory's later checkpoints (last.pt (step 4), step_0000004.pt (step 4)); to "
+        "branch from step 2, add hydra.run.dir=NEW_DIR (the run continues there), or "
+        "delete the later files"
+    ) in proc.stderr
+    assert _snapshot(d / "checkpoints") == before
+    branch = tmp_path / "branch"
+    cli(f"resume={old}", f"hydra.run.dir={branch}", "trainer.steps=6", cwd=tmp_path, check=True)
+    assert load_checkpoint(branch / "checkpoints" / "last.pt")["step"] == 6
+    assert load_checkpoint(branch / "checkpoints" / "last.pt")["config"]["critic"]["dim"] == 32
+    assert _snapshot(d / "checkpoints") == before
+
+
+def test_a_new_run_in_a_used_run_directory_is_refused(tmp_path):
+    """Without resume=, a run directory holding checkpoints is not written over; the
+    first run's .hydra/ record stays, the refused start is recorded beside it."""
+    d = tmp_path / "run"
+    cli(*TINY, f"hydra.run.dir={d}", "trainer.steps=2", "gp.lambda=3", cwd=tmp_path, check=True)
+    before = _snapshot(d / "checkpoints")
+    proc = cli(*TINY, f"hydra.run.dir={d}", "trainer.steps=1", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        f"wgangp: error: checkpoint {d}/checkpoints: a new run cannot start in {d}, which "
+        f"already holds checkpoints (last.pt, step_0000002.pt); continue that run with "
+        f"resume={d}, or train in a new directory (another hydra.run.dir); no checkpoint "
+        "was touched"
+    ) in proc.stderr
+    assert _snapshot(d / "checkpoints") == before
+    assert "lambda: 3.0" in (d / ".hydra" / "config.yaml").read_text()
+    assert len(list((d / ".hydra").glob("rerun_*/config.yaml"))) == 1
+    # resume=auto in the same directory continues it, and keeps the first record too
+    cli(f"hydra.run.dir={d}", "resume=auto", "trainer.steps=3", cwd=tmp_path, check=True)
+    assert load_checkpoint(d / "checkpoints" / "last.pt")["config"]["gp"]["lambda"] == 3.0
+    assert "lambda: 3.0" in (d / ".hydra" / "config.yaml").read_text()
+    assert len(list((d / ".hydra").glob("resume_*/config.yaml"))) == 1
+
+
+def test_resume_auto_with_only_unreadable_checkpoints_is_refused(tmp_path):
+    d = tmp_path / "run"
+    cli(*TINY, f"hydra.run.dir={d}", "trainer.steps=2", cwd=tmp_path, check=True)
+    for p in (d / "checkpoints").iterdir():
+        p.write_bytes(b"not a checkpoint")
+    proc = cli(f"hydra.run.dir={d}", "resume=auto", "trainer.steps=4", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        f"resume=auto could read none of the checkpoints in {d} (last.pt, "
+        "step_0000002.pt; the reasons are logged above), and starting afresh would "
+        "overwrite them"
+    ) in proc.stderr
+    assert {p.read_bytes() for p in (d / "checkpoints").iterdir()} == {b"not a checkpoint"}
+
+
+def test_resume_with_steps_at_or_below_the_checkpoint(tmp_path):
+    d = tmp_path / "run"
+    cli(*TINY, f"hydra.run.dir={d}", "trainer.steps=4", cwd=tmp_path, check=True)
+    before = _snapshot(d / "checkpoints")
+    proc = cli(f"resume={d}", "trainer.steps=3", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (
+        f"wgangp: error: invalid value for trainer.steps: 3 (allowed: an integer ≥ 4, the "
+        f"step of {d}/checkpoints/last.pt); the run is already at step 4; raise "
+        "trainer.steps to train further"
+    ) in proc.stderr
+    proc = cli(f"resume={d}", cwd=tmp_path, check=True)  # steps = 4: already complete
+    assert "the run is already complete" in proc.stderr + (d / "train.log").read_text()
+    assert _snapshot(d / "checkpoints") == before
 
 
 def test_resume_with_another_architecture_is_refused_listing_keys(tmp_path):

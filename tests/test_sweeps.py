@@ -12,11 +12,18 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import TINY, cli
+from tests.conftest import TINY, cli, compose_cfg
 from wgangp.checkpoint import load_checkpoint
+from wgangp.errors import ConfigError
 from wgangp.sweep_report import main as report_main
 from wgangp.sweep_report import read_scalars
-from wgangp.train import _short_dirname
+from wgangp.train import (
+    LOGGED_SCALARS,
+    _short_dirname,
+    check_group_overrides,
+    check_optimized_metric,
+    config_dir,
+)
 
 EXTRA = "needs the sweep extra: pip install 'wgangp[sweep]'"
 QUICK = [
@@ -148,3 +155,151 @@ def test_long_job_names_are_shortened_and_distinct():
     a = _short_dirname("x" * 300 + "a")
     b = _short_dirname("x" * 300 + "b")
     assert len(a) <= 120 and a != b and a.startswith("xxx")
+
+
+def options(group: str) -> str:
+    return " | ".join(sorted(p.stem for p in (config_dir() / group).glob("*.yaml")))
+
+
+def test_a_sweep_over_config_groups_runs_one_job_per_option(tmp_path):
+    # a comma list and a glob over config groups: were refused as one option name
+    cli("-m", *QUICK, "dataset=gaussians8,swissroll", "critic=glob(m*)", cwd=tmp_path, check=True)
+    jobs = jobs_of(sweep_dir(tmp_path))
+    assert [j.name.split("_", 1)[0] for j in jobs] == ["0", "1"]
+    configs = [assert_complete(j)["config"] for j in jobs]
+    assert [c["dataset"]["name"] for c in configs] == ["gaussians8", "swissroll"]
+    assert [c["critic"]["name"] for c in configs] == ["mlp", "mlp"]
+    assert "critic=mlp,dataset=swissroll" in jobs[1].name
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "dataset=gaussians8,swissroll",
+        "dataset=choice(gaussians8,swissroll)",
+        "dataset=sort(swissroll,gaussians8)",
+        "dataset=shuffle(gaussians8,swissroll)",
+        "critic=glob(*)",
+        "critic=glob(*,exclude=mlp)",
+        "dataset=[gaussians8]",
+        "critic={dim:8}",  # sets keys of the group's node: valid Hydra
+        "critic={dim:8},{dim:16}",
+        "hydra/launcher=parallel,basic",  # plugins' options: Hydra's to check
+        "+experiment=toy_paper",
+    ],
+)
+def test_valid_group_overrides_and_sweeps_pass_the_check(arg):
+    assert check_group_overrides([arg], config_dir()) is None
+
+
+def test_options_from_another_search_path_are_left_to_hydra():
+    for extra in ("--config-dir=/elsewhere", "hydra.searchpath=[file:///elsewhere]"):
+        assert check_group_overrides([extra, "dataset=mine,gaussians8"], config_dir()) is None
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("dataset=nope", "invalid option for dataset: 'nope' (allowed: {dataset})"),
+        (
+            "dataset=gaussians8,nope",
+            "invalid option for dataset: 'nope' in 'gaussians8,nope' (allowed: {dataset})",
+        ),
+        (
+            "dataset=choice(gaussians8,nope)",
+            "invalid option for dataset: 'nope' in 'choice(gaussians8,nope)' (allowed: {dataset})",
+        ),
+        (
+            "critic=glob(x*)",
+            "invalid option for critic: 'glob(x*)' matches none of its options "
+            "(allowed: {critic}); e.g. critic='glob(*)' sweeps them all",
+        ),
+        (
+            "critic=range(1,3)",
+            "invalid option for critic: 'range(1,3)' (allowed: {critic}); a config group "
+            "takes option names, not numbers: sweep them with critic=A,B or critic='glob(*)'",
+        ),
+        # Hydra 1.3 itself raises a ValueError (a traceback) on group=null
+        (
+            "experiment=null",
+            "invalid option for experiment: 'null' (allowed: {experiment}); to leave "
+            "experiment out, use ~experiment",
+        ),
+        (
+            "experiment=toy_paper,null",
+            "invalid option for experiment: 'null' in 'toy_paper,null' (allowed: "
+            "{experiment}); to leave experiment out, use ~experiment",
+        ),
+        ("dataset=0", "invalid option for dataset: '0' (allowed: {dataset})"),
+        ("critic=[mlp,2]", "invalid option for critic: '2' in '[mlp,2]' (allowed: {critic})"),
+    ],
+)
+def test_bad_group_overrides_name_the_bad_option(arg, message):
+    groups = {g: options(g) for g in ("dataset", "critic", "experiment")}
+    assert check_group_overrides([arg], config_dir()) == message.format(**groups)
+
+
+def test_a_sweep_with_a_bad_option_is_refused_before_any_job(tmp_path):
+    proc = cli("-m", *QUICK, "dataset=gaussians8,nope", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"wgangp: error: invalid option for dataset: 'nope' in 'gaussians8,nope' "
+        f"(allowed: {options('dataset')})"
+    )
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_a_metric_the_run_never_logs_is_refused_before_training(tmp_path):
+    proc = cli(*QUICK, "optimized_metric=nope", "hydra.run.dir=run", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "wgangp: error: invalid value for optimized_metric: 'nope' (allowed: wasserstein | "
+        "gp | grad_norm | loss/critic | loss/generator | perf/steps_per_sec | "
+        "perf/global_batch_size); name a value the run logs, e.g. optimized_metric=wasserstein"
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "step " not in log and "was not logged" not in log
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_every_fixed_name_is_logged_and_returned(tmp_path):
+    # the names the check accepts up front are the ones a run logs and returns
+    proc = cli(*QUICK, "optimized_metric=perf/global_batch_size", "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "was not logged" not in log
+    (line,) = [ln for ln in log.splitlines() if "step 2 |" in ln]
+    logged = {kv.split("=", 1)[0] for kv in line.split("step 2 | ", 1)[1].split()}
+    assert logged == set(LOGGED_SCALARS)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fix"),
+    [
+        (["eval.every=5", "optimized_metric=fid"], "use optimized_metric=metrics/fid"),
+        (["optimized_metric=metrics/fid"], "evaluation is off: set eval.every=N"),
+        (
+            ["eval.every=5", "eval.metrics=[wasserstein]", "optimized_metric=metrics/fid"],
+            "add fid to eval.metrics to log metrics/fid",
+        ),
+    ],
+)
+def test_optimized_metric_errors_say_how_to_fix_them(overrides, fix):
+    with pytest.raises(ConfigError) as e:
+        check_optimized_metric(compose_cfg(*overrides))
+    assert e.value.key == "optimized_metric" and fix in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["optimized_metric=gp"],
+        ["eval.every=5", "optimized_metric=metrics/fid"],  # eval.metrics=null: defaults
+        ["eval.every=5", "eval.metrics=[kid]", "optimized_metric=metrics/kid_std"],
+        ["eval.every=5", "eval.keep_best=wasserstein", "optimized_metric=x"],  # unused
+    ],
+)
+def test_optimized_metrics_the_run_logs_are_accepted(overrides):
+    check_optimized_metric(compose_cfg(*overrides))

@@ -198,6 +198,40 @@ def latest_good_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     return p, ck
 
 
+def checkpoint_files(ckpt_dir: Path) -> list[Path]:
+    """The checkpoints in ``ckpt_dir`` (``last.pt``, ``best.pt``, ``step_*.pt``), by name."""
+    if not ckpt_dir.is_dir():
+        return []
+    names = (LAST, BEST)
+    return sorted(p for p in ckpt_dir.iterdir() if p.name in names or _STEP_RE.match(p.name))
+
+
+def _step_of(path: Path) -> int | None:
+    """The step a checkpoint file holds: from a step file's name, else from its contents
+    (None when it cannot be read: such a file is not a run anyone can continue)."""
+    m = _STEP_RE.match(path.name)
+    if m:
+        return int(m.group(1))
+    try:
+        return int(load_checkpoint(path).get("step", 0))
+    except CheckpointError:
+        return None
+
+
+def newer_checkpoints(ckpt_dir: Path, step: int, resumed: Path) -> list[str]:
+    """Files in ``ckpt_dir`` holding a step after ``step`` (other than ``resumed``):
+    what continuing from ``step`` in that directory would overwrite or mix with."""
+    resumed = resumed.resolve()
+    out = []
+    for p in checkpoint_files(ckpt_dir):
+        if p.resolve() == resumed:
+            continue
+        s = _step_of(p)
+        if s is not None and s > step:
+            out.append(f"{p.name} (step {s})")
+    return out
+
+
 class CheckpointManager:
     """Writes ``last.pt`` and ``step_<N>.pt`` under ``run_dir/checkpoints``; keeps the newest k."""
 
@@ -244,6 +278,7 @@ class CheckpointManager:
         """
         state = {"format": FORMAT, "version": VERSION, **state}
         self._refuse_nonfinite(state, step)
+        had_one = (self.dir / LAST).is_file()
         try:
             if step_file and self.keep > 0:
                 atomic_save(state, self.dir / f"step_{step:07d}.pt")
@@ -252,7 +287,8 @@ class CheckpointManager:
             raise CheckpointError(
                 self.dir,
                 f"cannot write a checkpoint at step {step} ({e.strerror or e}); "
-                "the previous checkpoint is intact — free disk space or fix permissions",
+                + ("the previous checkpoint is intact" if had_one else "none was written yet")
+                + " — free disk space or fix permissions",
             ) from None
         self._prune()
         return self.dir / LAST

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,13 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from wgangp import evaluate
 from wgangp.config import EvalConfig
 from wgangp.data import build_data
 from wgangp.errors import ConfigError, MetricUnavailable, UserError
 from wgangp.evaluate import Evaluator
 from wgangp.metrics import METRIC_DIRECTION, METRIC_NAMES
-from wgangp.sample import load_generator
+from wgangp.sample import check_output, load_generator
 from wgangp.validate import resolve_device
 
 USAGE = (
@@ -72,7 +74,21 @@ def parse_args(argv: list[str]) -> Any:
         raise ConfigError("checkpoint", None, "a run directory or a checkpoint file", USAGE)
     if cfg.num_samples is not None and cfg.num_samples < 2:
         raise ConfigError("num_samples", cfg.num_samples, "an integer ≥ 2")
+    if cfg.json:
+        check_output("json", cfg.json)  # before the metrics, not after
     return cfg
+
+
+#: the run's config keys that this command sets with its own options
+_OWN_NAMES = re.compile(
+    r"\b(?:eval\.(metrics|num_samples|inception_weights|stats_cache|split)|trainer\.(device))\b"
+)
+
+
+def own_names(message: str) -> str:
+    """``message`` with the run's keys (``eval.split``, ``trainer.device``) replaced by
+    this command's options (``split``, ``device``)."""
+    return _OWN_NAMES.sub(lambda m: m.group(1) or m.group(2), message)
 
 
 def eval_config(args: Any, ckpt: dict[str, Any]) -> Any:
@@ -118,14 +134,21 @@ def evaluate_checkpoint(args: Any) -> tuple[dict[str, float], dict[str, Any]]:
     gen, ckpt = load_generator(args.checkpoint, args.ema, device)
     cfg = OmegaConf.create(ckpt["config"])
     ev_cfg = eval_config(args, ckpt)
-    data = build_data(cfg.dataset, 64, device, seed=0)
+    # the evaluator only draws data.sample(n), never a training batch: batch size 1
+    # builds any set the run trained on, however small
+    data = build_data(cfg.dataset, 1, device, seed=0)
     evaluator = Evaluator(ev_cfg, cfg.dataset, data, device)
+    if not evaluator.is_points:  # load Inception here: the evaluator's warning is training's
+        try:
+            evaluator.extractor = evaluate.make_extractor(ev_cfg, device)
+        except MetricUnavailable as e:
+            evaluator.unavailable = own_names(str(e))
     values = evaluator(gen)
     if evaluator.unavailable is not None:
         if not values:
             raise MetricUnavailable(evaluator.unavailable)
         print(
-            f"wgangp-eval: warning: image metrics skipped: {evaluator.unavailable}",
+            f"wgangp-eval: warning: image metrics skipped: {own_names(evaluator.unavailable)}",
             file=sys.stderr,
         )
     return values, ckpt
@@ -141,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         args = parse_args(argv)
         values, ckpt = evaluate_checkpoint(args)
     except UserError as e:
-        print(f"wgangp-eval: error: {e}", file=sys.stderr)
+        print(f"wgangp-eval: error: {own_names(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
     print(f"{args.checkpoint} (step {ckpt['step']})")
     print(format_table(values))

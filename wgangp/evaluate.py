@@ -189,7 +189,8 @@ class Evaluator:
         from wgangp.data import build_data
 
         ds = OmegaConf.merge(self.dataset_cfg, {"split": split})
-        return build_data(ds, 64, self.device, self.cfg.seed)
+        # only sample() is used, never a training batch: batch size 1 fits any set
+        return build_data(ds, 1, self.device, self.cfg.seed)
 
     def stats_key(self, extractor: FeatureExtractor) -> StatsKey:
         ds = self.dataset_cfg

@@ -19,7 +19,9 @@ two Gaussian latents) instead of ``n`` independent samples.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 from wgangp.checkpoint import load_checkpoint, resolve_checkpoint_path
 from wgangp.errors import ConfigError, UserError
 from wgangp.models import build_generator
+from wgangp.paths import expand_path, unwritable_reason
 from wgangp.plots import image_grid, save_figure, scatter_figure
 from wgangp.validate import resolve_device
 
@@ -73,7 +76,46 @@ def parse_args(argv: list[str]) -> Any:
         raise ConfigError(
             "interpolate/steps", (cfg.interpolate, cfg.steps), "interpolate ≥ 0, steps ≥ 2"
         )
+    suffix = expand_path(cfg.out).suffix
+    if suffix not in ("", ".png", ".npz"):
+        raise ConfigError("out", cfg.out, "a .png or .npz file, or a directory (no suffix)")
+    check_output("out", cfg.out, directory=not suffix)
     return cfg
+
+
+def check_output(key: str, path: str | Path, directory: bool = False) -> Path:
+    """``path`` as an output (a file, or a ``directory``), checked before any work.
+
+    ConfigError naming ``key`` when it cannot be written: an existing directory where
+    a file is wanted (or a file where a directory is), a parent that is a file, or a
+    place this process cannot create files in (probed with a temporary file).
+    """
+    p = Path(os.path.abspath(expand_path(path)))
+    what = "a directory" if directory else "a file"
+    if directory and p.exists() and not p.is_dir():
+        reason: str | None = f"{p} is a file, not a directory"
+    elif not directory and p.is_dir():
+        reason = f"{p} is a directory"
+    else:
+        reason = unwritable_reason(p if directory else p.parent)
+    if reason is None:
+        probe = p if directory else p.parent
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            fd, name = tempfile.mkstemp(prefix=".wgangp-write-test-", dir=probe)
+            os.close(fd)
+            os.unlink(name)
+        except OSError as e:
+            reason = f"cannot create files in {probe} ({e.strerror or type(e).__name__})"
+    if reason:
+        raise ConfigError(
+            key,
+            str(path),
+            f"{what} path that can be created and written",
+            f"{reason}; choose another {key}=PATH",
+        )
+    return p
 
 
 USAGE = (
@@ -207,7 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         files = sample(argv)
     except UserError as e:
-        print(f"wgangp-sample: error: {e}", file=sys.stderr)
+        # resolve_device names the training key; this command's option is device=
+        message = str(e).replace("trainer.device", "device")
+        print(f"wgangp-sample: error: {message}", file=sys.stderr)
         sys.exit(e.exit_code)
     print(f"wrote {len(files)} file(s): {files[0] if len(files) == 1 else files[0].parent}")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from wgangp.checkpoint import load_checkpoint
-from wgangp.errors import CheckpointError
+from wgangp.errors import CheckpointError, ConfigError, UserError
 
 _NUM = re.compile(r"^(\d+)_?")
 
@@ -189,6 +189,10 @@ def report(
 ) -> tuple[list[dict[str, Any]], dict[str, Path]]:
     """Build the report of the sweep under ``root``; returns its rows and the files written."""
     root = Path(root)
+    if out is not None:  # before reading every job, not after
+        from wgangp.sample import check_output
+
+        check_output("--out", out, directory=True)
     jobs = []
     for p in find_jobs(root):
         try:
@@ -197,6 +201,14 @@ def report(
             print(f"wgangp-sweep-report: skipping {p}: {e}", file=sys.stderr)
     if not jobs:
         raise FileNotFoundError(f"{root}: no job directories (with checkpoints/last.pt) found")
+    logged = sorted({tag for job in jobs for tag in job.scalars})
+    if metric is not None and metric not in logged:
+        raise ConfigError(
+            "--metric",
+            metric,
+            "a TensorBoard tag the jobs logged: " + (", ".join(logged) or "none logged"),
+            "pick one of them with --metric TAG",
+        )
     metric = metric or str(jobs[0].config.get("optimized_metric") or "wasserstein")
     rows = summarise(jobs, metric, mode)
     out = Path(out) if out is not None else root
@@ -236,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         _, files = report(args.dir, args.metric, args.mode, args.out)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, UserError) as e:
         print(f"wgangp-sweep-report: error: {e}", file=sys.stderr)
         return 2
     print(files["md"].read_text(), end="")

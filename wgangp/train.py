@@ -29,13 +29,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from wgangp import distributed
 from wgangp.checkpoint import (
+    checkpoint_files,
     latest_good_checkpoint,
     load_checkpoint,
+    newer_checkpoints,
     resolve_checkpoint_path,
     run_dir_of,
 )
 from wgangp.config import Config, register_configs, schema_keys
-from wgangp.errors import CheckpointError, Interrupted, UserError
+from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
 from wgangp.paths import unwritable_reason
 from wgangp.validate import validate
 
@@ -64,11 +66,16 @@ def _resume_run_dir(resume: Any, default: str) -> str:
         return default  # reported properly (with the path) once the task starts
 
 
-def _resume_output_subdir(resume: Any) -> str:
-    # a resumed run keeps its original .hydra/ and records each resume beside it
-    if resume in (None, "", "auto"):
-        return ".hydra"
-    return f".hydra/resume_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+def _resume_output_subdir(resume: Any, output_dir: Any = None) -> str:
+    """Hydra resolver: a run keeps its original ``.hydra/`` and records each later start
+    in the same directory beside it (``resume=auto`` included: Hydra writes this record
+    before the task can look at the checkpoints)."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    if resume not in (None, "", "auto"):
+        return f".hydra/resume_{stamp}"
+    if output_dir and (Path(str(output_dir)) / ".hydra" / "config.yaml").is_file():
+        return f".hydra/{'resume' if resume == 'auto' else 'rerun'}_{stamp}"
+    return ".hydra"
 
 
 def _start_time(pattern: str) -> str:
@@ -151,6 +158,61 @@ def resume_config(
     return cfg, effective, changes
 
 
+def _refuse_to_start_over(run_dir: Path, auto: bool) -> None:
+    """A fresh run writes ``checkpoints/last.pt`` and prunes ``step_*.pt``: refuse a run
+    directory that already holds another run's checkpoints (never overwrite them).
+    ``auto``: resume=auto found none of them readable (the reasons were logged)."""
+    existing = checkpoint_files(run_dir / "checkpoints")
+    if not existing:
+        return
+    names = ", ".join(p.name for p in existing)
+    if auto:
+        problem = (
+            f"resume=auto could read none of the checkpoints in {run_dir} ({names}; the "
+            "reasons are logged above), and starting afresh would overwrite them; repair "
+            "or move them away, or train in a new directory (another hydra.run.dir)"
+        )
+    else:
+        problem = (
+            f"a new run cannot start in {run_dir}, which already holds checkpoints "
+            f"({names}); continue that run with resume={run_dir}, or train in a new "
+            "directory (another hydra.run.dir)"
+        )
+    raise CheckpointError(run_dir / "checkpoints", problem + "; no checkpoint was touched")
+
+
+def _check_resume_target(run_dir: Path, ckpt: dict, ckpt_path: Path, steps: int) -> bool:
+    """Before anything is written: the directory the resumed run writes into holds no
+    later checkpoint (resuming an older step file in place would overwrite the run's
+    newer ``last.pt`` and leave its newer step files beside the branch), and
+    ``trainer.steps`` is not behind the checkpoint. True: the run is already complete."""
+    step = int(ckpt.get("step", 0))
+    newer = newer_checkpoints(run_dir / "checkpoints", step, ckpt_path)
+    if newer:
+        raise CheckpointError(
+            ckpt_path,
+            f"resuming step {step} in {run_dir} would overwrite that directory's later "
+            f"checkpoints ({', '.join(newer)}); to branch from step {step}, add "
+            "hydra.run.dir=NEW_DIR (the run continues there), or delete the later files",
+        )
+    if steps < step:
+        raise ConfigError(
+            "trainer.steps",
+            steps,
+            f"an integer ≥ {step}, the step of {ckpt_path}",
+            f"the run is already at step {step}; raise trainer.steps to train further",
+        )
+    if steps == step:
+        log.warning(
+            "the run is already complete: %s is at step %d = trainer.steps; nothing to "
+            "train (raise trainer.steps to continue it)",
+            ckpt_path,
+            step,
+        )
+        return True
+    return False
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train one run (the body of the Hydra task); returns the last logged values."""
     hc = HydraConfig.get()
@@ -160,6 +222,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.resume == "auto":
         found = latest_good_checkpoint(run_dir)
         if found is None:
+            _refuse_to_start_over(run_dir, auto=True)
             log.info("resume=auto: no checkpoint in %s, starting fresh", run_dir)
         else:
             ckpt_path, ckpt = found
@@ -168,8 +231,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
         ckpt_path = resolve_checkpoint_path(cfg.resume)
         ckpt = load_checkpoint(ckpt_path)
         cfg, overrides, changes = resume_config(ckpt, ckpt_path, overrides)
+    else:
+        _refuse_to_start_over(run_dir, auto=False)
+    if ckpt is not None and ckpt_path is not None:
+        done = _check_resume_target(run_dir, ckpt, ckpt_path, int(cfg.trainer.steps))
+        if done:
+            return {}
     dist_info = distributed.info()
     device = distributed.device_for(validate(cfg), dist_info)
+    check_optimized_metric(cfg)  # before training: not only once it is over
     # imported once the config is known to be good: the trainer pulls in scipy,
     # matplotlib and TensorBoard (~1.5 s) that a config error should not wait for
     from wgangp.trainer import Trainer
@@ -246,6 +316,8 @@ def optimized_value(cfg: DictConfig, last: dict[str, float]) -> float | None:
     ``eval.keep_best`` set: the best value of that metric (NaN if never computed);
     else the last logged value of ``optimized_metric`` (default ``wasserstein``).
     """
+    if not last:  # nothing trained: the run was already complete
+        return None
     best = cfg.get("eval", {}).get("keep_best")
     if best:
         value = last.get(f"best/{best}", last.get(f"metrics/{best}"))
@@ -258,6 +330,70 @@ def optimized_value(cfg: DictConfig, last: dict[str, float]) -> float | None:
         log.error("optimized_metric=%s was not logged; logged: %s", key, ", ".join(sorted(last)))
         return None
     return float(last[key])
+
+
+#: what ``Trainer.fit`` returns whatever the config (the training scalars, logged every
+#: ``trainer.log_every`` steps); ``eval.every`` > 0 adds ``metrics/<name>`` for each metric
+LOGGED_SCALARS = (
+    "wasserstein",
+    "gp",
+    "grad_norm",
+    "loss/critic",
+    "loss/generator",
+    "perf/steps_per_sec",
+    "perf/global_batch_size",
+)
+#: metrics logged with a companion value (``metrics/kid`` and ``metrics/kid_std``, ...)
+METRIC_COMPANIONS = {"wasserstein": "wasserstein_real", "kid": "kid_std", "is": "is_std"}
+
+
+def loggable_names(cfg: DictConfig) -> list[str]:
+    """The names ``optimized_metric`` may take for ``cfg``, known before training.
+
+    ``eval.metrics=null`` means defaults that depend on the data (points or images, with
+    or without modes): every default of either kind is accepted then.
+    """
+    from types import SimpleNamespace
+
+    from wgangp.evaluate import default_metrics
+
+    names = list(LOGGED_SCALARS)
+    e = cfg.get("eval")
+    if e is None or not e.get("every"):
+        return names
+    metrics = e.get("metrics")
+    if metrics is None:
+        image = SimpleNamespace(sample_shape=(3, 1, 1), modes=None, mode_std=None)
+        points = SimpleNamespace(sample_shape=(2,), modes=True, mode_std=1.0)
+        metrics = dict.fromkeys([*default_metrics(points), *default_metrics(image)])
+    for m in metrics:
+        names.append(f"metrics/{m}")
+        if m in METRIC_COMPANIONS:
+            names.append(f"metrics/{METRIC_COMPANIONS[m]}")
+    return names
+
+
+def check_optimized_metric(cfg: DictConfig) -> None:
+    """Before training: ``optimized_metric`` names a value the run will log (see
+    :func:`optimized_value`; ignored, so not checked, when ``eval.keep_best`` is set)."""
+    if cfg.get("eval", {}).get("keep_best"):
+        return
+    key = cfg.get("optimized_metric") or "wasserstein"
+    names = loggable_names(cfg)
+    if key in names:
+        return
+    from wgangp.metrics import METRIC_NAMES
+
+    metric = key.removeprefix("metrics/")
+    if f"metrics/{key}" in names:
+        fix = f"evaluation metrics are logged as metrics/<name>: use optimized_metric=metrics/{key}"
+    elif metric in METRIC_NAMES and not cfg.eval.every:
+        fix = f"evaluation is off: set eval.every=N (e.g. 500) to log metrics/{metric}"
+    elif metric in METRIC_NAMES:
+        fix = f"add {metric} to eval.metrics to log metrics/{metric}"
+    else:
+        fix = "name a value the run logs, e.g. optimized_metric=wasserstein"
+    raise ConfigError("optimized_metric", key, " | ".join(names), fix)
 
 
 #: overrides every rank > 0 adds: no .hydra/ copy, no log file, warnings to the console
@@ -311,11 +447,76 @@ def _required_keys() -> set[str]:
     return set(schema_keys()) | {f.name for f in dataclasses.fields(Config)}
 
 
-def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
-    """A message for overrides Hydra would answer with a traceback, checked before it runs.
+#: arguments that can give config groups options beyond ``configs/`` (Hydra checks those)
+SEARCHPATH_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
 
-    * ``group=VALUE`` whose VALUE is not an option name (``dataset=0``, ``critic=[1]``):
-      Hydra raises a ValueError; say what the options are instead.
+
+def _group_options(conf_dir: Path, group: str) -> list[str]:
+    """The options of config group ``group``: its YAML files, and any in the ConfigStore."""
+    import contextlib
+
+    from hydra.core.config_store import ConfigStore
+
+    names = {f.stem for f in (conf_dir / group).glob("*.yaml")}
+    with contextlib.suppress(OSError):  # OSError: no such group in the ConfigStore
+        names |= {n.removesuffix(".yaml") for n in ConfigStore.instance().list(group)}
+    return sorted(names)
+
+
+def _group_value_problem(
+    key: str, raw: str, value: Any, options: list[str], complete: bool, optional: bool
+) -> str | None:
+    """Why ``key=raw`` (parsed: ``value``) names no option(s) of config group ``key``.
+
+    ``complete`` False: ``options`` may miss some (Hydra's own groups, plugins, another
+    search path); then only the kind of value is checked, not the names.
+    """
+    from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, RangeSweep
+
+    allowed = " | ".join([*options, *([] if complete else ["…"])]) or "…"
+    if isinstance(value, Glob):
+        if complete and not value.filter(options):
+            return (
+                f"invalid option for {key}: {raw!r} matches none of its options (allowed: "
+                f"{allowed}); e.g. {key}='glob(*)' sweeps them all"
+            )
+        return None
+    if isinstance(value, (RangeSweep, IntervalSweep)):
+        return (
+            f"invalid option for {key}: {raw!r} (allowed: {allowed}); a config group takes "
+            f"option names, not numbers: sweep them with {key}=A,B or {key}='glob(*)'"
+        )
+    sweep = isinstance(value, ChoiceSweep)
+    elements = value.list if sweep else value if isinstance(value, list) else [value]
+    for el in elements:
+        names = el if sweep and isinstance(el, list) else [el]
+        for name in names:
+            if isinstance(name, dict):  # key={a:1}: sets keys of the group's node
+                continue
+            bad = not isinstance(name, str) or (
+                complete and "/" not in name and name not in options
+            )
+            if not bad:
+                continue
+            shown = "null" if name is None else str(name)
+            where = f" in {raw!r}" if raw != shown else ""
+            hint = f"; to leave {key} out, use ~{key}" if name is None and optional else ""
+            return f"invalid option for {key}: {shown!r}{where} (allowed: {allowed}){hint}"
+    return None
+
+
+def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
+    """A message for overrides Hydra would refuse (or run nothing for), checked before it runs.
+
+    * ``group=VALUE`` where VALUE is no option of the group (``dataset=nope``,
+      ``dataset=0``, ``critic=[1]``, ``experiment=null``: Hydra 1.3 raises a ValueError
+      on the last three): one line naming the options instead. Sweeps (with ``-m``) are
+      checked element by element: ``dataset=gaussians8,nope`` and
+      ``dataset=choice(a,b)`` name the bad element; ``critic='glob(*)'`` must match an
+      option; ``range()``/``interval()`` give numbers, never option names. Option
+      names are checked against ``configs/`` and the ConfigStore, except for groups
+      with a ``/`` (``hydra/launcher``: plugins add options) and when ``--config-dir``,
+      ``--config-path``, ``--config-name`` or ``hydra.searchpath`` may add options.
     * ``~KEY`` deleting a key of the schema: every one is required (``~resume`` breaks
       the run directory's interpolation with a traceback). Other deletions (the
       optional ``~experiment``, ``~hparams_search``, Hydra's keys, unknown keys) are
@@ -328,13 +529,18 @@ def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
     groups = {d.name for d in conf_dir.iterdir() if d.is_dir() and not d.name.startswith("_")}
     required = _required_keys()
     parser = OverridesParser.create()
+    parsed = []
     for arg in args:
         if arg.startswith("-") or ("=" not in arg and not arg.startswith("~")):
             continue
         try:
-            o = parser.parse_override(arg)
+            parsed.append((arg, parser.parse_overrides([arg])[0]))
         except Exception:  # Hydra reports a malformed override itself
             continue
+    other_options = any(
+        a == flag or a.startswith(f"{flag}=") for a in args for flag in SEARCHPATH_ARGS
+    ) or any(o.key_or_group == "hydra.searchpath" for _, o in parsed)
+    for arg, o in parsed:
         key = o.key_or_group
         if key == "":
             return f"override {arg!r} has no key (expected KEY=VALUE, e.g. trainer.steps=100)"
@@ -345,14 +551,16 @@ def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
                 "wgangp/config.py)"
             )
         if (key in groups or "/" in key) and not o.is_delete():
-            value = o.value()
-            if not isinstance(value, str) and not (
-                isinstance(value, list) and all(isinstance(v, str) for v in value)
-            ):
-                options = sorted(f.stem for f in (conf_dir / key).glob("*.yaml")) or ["…"]
-                return f"invalid option for {key}: {arg.split('=', 1)[1]!r} (allowed: " + (
-                    " | ".join(options) + ")"
-                )
+            problem = _group_value_problem(
+                key,
+                arg.split("=", 1)[1],
+                o.value(),
+                _group_options(conf_dir, key),
+                complete=key in groups and key != "hydra" and not other_options,
+                optional=key not in required,
+            )
+            if problem:
+                return problem
     return None
 
 

@@ -731,9 +731,15 @@ class Trainer:
             self.nan_skips += 1
             log.warning("%s — skipping (%d/%d)", msg, self.nan_skips, t.max_nan_skips)
             return
-        raise NonFiniteError(
-            msg + "; lower the learning rate or set trainer.nan_policy=skip to skip such steps"
-        )
+        if t.nan_policy == "skip":  # the allowance is used up
+            fix = (
+                f"{self.nan_skips} such steps were skipped already "
+                f"(trainer.max_nan_skips={t.max_nan_skips}); lower the learning rate, or "
+                "raise trainer.max_nan_skips"
+            )
+        else:
+            fix = "lower the learning rate or set trainer.nan_policy=skip to skip such steps"
+        raise NonFiniteError(f"{msg}; {fix}")
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         def request_stop(signum: int, frame: Any) -> None:

@@ -230,6 +230,7 @@ def validate(cfg: Any) -> torch.device:
             " | ".join(subpixel.SETTINGS),
             "auto uses the sub-pixel form of few-channel transposed convolutions on the CPU",
         )
+    _at_least("trainer.ema.start", t.ema.start, 0)
     if t.ema.decay is not None and not 0.0 < _finite("trainer.ema.decay", t.ema.decay) < 1.0:
         raise ConfigError(
             "trainer.ema.decay", t.ema.decay, "null (off) or 0 < decay < 1", "e.g. 0.999"

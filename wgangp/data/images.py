@@ -91,12 +91,13 @@ class Layout:
 
 def _missing_error(name: str, root: Path, layout: Layout, missing: list[str], cause: str) -> str:
     shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-    fixes = (
-        f"set dataset.download=true to download it into dataset.root, or point dataset.root= "
-        f"to the directory that holds {layout.holder}"
-        if layout.downloadable
-        else f"point dataset.root= to the directory that holds {layout.holder}"
-    )
+    point = f"point dataset.root= to the directory that holds {layout.holder}"
+    if not layout.downloadable:
+        fixes = point
+    elif cause:  # the download was tried and failed: offline, or the server refused
+        fixes = f"{point}, or download it where there is a network and copy it there"
+    else:
+        fixes = f"set dataset.download=true to download it into dataset.root, or {point}"
     msg = (
         f"{name}: data set not found or incomplete: expected {layout.expected} under "
         f"dataset.root={str(root)!r} ({root.resolve()}); missing: {shown}. Fix: {fixes}"

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from wgangp.data.base import DataSource, TensorSource
@@ -131,6 +132,11 @@ def load_points(path: str | Path) -> Tensor:
         raise DataError(
             f"dataset.path={str(path)!r}: expected an N×D array of points, got shape {arr.shape}"
         )
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise DataError(
+            f"dataset.path={str(path)!r}: expected an N×D array of real numbers, got dtype "
+            f"{arr.dtype}; save the points as floats"
+        )
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(axis=1).sum())
         raise DataError(f"dataset.path={str(path)!r}: {bad} rows hold NaN or Inf; clean the file")
@@ -147,19 +153,42 @@ class PointsFile(TensorSource):
             )
         super().__init__(load_points(cfg.path).to(device), batch_size, seed, name=str(cfg.path))
         if cfg.modes is not None:
-            modes = torch.as_tensor(np.asarray(cfg.modes, dtype=np.float32))
-            if modes.ndim != 2 or modes.shape[1] != self.sample_shape[0]:
-                raise ConfigError(
-                    "dataset.modes",
-                    cfg.modes,
-                    f"a list of K points of dimension {self.sample_shape[0]}",
-                )
-            self.modes = modes.to(device)
-            if cfg.mode_std is None or cfg.mode_std <= 0:
+            allowed = f"a list of K points of dimension {self.sample_shape[0]}, e.g. [[0,0],[1,1]]"
+            raw = OmegaConf.to_container(cfg.modes) if OmegaConf.is_config(cfg.modes) else cfg.modes
+            try:
+                arr = np.asarray(raw, dtype=np.float32)
+            except (TypeError, ValueError):  # words, ragged rows: not K points of D numbers
+                raise ConfigError("dataset.modes", raw, allowed) from None
+            if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] != self.sample_shape[0]:
+                raise ConfigError("dataset.modes", raw, allowed)
+            if not np.isfinite(arr).all():
+                raise ConfigError("dataset.modes", raw, allowed + " (finite numbers)")
+            self.modes = torch.from_numpy(arr).to(device)
+            if cfg.mode_std is None or not math.isfinite(cfg.mode_std) or cfg.mode_std <= 0:
                 raise ConfigError(
                     "dataset.mode_std", cfg.mode_std, "a positive float when dataset.modes is set"
                 )
             self.mode_std = float(cfg.mode_std)
+
+
+def _toy_float(cfg: Any, key: str, default: float, positive: bool) -> float:
+    """``dataset.<key>`` (or ``default`` when unset), checked: finite and > 0 (or ≥ 0).
+
+    The Gaussians' ``noise`` is the std of each mode, which the mode metrics need > 0
+    (a sample is high quality within 3 std of its centre); the Swiss roll's may be 0.
+    """
+    value = cfg.get(key)
+    if value is None:
+        return default
+    ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        raise ConfigError(
+            f"dataset.{key}",
+            value,
+            f"a finite number {'> 0' if positive else '≥ 0'} for {cfg.name}",
+            f"e.g. dataset.{key}={default} (the default), or drop the override",
+        )
+    return float(value)
 
 
 def build_toy(cfg: Any, batch_size: int, device: torch.device, seed: int) -> DataSource:
@@ -173,19 +202,19 @@ def build_toy(cfg: Any, batch_size: int, device: torch.device, seed: int) -> Dat
             "drop dataset.dequantize=true",
         )
     if name == "gaussians8":
-        scale = cfg.scale if cfg.scale is not None else 2.0
-        std = cfg.noise if cfg.noise is not None else 0.02
+        scale = _toy_float(cfg, "scale", 2.0, positive=True)
+        std = _toy_float(cfg, "noise", 0.02, positive=True)
         return MixtureOfGaussians(
             ring_modes(8, scale) / 1.414, std / 1.414, batch_size, device, seed
         )
     if name == "gaussians25":
-        scale = cfg.scale if cfg.scale is not None else 2.0
-        std = cfg.noise if cfg.noise is not None else 0.05
+        scale = _toy_float(cfg, "scale", 2.0, positive=True)
+        std = _toy_float(cfg, "noise", 0.05, positive=True)
         return MixtureOfGaussians(
             grid_modes(5, scale) / 2.828, std / 2.828, batch_size, device, seed
         )
     if name == "swissroll":
-        return SwissRoll(batch_size, device, seed, cfg.noise if cfg.noise is not None else 0.25)
+        return SwissRoll(batch_size, device, seed, _toy_float(cfg, "noise", 0.25, positive=False))
     if name == "points":
         return PointsFile(cfg, batch_size, device, seed)
     raise KeyError(name)
