@@ -90,6 +90,12 @@ BAD = [  # noqa: E501 (one row per case reads best)
     ("gp.target=-1", "invalid value for gp.target: -1.0 (allowed: a number ≥ 0); the paper uses 1"),
     ("trainer.ema.start=-5", "invalid value for trainer.ema.start: -5 (allowed: an integer ≥ 0)"),
     (
+        "eval.bn=train",
+        "invalid value for eval.bn: 'train' (allowed: running | batch); running: batch norm "
+        "with the training's running statistics; batch: with each sampling batch's "
+        "statistics (the official code's)",
+    ),
+    (
         "trainer.gen_batch_size=0",
         "invalid value for trainer.gen_batch_size: 0 (allowed: an integer ≥ 1)",
     ),

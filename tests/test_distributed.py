@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -156,6 +157,14 @@ def test_single_process_helpers_are_no_ops():
     assert distributed.env_info({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == (
         distributed.DistInfo(rank=3, local_rank=1, world_size=4)
     )
+
+
+def test_sync_bn_in_one_process_says_it_does_nothing(caplog):
+    g = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.BatchNorm1d(4))
+    with caplog.at_level(logging.WARNING, logger="wgangp"):
+        assert distributed.wrap(g, torch.device("cpu"), sync_bn=True) is g
+    assert "trainer.sync_bn: one process, nothing to synchronise" in caplog.text
+    assert isinstance(g[1], torch.nn.BatchNorm1d)
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.Popen:

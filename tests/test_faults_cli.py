@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, TINY, cli, pythonpath
 from wgangp.checkpoint import load_checkpoint
 
@@ -177,6 +179,19 @@ def test_an_unusable_run_directory_is_one_clear_line(tmp_path):
     )
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
+def test_a_run_directory_where_nothing_can_be_created_is_one_clear_line(tmp_path):
+    """os.access says yes to /proc for root: the check creates a file to know."""
+    proc = cli(*TINY, "trainer.steps=2", "hydra.run.dir=/proc/wgangp-run", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip().startswith(
+        "wgangp: error: cannot create the run directory /proc/wgangp-run: cannot create "
+        "files in /proc ("
+    )
+    assert proc.stderr.strip().endswith("); choose another with hydra.run.dir=PATH")
+
+
 def test_a_nan_through_the_cli_stops_with_the_step_terms_and_checkpoint(tmp_path):
     run = tmp_path / "run"
     # n_critic=1: critic_loss call k is step k's
@@ -196,3 +211,21 @@ def test_a_nan_through_the_cli_stops_with_the_step_terms_and_checkpoint(tmp_path
     )
     assert f"last good checkpoint: {run}/checkpoints/last.pt" in err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
+
+
+def test_ctrl_c_before_training_is_one_line_and_exit_130(monkeypatch, capsys):
+    """Before Trainer.fit installs its handlers, SIGINT is a KeyboardInterrupt: no
+    traceback either (composing the config stands in for the slow start-up here)."""
+    import wgangp.train as train_mod
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod.hydra, "main", interrupted)
+    monkeypatch.setattr(sys, "argv", ["wgangp-train", *TINY])
+    with pytest.raises(SystemExit) as e:
+        train_mod.main()
+    assert e.value.code == 130
+    assert capsys.readouterr().err == (
+        "wgangp: interrupted before training started; no checkpoint written\n"
+    )

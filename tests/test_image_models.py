@@ -391,3 +391,40 @@ def test_parameter_counts_at_paper_settings(
     g = build_generator(generator_cfg(arch, dim=dim, z_dim=128, init="pytorch"), shape)
     assert count_parameters(d) == n_critic
     assert count_parameters(g) == n_generator
+
+
+# ------------------------------------------------------------------ sampling mode
+
+
+def test_sampling_mode_running_or_batch_statistics() -> None:
+    """running: eval mode; batch: the batch's own statistics, as tflib samples, with the
+    running statistics untouched and the training flag restored."""
+    import copy
+
+    from wgangp.models.sampling import sampling_mode
+
+    g = build_generator(generator_cfg("dcgan", dim=8, z_dim=16), (3, 32, 32))
+    with torch.no_grad():
+        for _ in range(3):  # running statistics away from their initial values
+            g(torch.randn(32, 16))
+    buffers = {k: v.clone() for k, v in g.state_dict().items() if "running" in k or "num_b" in k}
+    z = torch.randn(16, 16)
+    with torch.no_grad():
+        ref_eval = copy.deepcopy(g).eval()(z)
+        ref_train = copy.deepcopy(g).train()(z)
+        with sampling_mode(g, "running") as s:
+            assert s is g and not g.training
+            assert torch.equal(g(z), ref_eval)
+        assert g.training
+        with sampling_mode(g, "batch"):
+            assert not g.training
+            out = g(z)
+            half = g(z[:8])
+        assert torch.equal(out, ref_train)
+        assert not torch.allclose(out[:8], half, atol=1e-4)  # depends on the batch
+    assert g.training
+    after = {k: v for k, v in g.state_dict().items() if k in buffers}
+    assert all(torch.equal(buffers[k], after[k]) for k in buffers)
+    with pytest.raises(ConfigError) as e, sampling_mode(g, "train"):
+        pass
+    assert str(e.value).startswith("invalid value for bn: 'train' (allowed: running | batch)")

@@ -140,6 +140,33 @@ def test_sample_npz_in_the_data_scale_and_seeded(trained, tmp_path):
     assert (a < 80).mean() > 0.3 and (a > 170).mean() > 0.05
 
 
+def test_sample_bn_batch_uses_the_batch_statistics(trained, tmp_path):
+    """bn=batch: the generator's batch norms take each sampling batch's statistics (the
+    official code's sampling), so the same latents give other images than bn=running,
+    and the two halves of a batch of 10 split into batches of 5 change again."""
+    outs = {}
+    for name, extra in (("r", "bn=running"), ("b", "bn=batch"), ("b5", "bn=batch batch_size=5")):
+        proc = sample_cli(
+            f"checkpoint={trained}",
+            "n=10",
+            f"out={tmp_path / name}.npz",
+            "ema=false",
+            *extra.split(),
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        outs[name] = np.load(tmp_path / f"{name}.npz")["samples"]
+    assert not np.array_equal(outs["r"], outs["b"])
+    assert not np.array_equal(outs["b"], outs["b5"])
+    proc = sample_cli(
+        f"checkpoint={trained}", "n=4", f"out={tmp_path}/x.npz", "bn=eval", cwd=tmp_path
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(
+        "wgangp-sample: error: invalid value for bn: 'eval' (allowed: running | batch)"
+    )
+
+
 def test_sample_interpolation_strips(trained, tmp_path):
     proc = sample_cli(
         f"checkpoint={trained}",

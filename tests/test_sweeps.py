@@ -23,6 +23,7 @@ from wgangp.train import (
     check_group_overrides,
     check_optimized_metric,
     config_dir,
+    sweep_jobs,
 )
 
 EXTRA = "needs the sweep extra: pip install 'wgangp[sweep]'"
@@ -247,6 +248,30 @@ def test_a_sweep_with_a_bad_option_is_refused_before_any_job(tmp_path):
         f"(allowed: {options('dataset')})"
     )
     assert not (tmp_path / "multirun").exists()
+
+
+def test_a_sweep_with_a_bad_value_is_refused_before_any_job(tmp_path):
+    """Job #1 of three has λ = −1: without the check job #0 trains, #1 fails, #2 never runs."""
+    proc = cli("-m", *QUICK, "gp.lambda=1,-1,10", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "wgangp: error: sweep job #1 (gp.lambda=-1): invalid value for gp.lambda: -1.0 "
+        "(allowed: a number ≥ 0); the paper uses 10; no job was started"
+    )
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_sweep_jobs_expands_what_the_basic_sweeper_would_launch():
+    jobs = sweep_jobs(["-m", "gp.lambda=1,10", "trainer.n_critic=range(1,4)", "trainer.steps=2"])
+    assert jobs is not None and len(jobs) == 6
+    assert jobs[0] == ["gp.lambda=1", "trainer.n_critic=1", "trainer.steps=2"]
+    assert jobs[-1] == ["gp.lambda=10", "trainer.n_critic=3", "trainer.steps=2"]
+    assert sweep_jobs(["gp.lambda=1,10"]) is None  # no -m: Hydra asks for --multirun
+    assert sweep_jobs(["-m", "gp.lambda=10"]) is None  # one job: checked as it starts
+    assert sweep_jobs(["-m", "gp.lambda=interval(0,1)"]) is None  # not enumerable
+    assert sweep_jobs(["-m", "critic=glob(*)"]) is None
+    assert sweep_jobs(["-m", "hydra/sweeper=optuna", "gp.lambda=1,2"]) is None
+    assert sweep_jobs(["-m", "gp.lambda=range(0,1000)", "trainer.seed=1,2"]) is None  # > 512
 
 
 def test_a_metric_the_run_never_logs_is_refused_before_training(tmp_path):

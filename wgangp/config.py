@@ -207,6 +207,9 @@ class EvalConfig:
     split: str | None = None  # real data to compare with (null: dataset.split)
     batch_size: int = 500  # generation / feature extraction batch
     seed: int = 0  # latents and real samples of every evaluation
+    # generator batch norm when sampling (metrics, pictures): running (eval mode) | batch
+    # (each batch's statistics, as the official code samples; wgangp/models/sampling.py)
+    bn: str = "running"
 
 
 @dataclass

@@ -202,6 +202,11 @@ def wrap(module: nn.Module, device: torch.device, *, sync_bn: bool = False) -> n
     itself (for checkpoints, EMA, pictures) is ``wrapper.module``.
     """
     if not info().enabled:
+        if sync_bn:
+            log.warning(
+                "trainer.sync_bn: one process, nothing to synchronise (it applies under "
+                "torchrun with several ranks); BatchNorm stays as it is"
+            )
         return module
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
     if sync_bn and has_bn:

@@ -31,13 +31,14 @@ from wgangp.data import build_data
 from wgangp.errors import ConfigError, MetricUnavailable, UserError
 from wgangp.evaluate import Evaluator
 from wgangp.metrics import METRIC_DIRECTION, METRIC_NAMES
+from wgangp.models.sampling import check_bn_mode
 from wgangp.sample import check_output, load_generator
 from wgangp.validate import resolve_device
 
 USAGE = (
     "wgangp-eval checkpoint=RUN_DIR_OR_FILE [metrics=a,b] [num_samples=N] [seed=0] "
     "[ema=true|false] [device=auto] [inception_weights=PATH] [stats_cache=DIR] [split=NAME] "
-    "[json=PATH]"
+    "[bn=running|batch] [json=PATH]"
 )
 
 
@@ -52,6 +53,7 @@ class EvalArgs:
     inception_weights: str | None = None
     stats_cache: str | None = None
     split: str | None = None
+    bn: str | None = None  # generator batch norm: running | batch; None: the run's eval.bn
     json: str | None = None
 
 
@@ -74,6 +76,8 @@ def parse_args(argv: list[str]) -> Any:
         raise ConfigError("checkpoint", None, "a run directory or a checkpoint file", USAGE)
     if cfg.num_samples is not None and cfg.num_samples < 2:
         raise ConfigError("num_samples", cfg.num_samples, "an integer ≥ 2")
+    if cfg.bn is not None:
+        check_bn_mode("bn", cfg.bn)
     if cfg.json:
         check_output("json", cfg.json)  # before the metrics, not after
     return cfg
@@ -106,7 +110,7 @@ def eval_config(args: Any, ckpt: dict[str, Any]) -> Any:
                 "metrics", args.metrics, "a comma-separated list of: " + ", ".join(METRIC_NAMES)
             )
         base.metrics = names
-    for key in ("num_samples", "inception_weights", "stats_cache", "split"):
+    for key in ("num_samples", "inception_weights", "stats_cache", "split", "bn"):
         if args[key] is not None:
             base[key] = args[key]
     base.seed = args.seed

@@ -51,6 +51,7 @@ from wgangp.metrics import (
     load_or_compute_real_stats,
     validate_metric_names,
 )
+from wgangp.models.sampling import sampling_mode
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -125,19 +126,21 @@ def dataset_id(ds: Any) -> str:
 
 @torch.no_grad()
 def generate_batches(
-    generator: nn.Module, n: int, batch_size: int, seed: int, device: torch.device
+    generator: nn.Module,
+    n: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    bn: str = "running",
 ) -> Iterator[Tensor]:
-    """``n`` samples of ``generator`` in eval mode from fixed latents, batch by batch."""
-    was_training = generator.training
-    generator.eval()
+    """``n`` samples of ``generator`` from fixed latents, batch by batch, in sampling
+    mode (:func:`wgangp.models.sampling.sampling_mode`, ``bn``)."""
     g = torch.Generator().manual_seed(seed)
     z_dim = generator.z_dim  # type: ignore[attr-defined]
-    try:
+    with sampling_mode(generator, bn):
         for lo in range(0, n, batch_size):
             z = torch.randn(min(batch_size, n - lo), z_dim, generator=g).to(device)
             yield generator(z).float()
-    finally:
-        generator.train(was_training)
 
 
 class Evaluator:
@@ -247,7 +250,12 @@ class Evaluator:
             fake = torch.cat(
                 list(
                     generate_batches(
-                        generator, self.num_samples, self.cfg.batch_size, self.cfg.seed, self.device
+                        generator,
+                        self.num_samples,
+                        self.cfg.batch_size,
+                        self.cfg.seed,
+                        self.device,
+                        self.cfg.get("bn", "running"),
                     )
                 )
             ).cpu()
@@ -267,7 +275,12 @@ class Evaluator:
         fake_feats = extract_features(
             extractor,
             generate_batches(
-                generator, self.num_samples, self.cfg.batch_size, self.cfg.seed, self.device
+                generator,
+                self.num_samples,
+                self.cfg.batch_size,
+                self.cfg.seed,
+                self.device,
+                self.cfg.get("bn", "running"),
             ),
         )
         names = self.active_names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -21,9 +22,10 @@ def expand_path(path: str | Path) -> Path:
 def unwritable_reason(directory: str | Path) -> str | None:
     """Why ``directory`` cannot be created or written to, or None if it looks fine.
 
-    Creates nothing: checks the directory, or its nearest existing ancestor, is a
-    directory this process may write into (``os.access``; a read-only mount fails it
-    even for root).
+    Checks the directory, or its nearest existing ancestor, is a directory this process
+    may write into: ``os.access`` (a read-only mount fails it even for root), then a
+    temporary file created and removed there, since for root ``os.access`` says yes to
+    places such as ``/proc`` where nothing can be created. Leaves nothing behind.
     """
     p = Path(os.path.abspath(expand_path(directory)))
     probe = p
@@ -35,4 +37,10 @@ def unwritable_reason(directory: str | Path) -> str | None:
         return f"{probe} is not a directory"
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"no permission to write in {probe} (or it is on a read-only file system)"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".wgangp-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        return f"cannot create files in {probe} ({e.strerror or type(e).__name__})"
     return None

@@ -2,6 +2,7 @@
 
     wgangp-sample checkpoint=PATH n=N out=PATH [seed=0] [ema=true|false]
                   [batch_size=256] [device=auto] [interpolate=K] [steps=8]
+                  [bn=running|batch]
 
 ``checkpoint`` is a run directory (its ``checkpoints/last.pt``) or a checkpoint file.
 ``out`` decides the format:
@@ -14,14 +15,15 @@
 
 For 2-D points every output also writes the scatter picture. ``interpolate=K`` writes
 ``K`` latent interpolation strips of ``steps`` images (spherical interpolation between
-two Gaussian latents) instead of ``n`` independent samples.
+two Gaussian latents) instead of ``n`` independent samples. ``bn``: how the
+generator's batch norms normalise — ``running`` statistics (eval mode) or each batch's
+own, as the official code samples (default: the run's ``eval.bn``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from torch import Tensor, nn
 from wgangp.checkpoint import load_checkpoint, resolve_checkpoint_path
 from wgangp.errors import ConfigError, UserError
 from wgangp.models import build_generator
+from wgangp.models.sampling import check_bn_mode, sampling_mode
 from wgangp.paths import expand_path, unwritable_reason
 from wgangp.plots import image_grid, save_figure, scatter_figure
 from wgangp.validate import resolve_device
@@ -51,6 +54,7 @@ class SampleConfig:
     device: str = "auto"
     interpolate: int = 0
     steps: int = 8
+    bn: str | None = None  # running | batch; None: the run's eval.bn (running by default)
 
 
 def parse_args(argv: list[str]) -> Any:
@@ -88,7 +92,7 @@ def check_output(key: str, path: str | Path, directory: bool = False) -> Path:
 
     ConfigError naming ``key`` when it cannot be written: an existing directory where
     a file is wanted (or a file where a directory is), a parent that is a file, or a
-    place this process cannot create files in (probed with a temporary file).
+    place this process cannot create files in (:func:`wgangp.paths.unwritable_reason`).
     """
     p = Path(os.path.abspath(expand_path(path)))
     what = "a directory" if directory else "a file"
@@ -97,17 +101,7 @@ def check_output(key: str, path: str | Path, directory: bool = False) -> Path:
     elif not directory and p.is_dir():
         reason = f"{p} is a directory"
     else:
-        reason = unwritable_reason(p if directory else p.parent)
-    if reason is None:
-        probe = p if directory else p.parent
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        try:
-            fd, name = tempfile.mkstemp(prefix=".wgangp-write-test-", dir=probe)
-            os.close(fd)
-            os.unlink(name)
-        except OSError as e:
-            reason = f"cannot create files in {probe} ({e.strerror or type(e).__name__})"
+        reason = unwritable_reason(p if directory else p.parent)  # probes with a file
     if reason:
         raise ConfigError(
             key,
@@ -120,7 +114,8 @@ def check_output(key: str, path: str | Path, directory: bool = False) -> Path:
 
 USAGE = (
     "wgangp-sample checkpoint=RUN_DIR_OR_FILE n=N out=FILE.png|FILE.npz|DIR "
-    "[seed=0] [ema=true|false] [batch_size=256] [device=auto] [interpolate=K] [steps=8]"
+    "[seed=0] [ema=true|false] [batch_size=256] [device=auto] [interpolate=K] [steps=8] "
+    "[bn=running|batch]"
 )
 
 
@@ -235,9 +230,13 @@ def _real_points(ckpt: dict, n: int) -> Tensor | None:
 
 def sample(argv: list[str]) -> list[Path]:
     cfg = parse_args(argv)
+    if cfg.bn is not None:
+        check_bn_mode("bn", cfg.bn)
     device = resolve_device(cfg.device)
     gen, ckpt = load_generator(cfg.checkpoint, cfg.ema, device)
-    samples = generate(gen, latents(cfg, gen.z_dim, device), cfg.batch_size)
+    bn = cfg.bn or (ckpt["config"].get("eval") or {}).get("bn", "running")
+    with sampling_mode(gen, bn):
+        samples = generate(gen, latents(cfg, gen.z_dim, device), cfg.batch_size)
     return write(samples, Path(cfg.out).expanduser(), ckpt, cfg)
 
 

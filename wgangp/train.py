@@ -16,6 +16,7 @@ import dataclasses
 import datetime
 import hashlib
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -564,8 +565,75 @@ def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
     return None
 
 
+#: more sweep jobs than this are left to be checked one by one as they start
+MAX_PRECHECKED_JOBS = 512
+
+
+def sweep_jobs(args: list[str]) -> list[list[str]] | None:
+    """The override lists of the jobs ``wgangp-train -m ARGS`` will launch with the basic
+    sweeper (the Cartesian product of its comma/``choice``/``range`` sweeps), or None
+    when they cannot be known here: no ``-m``, another sweeper, another config search
+    path, a ``glob``/``interval`` sweep, or more than :data:`MAX_PRECHECKED_JOBS`."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    if not {"-m", "--multirun"} & set(args):
+        return None
+    if any(a.split("=", 1)[0] in SEARCHPATH_ARGS for a in args):
+        return None
+    overrides = [a for a in args if not a.startswith("-") and "=" in a]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - Hydra reports malformed overrides itself
+        return None
+    axes: list[list[str]] = []
+    for o in parsed:
+        key = o.get_key_element()
+        if key.startswith(("hydra/sweeper", "hydra.sweeper", "hydra.searchpath")):
+            return None
+        if o.is_sweep_override():
+            if not o.is_discrete_sweep() or isinstance(o.value(), Glob):
+                return None
+            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            axes.append([o.input_line])
+    n = 1
+    for a in axes:
+        n *= len(a)
+    if n < 2 or n > MAX_PRECHECKED_JOBS:
+        return None
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def check_sweep_jobs(args: list[str]) -> str | None:
+    """A message for the first job of a sweep whose config would be refused, checked
+    before any job starts (else a sweep runs its good jobs until it reaches a bad one,
+    and a parallel launcher kills the jobs it started)."""
+    jobs = sweep_jobs(args)
+    if not jobs:
+        return None
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        for i, job in enumerate(jobs):
+            try:
+                cfg = compose("config", overrides=job)
+                validate(cfg)
+                check_optimized_metric(cfg)
+            except UserError as e:
+                swept = " ".join(o for o in job if o not in args)
+                return f"sweep job #{i} ({swept}): {e}; no job was started"
+            except Exception:  # noqa: BLE001 - composition problems: Hydra's own message
+                return None
+    return None
+
+
 def main() -> None:
-    bad = check_group_overrides(sys.argv[1:], config_dir())
+    bad = check_group_overrides(sys.argv[1:], config_dir()) or check_sweep_jobs(sys.argv[1:])
     if bad:
         print(f"wgangp: error: {bad}", file=sys.stderr)
         sys.exit(UserError.exit_code)
@@ -581,6 +649,9 @@ def main() -> None:
                 sys.exit(e.exit_code)
             distributed.start_time()  # one shared run directory name
         hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(task)()
+    except KeyboardInterrupt:  # Ctrl-C before training began (signals are handled there)
+        print("wgangp: interrupted before training started; no checkpoint written", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     finally:
         distributed.cleanup()
 

@@ -33,6 +33,7 @@ from wgangp.errors import CheckpointError, Interrupted, UserError
 from wgangp.host_memory import keep_freed_host_memory
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
+from wgangp.models.sampling import sampling_mode
 from wgangp.plots import image_grid, save_figure, scatter_figure
 
 log = logging.getLogger(__name__)
@@ -577,11 +578,8 @@ class Trainer:
     def write_samples(self, writer: SummaryWriter) -> None:
         if not self.dist.is_main:
             return
-        g = self.sampling_generator()
-        was_training = g.training
-        g.eval()
-        fake = g(self.fixed_z).float()
-        g.train(was_training)
+        with sampling_mode(self.sampling_generator(), self.cfg.eval.get("bn", "running")) as g:
+            fake = g(self.fixed_z).float()
         out = self.run_dir / "samples"
         if fake.dim() == 2:
             n = fake.shape[0]

@@ -155,6 +155,9 @@ def validate_eval(cfg: Any) -> None:
     e = cfg.get("eval")
     if e is None:
         return
+    from wgangp.models.sampling import check_bn_mode
+
+    check_bn_mode("eval.bn", e.get("bn", "running"))
     _at_least("eval.every", e.every, 0)
     if e.num_samples is not None:
         _at_least("eval.num_samples", e.num_samples, 2)
