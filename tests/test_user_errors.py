@@ -208,6 +208,21 @@ def test_sweep_report_checks_out_and_metric(toy_run, tmp_path, capsys):
     assert "final_gp" in capsys.readouterr().out
 
 
+def test_sweep_report_default_metric_never_logged(tmp_path, capsys):
+    """Without --metric the runs' optimized_metric is reported: if no job logged it,
+    the same error as a wrong --metric, not a table of dashes."""
+    run = tmp_path / "job"
+    cfg = compose_cfg(*SMALL, *QUIET, "trainer.steps=2", "optimized_metric=metrics/fid")
+    Trainer(cfg, run, CPU).fit()
+    assert report_main([str(run), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "wgangp-sweep-report: error: invalid value for --metric: \"metrics/fid (the runs' "
+        'optimized_metric)" (allowed: a TensorBoard tag the jobs logged: '
+    ), err
+    assert not (tmp_path / "r").exists()
+
+
 # --------------------------------------------------------------------------- wgangp-eval
 
 

@@ -202,14 +202,15 @@ def report(
     if not jobs:
         raise FileNotFoundError(f"{root}: no job directories (with checkpoints/last.pt) found")
     logged = sorted({tag for job in jobs for tag in job.scalars})
-    if metric is not None and metric not in logged:
+    given = metric is not None
+    metric = metric or str(jobs[0].config.get("optimized_metric") or "wasserstein")
+    if metric not in logged:  # a table of dashes would say nothing
         raise ConfigError(
             "--metric",
-            metric,
+            metric if given else f"{metric} (the runs' optimized_metric)",
             "a TensorBoard tag the jobs logged: " + (", ".join(logged) or "none logged"),
             "pick one of them with --metric TAG",
         )
-    metric = metric or str(jobs[0].config.get("optimized_metric") or "wasserstein")
     rows = summarise(jobs, metric, mode)
     out = Path(out) if out is not None else root
     out.mkdir(parents=True, exist_ok=True)
