@@ -244,21 +244,17 @@ class Evaluator:
             return [n for n in self.names if n not in IMAGE_METRICS]
         return list(self.names)
 
+    def _fakes(self, generator: nn.Module) -> Iterator[Tensor]:
+        """The evaluation's samples of ``generator``: fixed latents, eval.bn's mode."""
+        c = self.cfg
+        return generate_batches(
+            generator, self.num_samples, c.batch_size, c.seed, self.device, c.get("bn", "running")
+        )
+
     def __call__(self, generator: nn.Module) -> dict[str, float]:
         """The metrics of ``generator``'s samples; ``{}`` when none can be computed."""
         if self.is_points:
-            fake = torch.cat(
-                list(
-                    generate_batches(
-                        generator,
-                        self.num_samples,
-                        self.cfg.batch_size,
-                        self.cfg.seed,
-                        self.device,
-                        self.cfg.get("bn", "running"),
-                    )
-                )
-            ).cpu()
+            fake = torch.cat(list(self._fakes(generator))).cpu()
             real, real_ref = self.real_points()
             return compute_metrics(
                 self.names,
@@ -274,14 +270,7 @@ class Evaluator:
             return {}
         fake_feats = extract_features(
             extractor,
-            generate_batches(
-                generator,
-                self.num_samples,
-                self.cfg.batch_size,
-                self.cfg.seed,
-                self.device,
-                self.cfg.get("bn", "running"),
-            ),
+            self._fakes(generator),
         )
         names = self.active_names
         real = self.real_stats(extractor) if any(n != "is" for n in names) else None
