@@ -722,3 +722,101 @@ def test_resnet64_paper_preset(data: str) -> None:
     shape = (3, 64, 64)
     critic, generator = build_critic(cfg.critic, shape), build_generator(cfg.generator, shape)
     assert (count_parameters(critic), count_parameters(generator)) == (7_491_841, 8_540_483)
+
+
+def test_cifar10_dcgan_paper_preset(tmp_path: Path, no_md5: None) -> None:
+    """experiment=cifar10_dcgan_paper carries gan_cifar.py's constants, its parameter
+    counts (hand-counted from the script: the generator's per-feature BN1 holds
+    2·8192 of them), and trains on a CIFAR-10 layout."""
+    from tests.conftest import compose_cfg
+    from wgangp.models import build_critic, build_generator, count_parameters
+    from wgangp.trainer import Trainer
+    from wgangp.validate import validate
+
+    cfg = compose_cfg("experiment=cifar10_dcgan_paper", f"dataset.root={tmp_path}")
+    official = {  # gan_cifar.py, lines 27-32 and its Adam
+        "dataset.name": "cifar10",
+        "dataset.image_size": 32,
+        "dataset.dequantize": False,
+        "critic.name": "dcgan",
+        "critic.dim": 128,  # DIM
+        "critic.norm": "none",  # no Discriminator.BN in wgan-gp mode
+        "critic.init": "tflib",
+        "generator.name": "dcgan",
+        "generator.dim": 128,
+        "generator.norm": "batchnorm",
+        "generator.input_norm": "feature",  # Batchnorm('Generator.BN1', [0], ...)
+        "generator.z_dim": 128,
+        "generator.init": "tflib",
+        "trainer.batch_size": 64,  # BATCH_SIZE
+        "trainer.gen_batch_size": None,
+        "trainer.n_critic": 5,  # CRITIC_ITERS
+        "trainer.steps": 200_000,  # ITERS
+        "optim.critic.lr": 1e-4,
+        "optim.generator.lr": 1e-4,
+        "optim.lr_decay": "none",
+        "gp.lambda": 10.0,  # LAMBDA
+    }
+    assert {k: OmegaConf.select(cfg, k) for k in official} == official
+    assert list(cfg.optim.critic.betas) == [0.5, 0.9] == list(cfg.optim.generator.betas)
+    shape = (3, 32, 32)
+    critic, generator = build_critic(cfg.critic, shape), build_generator(cfg.generator, shape)
+    # D: 3·128·25+128, 128·256·25+256, 256·512·25+512, 8192+1
+    # G: 128·8192+8192, 2·8192 (BN1), 512·256·25+256, 2·256, 256·128·25+128, 2·128, 128·3·25+3
+    assert (count_parameters(critic), count_parameters(generator)) == (4_114_689, 5_179_907)
+    write_cifar10(tmp_path)
+    small = compose_cfg(
+        "experiment=cifar10_dcgan_paper",
+        f"dataset.root={tmp_path}",
+        "dataset.num_workers=0",
+        "critic.dim=8",
+        "generator.dim=8",
+        "trainer.batch_size=4",
+        "trainer.n_critic=2",
+        "trainer.progress=false",
+    )
+    tr = Trainer(small, tmp_path / "run", validate(small))
+    stats = tr.train_step()
+    assert all(torch.isfinite(v).all() for v in stats.values())
+
+
+@pytest.mark.parametrize("data", ["lsun", "celeba", "image_folder"])
+def test_dcgan64_paper_preset(data: str) -> None:
+    """experiment=dcgan64_paper: gan_64x64.py's DCGANGenerator/DCGANDiscriminator (the
+    paper's Figure 2 baseline) with its constants and its σ = 0.02 weights."""
+    from tests.conftest import compose_cfg
+    from wgangp.models import build_critic, build_generator, count_parameters
+
+    cfg = compose_cfg("experiment=dcgan64_paper", f"dataset={data}")
+    official = {
+        "dataset.name": data,
+        "dataset.image_size": 64,
+        "critic.name": "dcgan",
+        "critic.dim": 64,
+        "critic.norm": "layernorm",  # Normalize() in wgan-gp mode
+        "critic.init": "dcgan",  # set_weights_stdev(0.02)
+        "generator.name": "dcgan",
+        "generator.dim": 64,
+        "generator.norm": "batchnorm",
+        "generator.input_norm": "channel",  # Normalize('Generator.BN1', [0,2,3], ...)
+        "generator.init": "dcgan",
+        "trainer.batch_size": 64,
+        "trainer.n_critic": 5,
+        "trainer.steps": 200_000,
+        "optim.critic.lr": 1e-4,
+        "optim.generator.lr": 1e-4,
+        "gp.lambda": 10.0,
+    }
+    assert {k: OmegaConf.select(cfg, k) for k in official} == official
+    assert list(cfg.optim.critic.betas) == [0.0, 0.9] == list(cfg.optim.generator.betas)
+    shape = (3, 64, 64)
+    torch.manual_seed(0)
+    critic, generator = build_critic(cfg.critic, shape), build_generator(cfg.generator, shape)
+    # D: convs 3→64→128→256→512 (5×5, bias), layer norms 2·(128+256+512), linear 8192+1
+    # G: linear 128·8192+8192, BN 2·(512+256+128+64), deconvs 512→256→128→64→3
+    assert (count_parameters(critic), count_parameters(generator)) == (4_316_545, 5_364_739)
+    weights = [p for p in critic.parameters() if p.dim() > 1]
+    weights += [p for p in generator.parameters() if p.dim() > 1]
+    for w in weights:  # uniform with σ = 0.02: bound 0.02·√3
+        assert abs(w.std().item() - 0.02) < 0.002
+        assert w.abs().max().item() <= 0.02 * 3**0.5 + 1e-7

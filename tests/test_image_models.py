@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torch import nn
+from torch import Tensor, nn
 
 from wgangp.config import CriticConfig, GeneratorConfig
 from wgangp.errors import ConfigError
@@ -428,3 +428,58 @@ def test_sampling_mode_running_or_batch_statistics() -> None:
     with pytest.raises(ConfigError) as e, sampling_mode(g, "train"):
         pass
     assert str(e.value).startswith("invalid value for bn: 'train' (allowed: running | batch)")
+
+
+# ------------------------------------------------------------ generator.input_norm
+
+
+def test_dcgan_input_norm_feature_is_gan_cifar_batchnorm1d() -> None:
+    """generator.input_norm=feature normalises the linear layer's flat 4·4·C output per
+    feature over the batch (tflib Batchnorm with axes [0], ε = 1e-5) before the reshape;
+    channel (default) normalises per channel over (N, 4, 4) after it."""
+    z = torch.randn(16, 16)
+    for mode, stat_dims in (("feature", (0,)), ("channel", (0, 2, 3))):
+        g = build_generator(generator_cfg("dcgan", input_norm=mode), (3, 32, 32)).train()
+        seen: list[Tensor] = []
+        handle = g.input_act[0].register_forward_hook(lambda m, i, o, out=seen: out.append(o))
+        g(z)
+        handle.remove()
+        h = seen[0]
+        assert h.shape == ((16, 4 * 4 * 32) if mode == "feature" else (16, 32, 4, 4))
+        torch.testing.assert_close(
+            h.mean(stat_dims), torch.zeros_like(h.mean(stat_dims)), atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            h.var(stat_dims, unbiased=False), torch.ones_like(h.mean(stat_dims)), atol=1e-3, rtol=0
+        )
+    # the whole forward against the formula written out with fresh affine parameters
+    g = build_generator(generator_cfg("dcgan", input_norm="feature"), (3, 32, 32)).train()
+    bn = g.input_act[0]
+    assert isinstance(bn, nn.BatchNorm1d) and bn.num_features == 4 * 4 * 32
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+        lin = g.input(z)
+        mean, var = lin.mean(0), lin.var(0, unbiased=False)
+        h = torch.relu((lin - mean) / torch.sqrt(var + 1e-5) * bn.weight + bn.bias)
+        want = g.body(h.view(16, 32, 4, 4))
+        torch.testing.assert_close(g(z), want, atol=1e-6, rtol=1e-5)
+
+
+def test_dcgan_input_norm_refusals() -> None:
+    with pytest.raises(ConfigError) as e:
+        build_generator(generator_cfg("dcgan", input_norm="features"), (3, 32, 32))
+    assert e.value.key == "generator.input_norm"
+    assert "allowed: channel | feature" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        build_generator(generator_cfg("dcgan", input_norm="feature", norm="layernorm"), (3, 32, 32))
+    assert e.value.key == "generator.input_norm"
+    assert "generator.norm=layernorm" in str(e.value)
+    for arch in ("resnet", "mlp"):
+        with pytest.raises(ConfigError) as e:
+            build_generator(generator_cfg(arch, input_norm="feature"), (3, 32, 32))
+        assert e.value.key == "generator.input_norm"
+        assert f"generator.name={arch}" in str(e.value)
+    # without a norm there is nothing to place: feature is accepted and changes nothing
+    g = build_generator(generator_cfg("dcgan", input_norm="feature", norm="none"), (3, 32, 32))
+    assert isinstance(g.input_act[0], nn.Identity)

@@ -158,6 +158,35 @@ def test_resume_with_another_architecture_is_refused_listing_keys(tmp_path):
     assert (d / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_keys_added_since_a_checkpoint_resume_at_their_default(tmp_path):
+    """A checkpoint written before a schema key existed (here generator.input_norm)
+    resumes: the key at its default describes what that run did. Set to anything
+    else it is an architecture change and refused like any other."""
+    from wgangp.checkpoint import atomic_save
+    from wgangp.train import keys_added_at_default
+
+    cli(*TINY, "trainer.steps=2", cwd=tmp_path, check=True)
+    d = run_dir(tmp_path)
+    ckpt = load_checkpoint(d / "checkpoints" / "last.pt")
+    assert ckpt["config"]["generator"].pop("input_norm") == "channel"
+    atomic_save(ckpt, d / "checkpoints" / "last.pt")
+    proc = cli(f"resume={d}", "trainer.steps=3", cwd=tmp_path, check=True)
+    log = proc.stderr + (d / "train.log").read_text()
+    assert "config changes accepted: trainer.steps 2→3" in log
+    assert "input_norm" not in log
+    assert load_checkpoint(d / "checkpoints" / "last.pt")["step"] == 3
+
+    old = {"generator": {"name": "mlp"}, "trainer": {"ema": {"decay": None}}}
+    changes = {
+        "generator.input_norm": (None, "channel"),  # absent before, at its default
+        "trainer.ema.decay": (None, 0.999),  # present (null) before: a real change
+        "generator.z_dim": (None, 2),  # absent, at its default
+        "critic.dim": (None, 64),  # absent, not the default (512)
+    }
+    assert keys_added_at_default(old, changes) == ["generator.input_norm", "generator.z_dim"]
+    assert keys_added_at_default(old, {"generator.input_norm": (None, "feature")}) == []
+
+
 def test_state_dict_mismatch_lists_the_differing_parameters():
     small = Trainer(compose_cfg(*TINY), "/tmp/unused-run", torch.device("cpu"))
     big = Trainer(compose_cfg(*TINY, "critic.dim=48"), "/tmp/unused-run", torch.device("cpu"))

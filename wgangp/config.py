@@ -72,6 +72,10 @@ class GeneratorConfig:
     norm: str = "none"  # conv generators: batchnorm | none | layernorm | instancenorm
     z_dim: int = 2
     init: str = "tflib"  # as critic.init
+    # dcgan only: how the linear layer's 4·4·C output is normalised. channel: per
+    # channel after the reshape (gan_64x64.py); feature: per feature before it, a
+    # BatchNorm1d over 4·4·C (gan_cifar.py's Batchnorm(..., [0], ...))
+    input_norm: str = "channel"
 
 
 @dataclass

@@ -133,6 +133,28 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def keys_added_at_default(old: dict[str, Any], changes: dict[str, tuple[Any, Any]]) -> list[str]:
+    """Changed keys that the old config does not have at all and whose new value is the
+    schema's default: keys added to wgangp since that checkpoint was written, which
+    describe what the old run did (a checkpoint from before ``generator.input_norm``
+    existed normalised per channel, the default), so they are not changes."""
+    present = _flatten(old)
+    schema = OmegaConf.structured(Config)
+    out = []
+    for key, (_, new) in changes.items():
+        if key in present:
+            continue
+        try:
+            default = OmegaConf.select(schema, key, throw_on_missing=True)
+        except OmegaConfBaseException:  # a key without a default
+            continue
+        if OmegaConf.is_config(default):
+            continue
+        if default == new:
+            out.append(key)
+    return out
+
+
 def resume_config(
     ckpt: dict[str, Any], path: Path, overrides: list[str]
 ) -> tuple[DictConfig, list[str], dict[str, tuple[Any, Any]]]:
@@ -148,6 +170,8 @@ def resume_config(
     cfg = hydra.compose(config_name="config", overrides=effective)
     changes = config_changes(ckpt["config"], OmegaConf.to_container(cfg, resolve=True))
     changes.pop("resume", None)
+    for key in keys_added_at_default(ckpt["config"], changes):
+        del changes[key]  # e.g. generator.input_norm, new since the checkpoint was written
     bad = {k: v for k, v in changes.items() if k.startswith(INCOMPATIBLE)}
     if bad:
         listed = "; ".join(f"{k}: {o!r} → {n!r}" for k, (o, n) in bad.items())

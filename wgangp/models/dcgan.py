@@ -21,9 +21,12 @@ Critic, ``(N, C, S, S) → (N,)``::
 Critic norm: ``gan_cifar.py`` drops the critic's batch norm in WGAN-GP mode (the
 default here, ``norm: none``); ``gan_64x64.py`` swaps it for layer norm over (C, H, W)
 (``critic.norm=layernorm``). Either way the norm is on every conv but the first.
-The generator keeps batch norm (the penalty only involves the critic). The official
-32×32 generator batch-normalises the linear output per feature (``BatchNorm1d``); here,
-as in the 64×64 one, it is per channel after the reshape.
+The generator keeps batch norm (the penalty only involves the critic). The linear
+layer's output is normalised per channel after the reshape, as in ``gan_64x64.py``
+(``generator.input_norm=channel``, the default); ``gan_cifar.py`` normalises it per
+feature before the reshape, a ``BatchNorm1d`` over all ``4·4·C`` outputs with their own
+scale and offset (``generator.input_norm=feature``, 16 384 parameters at ``dim`` 128
+instead of 1 024).
 
 Padding: a 5×5 stride-2 conv with padding 2 (and a transposed one with padding 2,
 output padding 1) maps even ``H`` exactly to ``H/2`` (``2H``), like TensorFlow's
@@ -41,6 +44,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from wgangp.errors import ConfigError
 from wgangp.models.blocks import (
     ActFactory,
     image_net_args,
@@ -52,6 +56,7 @@ from wgangp.models.registry import register_critic, register_generator
 
 SIZES = (16, 32, 64, 128)
 KERNEL = 5  # every DCGAN conv in the official code is 5×5
+INPUT_NORMS = ("channel", "feature")
 
 
 def _down(c_in: int, c_out: int) -> nn.Conv2d:
@@ -69,7 +74,14 @@ class DCGANGenerator(nn.Module):
     """G: N(0, I_{z_dim}) → [-1, 1]^{C×S×S}. See the module docstring for the layers."""
 
     def __init__(
-        self, channels: int, size: int, dim: int, z_dim: int, norm: str, act: ActFactory
+        self,
+        channels: int,
+        size: int,
+        dim: int,
+        z_dim: int,
+        norm: str,
+        act: ActFactory,
+        input_norm: str = "channel",
     ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
@@ -78,7 +90,10 @@ class DCGANGenerator(nn.Module):
         c = dim * 2 ** (n - 1)
         self.top_channels = c
         self.input = tag(nn.Linear(z_dim, 4 * 4 * c), "glorot")
-        self.input_act = nn.Sequential(norm_layer(norm, c), act())
+        # per feature: normalise the flat (N, 4·4·c) output before the reshape
+        self.norm_per_feature = input_norm == "feature" and norm != "none"
+        first_norm = nn.BatchNorm1d(4 * 4 * c) if self.norm_per_feature else norm_layer(norm, c)
+        self.input_act = nn.Sequential(first_norm, act())
         layers: list[nn.Module] = []
         for _ in range(n - 1):
             layers += [_up(c, c // 2), norm_layer(norm, c // 2), act()]
@@ -87,8 +102,10 @@ class DCGANGenerator(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.input(z).view(z.shape[0], self.top_channels, 4, 4)
-        return self.body(self.input_act(h))
+        h = self.input(z)
+        if self.norm_per_feature:
+            return self.body(self.input_act(h).view(z.shape[0], self.top_channels, 4, 4))
+        return self.body(self.input_act(h.view(z.shape[0], self.top_channels, 4, 4)))
 
 
 class DCGANCritic(nn.Module):
@@ -119,7 +136,23 @@ def build_dcgan_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
 @register_generator("dcgan")
 def build_dcgan_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
     a = image_net_args("generator", cfg, sample_shape, SIZES, "dcgan")
-    model = DCGANGenerator(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act)
+    input_norm = getattr(cfg, "input_norm", "channel")
+    if input_norm not in INPUT_NORMS:
+        raise ConfigError(
+            "generator.input_norm",
+            input_norm,
+            " | ".join(INPUT_NORMS),
+            "channel: per channel after the reshape (gan_64x64.py); "
+            "feature: BatchNorm1d over the linear output (gan_cifar.py)",
+        )
+    if input_norm == "feature" and a.norm not in ("batchnorm", "none"):
+        raise ConfigError(
+            "generator.input_norm",
+            input_norm,
+            f"channel with generator.norm={a.norm} (feature is a per-feature batch norm)",
+            "use generator.norm=batchnorm, or generator.input_norm=channel",
+        )
+    model = DCGANGenerator(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act, input_norm)
     return init_weights(model, a.init)
 
 

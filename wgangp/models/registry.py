@@ -53,4 +53,14 @@ def build_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
 
 
 def build_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
-    return _lookup(GENERATORS, "generator", cfg.name)(cfg, tuple(sample_shape))
+    builder = _lookup(GENERATORS, "generator", cfg.name)
+    input_norm = getattr(cfg, "input_norm", "channel")
+    if input_norm != "channel" and cfg.name != "dcgan":
+        # only the DCGAN generator normalises its linear layer's output
+        raise ConfigError(
+            "generator.input_norm",
+            input_norm,
+            f"channel with generator.name={cfg.name} (feature is the dcgan generator's)",
+            "drop generator.input_norm, or use generator=dcgan",
+        )
+    return builder(cfg, tuple(sample_shape))
