@@ -820,3 +820,119 @@ def test_dcgan64_paper_preset(data: str) -> None:
     for w in weights:  # uniform with σ = 0.02: bound 0.02·√3
         assert abs(w.std().item() - 0.02) < 0.002
         assert w.abs().max().item() <= 0.02 * 3**0.5 + 1e-7
+
+
+# --------------------------------------------------------------- dataset.pixel_range
+
+
+def test_pixel_range_unit_scales_by_255_everywhere(tmp_path: Path, no_md5: None) -> None:
+    """dataset.pixel_range=[0,1]: training batches and samples are x/255 (dequantized:
+    (x + u)/256), the same images as the default [-1, 1] scaling mapped back, whether
+    streamed or held on the device; and the evaluator's 8-bit view of them is exact."""
+    from wgangp.metrics import to_uint8
+    from wgangp.pixels import UNIT, as_signed
+
+    write_mnist(tmp_path, n_train=12)
+    signed = build_data(make_cfg("mnist", tmp_path, image_size=28), 4, CPU, 7)
+    unit = build_data(make_cfg("mnist", tmp_path, image_size=28, pixel_range=[0, 1]), 4, CPU, 7)
+    held = build_data(
+        make_cfg("mnist", tmp_path, image_size=28, pixel_range=[0, 1], on_device=True), 4, CPU, 7
+    )
+    for _ in range(4):  # past an epoch boundary (12 images, batches of 4)
+        s, u, h = signed.next_batch(), unit.next_batch(), held.next_batch()
+        assert u.min() >= 0 and u.max() <= 1
+        torch.testing.assert_close(u * 255, torch.round(u * 255), atol=1e-4, rtol=0)
+        torch.testing.assert_close(as_signed(u, UNIT), s, atol=1e-6, rtol=0)
+        assert torch.equal(u, h)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    raw = unit.sample(12, generator=g1)
+    assert torch.equal(to_uint8(as_signed(raw, UNIT)), to_uint8(signed.sample(12, generator=g2)))
+    assert to_uint8(as_signed(raw, UNIT)).max() == 255 and to_uint8(as_signed(raw, UNIT)).min() == 0
+    deq = build_data(
+        make_cfg("mnist", tmp_path, image_size=28, pixel_range=[0, 1], dequantize=True), 4, CPU, 7
+    )
+    x = deq.next_batch()
+    k = torch.floor(x * 256)  # the 8-bit value, u = 256·x − k in [0, 1)
+    assert x.min() >= 0 and x.max() < 1 and (x * 256 - k).std() > 0.2
+
+
+@pytest.mark.parametrize("value", [[0, 2], [-1, 0], [1], [0, 1, 2]])
+def test_pixel_range_refusals(tmp_path: Path, value: Any) -> None:
+    with pytest.raises(ConfigError) as e:
+        build_data(make_cfg("mnist", tmp_path, pixel_range=value), 4, CPU, 0)
+    assert e.value.key == "dataset.pixel_range"
+    assert "allowed: [-1,1] (x/127.5 − 1, tanh generators) | [0,1] (x/255, gan_mnist.py)" in str(
+        e.value
+    )
+
+
+def test_pixel_range_and_generator_output_checked_together(caplog: Any) -> None:
+    from tests.conftest import compose_cfg
+    from wgangp.validate import validate
+
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg("dataset=mnist", "generator.output=sigmoid"))
+    assert e.value.key == "generator.output"
+    assert "add dataset.pixel_range=[0,1], or use generator.output=tanh" in str(e.value)
+    with caplog.at_level(logging.WARNING):
+        validate(compose_cfg("dataset=mnist", "dataset.pixel_range=[0,1]"))
+    assert any(
+        "generator.output=tanh with dataset.pixel_range=[0,1]" in r.message for r in caplog.records
+    )
+    with pytest.raises(ConfigError) as e:
+        build_data(compose_cfg("dataset.pixel_range=[0,1]").dataset, 4, CPU, 0)  # gaussians8
+    assert e.value.key == "dataset.pixel_range" and "points data" in str(e.value)
+
+
+def test_mnist_paper_preset(tmp_path: Path) -> None:
+    """experiment=mnist_paper carries gan_mnist.py's constants and parameter counts
+    (hand-counted from the script) and trains on [0, 1] digits at 28×28."""
+    from tests.conftest import compose_cfg
+    from wgangp.models import build_critic, build_generator, count_parameters
+    from wgangp.trainer import Trainer
+    from wgangp.validate import validate
+
+    cfg = compose_cfg("experiment=mnist_paper", f"dataset.root={tmp_path}")
+    official = {  # gan_mnist.py: DIM, BATCH_SIZE, CRITIC_ITERS, LAMBDA, ITERS, its Adam
+        "dataset.name": "mnist",
+        "dataset.image_size": 28,
+        "dataset.channels": 1,
+        "critic.name": "dcgan",
+        "critic.dim": 64,
+        "critic.norm": "none",
+        "generator.name": "dcgan",
+        "generator.dim": 64,
+        "generator.norm": "none",  # BN only in MODE == 'wgan'
+        "generator.output": "sigmoid",
+        "generator.z_dim": 128,
+        "trainer.batch_size": 50,
+        "trainer.n_critic": 5,
+        "trainer.steps": 200_000,
+        "optim.critic.lr": 1e-4,
+        "optim.generator.lr": 1e-4,
+        "gp.lambda": 10.0,
+    }
+    assert {k: OmegaConf.select(cfg, k) for k in official} == official
+    assert list(cfg.dataset.pixel_range) == [0.0, 1.0]
+    assert list(cfg.optim.critic.betas) == [0.5, 0.9] == list(cfg.optim.generator.betas)
+    shape = (1, 28, 28)
+    critic, generator = build_critic(cfg.critic, shape), build_generator(cfg.generator, shape)
+    # D: 1·64·25+64, 64·128·25+128, 128·256·25+256, 4096+1
+    # G: 128·4096+4096, 256·128·25+128, 128·64·25+64, 64·1·25+1
+    assert (count_parameters(critic), count_parameters(generator)) == (1_030_145, 1_554_177)
+    write_mnist(tmp_path, n_train=12)
+    small = compose_cfg(
+        "experiment=mnist_paper",
+        f"dataset.root={tmp_path}",
+        "dataset.num_workers=0",
+        "critic.dim=8",
+        "generator.dim=8",
+        "trainer.batch_size=4",
+        "trainer.n_critic=2",
+        "trainer.progress=false",
+    )
+    tr = Trainer(small, tmp_path / "run", validate(small))
+    reals = tr.draw_inputs().reals
+    assert reals[0].shape == (4, 1, 28, 28) and reals[0].min() >= 0 and reals[0].max() <= 1
+    stats = tr.train_step()
+    assert all(torch.isfinite(v).all() for v in stats.values())

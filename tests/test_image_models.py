@@ -25,7 +25,7 @@ from wgangp.models.resnet import (
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SIZES = {"dcgan": (16, 32, 64, 128), "resnet": (16, 32, 64, 128), "mlp": (16, 32, 64, 128)}
+SIZES = {"dcgan": (16, 28, 32, 64, 128), "resnet": (16, 32, 64, 128), "mlp": (16, 32, 64, 128)}
 CONV_NORMS = ("none", "layernorm", "instancenorm", "auto")
 
 
@@ -207,7 +207,8 @@ def test_bad_resolution_refused(arch: str, shape: tuple[int, int, int]) -> None:
         with pytest.raises(ConfigError) as e:
             build(cfg, shape)
         assert e.value.key == "dataset.image_size"
-        assert "allowed: 16 | 32 | 64 | 128" in str(e.value)
+        allowed = "16 | 28 | 32 | 64 | 128" if arch == "dcgan" else "16 | 32 | 64 | 128"
+        assert f"allowed: {allowed}" in str(e.value)
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
@@ -483,3 +484,41 @@ def test_dcgan_input_norm_refusals() -> None:
     # without a norm there is nothing to place: feature is accepted and changes nothing
     g = build_generator(generator_cfg("dcgan", input_norm="feature", norm="none"), (3, 32, 32))
     assert isinstance(g.input_act[0], nn.Identity)
+
+
+# ------------------------------------------------------------ gan_mnist.py: 28 px, sigmoid
+
+
+def test_dcgan_28px_is_gan_mnist_topology() -> None:
+    """28×28: the generator goes 4 → 8, crops the top-left 7×7 after the first stage's
+    ReLU, then 14 → 28; the critic 28 → 14 → 7 → 4 (TF 'SAME' with pad 2 at 7)."""
+    g = build_generator(generator_cfg("dcgan", norm="none"), (1, 28, 28))
+    d = build_critic(critic_cfg("dcgan"), (1, 28, 28))
+    seen: list[tuple[int, ...]] = []
+    for m in list(g.body) + list(d.body):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) or type(m).__name__ == "Crop":
+            m.register_forward_hook(lambda m, i, o, out=seen: out.append(tuple(o.shape[2:])))
+    x = g(torch.randn(2, 16))
+    assert x.shape == (2, 1, 28, 28)
+    d(x)
+    assert seen == [(8, 8), (7, 7), (14, 14), (28, 28), (14, 14), (7, 7), (4, 4)]
+    # the crop keeps rows/columns 0..6 of the 8×8 map: the same as slicing by hand
+    h = g.input_act(g.input(torch.randn(2, 16)).view(2, 4 * 8, 4, 4))
+    up = g.body[2](g.body[1](g.body[0](h)))
+    torch.testing.assert_close(g.body[3](up), up[:, :, :7, :7])
+
+
+def test_generator_output_sigmoid_and_refusals() -> None:
+    z = torch.randn(64, 16)
+    for arch, size in (("dcgan", 28), ("dcgan", 32), ("resnet", 32), ("mlp", 16)):
+        g = build_generator(generator_cfg(arch, output="sigmoid"), (1, size, size))
+        with torch.no_grad():
+            x = g(z)
+        assert x.min() >= 0 and x.max() <= 1 and x.min() < 0.5 < x.max()
+        assert isinstance(list(g.modules())[-1], nn.Sigmoid)
+    with pytest.raises(ConfigError) as e:
+        build_generator(generator_cfg("dcgan", output="softmax"), (3, 32, 32))
+    assert e.value.key == "generator.output" and "allowed: tanh | sigmoid" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        build_generator(generator_cfg("mlp", output="sigmoid"), (2,))
+    assert e.value.key == "generator.output" and "points data" in str(e.value)

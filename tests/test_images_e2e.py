@@ -240,3 +240,45 @@ def test_ema_resume_is_bitwise(tmp_path):
         assert torch.equal(v, b["ema"][k]), k
     for k, v in a["generator"].items():
         assert torch.equal(v, b["generator"][k]), k
+
+
+def test_unit_range_run_shows_and_exports_8_bit_pixels(tmp_path):
+    """A [0, 1] run (experiment=mnist_paper): the trainer's real grid and wgangp-sample
+    map [0, 1] to 0..255, not as if it were [-1, 1] (which would put black at 127)."""
+    from tests.test_image_data import write_mnist
+
+    write_mnist(tmp_path / "data", n_train=16)
+    cli(
+        "experiment=mnist_paper",
+        f"dataset.root={tmp_path / 'data'}",
+        "dataset.num_workers=0",
+        "critic.dim=4",
+        "generator.dim=4",
+        "trainer.batch_size=8",
+        "trainer.n_critic=1",
+        "trainer.steps=2",
+        "trainer.sample_every=2",
+        "trainer.ckpt_every=2",
+        "trainer.progress=false",
+        "trainer.device=cpu",
+        cwd=tmp_path,
+        check=True,
+    )
+    (run,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
+    with Image.open(run / "samples" / "real.png") as im:
+        tile = np.asarray(im.convert("L"))[2:30, 2:30]  # the first 28×28 digit
+    assert tile.min() < 30 and tile.max() > 225  # random 8-bit digits span the range
+    ckpt_path = run / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(ckpt_path)
+    bias = [k for k in ckpt["generator"] if k.endswith(".bias")][-1]  # the output layer's
+    for value, want in ((-100.0, 0), (100.0, 255)):  # sigmoid → 0 or 1 everywhere
+        ckpt["generator"][bias].fill_(value)
+        torch.save(ckpt, tmp_path / "edited.pt")
+        out = tmp_path / f"s{want}.npz"
+        proc = sample_cli(
+            "checkpoint=" + str(tmp_path / "edited.pt"), "n=3", f"out={out}", cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+        samples = np.load(out)["samples"]
+        assert samples.shape == (3, 1, 28, 28) and samples.dtype == np.uint8
+        assert (samples == want).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -497,3 +498,43 @@ def test_metric_direction_and_is_better() -> None:
     assert is_better("reverse_kl", 1.0, math.inf)
     with pytest.raises(ConfigError):
         is_better("bogus", 1.0, 0.0)
+
+
+def test_evaluator_reads_unit_range_runs_in_8_bit(tmp_path: Path) -> None:
+    """A [0, 1] run (dataset.pixel_range=[0,1]) and a [-1, 1] run of the same data with
+    equivalent generators (u against 2u − 1) get the same FID and IS: the evaluator maps
+    both the fakes and the reals to [-1, 1] before the 8-bit conversion."""
+    from tests.conftest import compose_cfg
+    from tests.test_image_data import write_mnist
+    from wgangp.data import build_data
+    from wgangp.evaluate import Evaluator
+
+    write_mnist(tmp_path / "data", n_train=16)
+
+    class Unit(nn.Module):
+        z_dim = 4
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(z.sum(1)).view(-1, 1, 1, 1).expand(-1, 1, 28, 28)
+
+    class Signed(Unit):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return super().forward(z) * 2 - 1
+
+    out = []
+    for pixels, gen_cls in (("[0,1]", Unit), ("[-1,1]", Signed)):
+        cfg = compose_cfg(
+            "dataset=mnist",
+            f"dataset.root={tmp_path / 'data'}",
+            "dataset.image_size=28",
+            f"dataset.pixel_range={pixels}",
+            "eval.metrics=[fid,is]",
+            "eval.num_samples=16",
+            "eval.batch_size=8",
+            f"eval.stats_cache={tmp_path / gen_cls.__name__}",
+        )
+        data = build_data(cfg.dataset, 4, torch.device("cpu"), 0)
+        ev = Evaluator(cfg.eval, cfg.dataset, data, torch.device("cpu"), TinyExtractor())
+        out.append(ev(gen_cls()))
+    assert out[0] == pytest.approx(out[1], rel=1e-6)
+    assert out[0]["fid"] > 0

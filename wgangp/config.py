@@ -41,6 +41,8 @@ class DatasetConfig:
     on_device: bool = False
     # training batches as (x + U[0, 1)) / 128 - 1 instead of x / 127.5 - 1 (gan_cifar_resnet.py)
     dequantize: bool = False
+    # image sets: [-1, 1] (x / 127.5 - 1) or [0, 1] (x / 255, gan_mnist.py); see wgangp/pixels.py
+    pixel_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     # scale of the on-the-fly toy distributions (None: the official script's value)
     scale: float | None = None
     noise: float | None = None
@@ -76,6 +78,9 @@ class GeneratorConfig:
     # channel after the reshape (gan_64x64.py); feature: per feature before it, a
     # BatchNorm1d over 4·4·C (gan_cifar.py's Batchnorm(..., [0], ...))
     input_norm: str = "channel"
+    # image generators' last layer: tanh (data in [-1, 1]) | sigmoid (dataset.pixel_range
+    # [0, 1], gan_mnist.py)
+    output: str = "tanh"
 
 
 @dataclass

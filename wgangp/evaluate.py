@@ -52,6 +52,7 @@ from wgangp.metrics import (
     validate_metric_names,
 )
 from wgangp.models.sampling import sampling_mode
+from wgangp.pixels import as_signed, pixel_range
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -159,6 +160,7 @@ class Evaluator:
         self.data = data
         self.device = device
         self.is_points = len(data.sample_shape) == 1
+        self.pixels = pixel_range(dataset_cfg)
         self.names = resolve_metrics(
             None if eval_cfg.metrics is None else list(eval_cfg.metrics), data
         )
@@ -212,7 +214,8 @@ class Evaluator:
                 src = self._real_source()
                 g = torch.Generator().manual_seed(self.cfg.seed + 1)
                 for lo in range(0, self.num_samples, self.cfg.batch_size):
-                    yield src.sample(min(self.cfg.batch_size, self.num_samples - lo), generator=g)
+                    n = min(self.cfg.batch_size, self.num_samples - lo)
+                    yield as_signed(src.sample(n, generator=g), self.pixels)
 
             self._real_stats = load_or_compute_real_stats(
                 self.stats_key(extractor),
@@ -247,9 +250,10 @@ class Evaluator:
     def _fakes(self, generator: nn.Module) -> Iterator[Tensor]:
         """The evaluation's samples of ``generator``: fixed latents, eval.bn's mode."""
         c = self.cfg
-        return generate_batches(
+        batches = generate_batches(
             generator, self.num_samples, c.batch_size, c.seed, self.device, c.get("bn", "running")
         )
+        return (as_signed(x, self.pixels) for x in batches)  # image metrics read [-1, 1]
 
     def __call__(self, generator: nn.Module) -> dict[str, float]:
         """The metrics of ``generator``'s samples; ``{}`` when none can be computed."""

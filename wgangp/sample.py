@@ -39,6 +39,7 @@ from wgangp.errors import ConfigError, UserError
 from wgangp.models import build_generator
 from wgangp.models.sampling import check_bn_mode, sampling_mode
 from wgangp.paths import expand_path, unwritable_reason
+from wgangp.pixels import as_signed, pixel_range
 from wgangp.plots import image_grid, save_figure, scatter_figure
 from wgangp.validate import resolve_device
 
@@ -237,6 +238,8 @@ def sample(argv: list[str]) -> list[Path]:
     bn = cfg.bn or (ckpt["config"].get("eval") or {}).get("bn", "running")
     with sampling_mode(gen, bn):
         samples = generate(gen, latents(cfg, gen.z_dim, device), cfg.batch_size)
+    if samples.dim() == 4:  # the files hold 8-bit pixels whatever the run's range
+        samples = as_signed(samples, pixel_range(ckpt["config"].get("dataset") or {}))
     return write(samples, Path(cfg.out).expanduser(), ckpt, cfg)
 
 

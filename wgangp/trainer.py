@@ -34,6 +34,7 @@ from wgangp.host_memory import keep_freed_host_memory
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
 from wgangp.models.sampling import sampling_mode
+from wgangp.pixels import as_signed, pixel_range
 from wgangp.plots import image_grid, save_figure, scatter_figure
 
 log = logging.getLogger(__name__)
@@ -588,6 +589,7 @@ class Trainer:
             save_figure(fig, out / f"step_{self.step:07d}.png")
             writer.add_figure("samples", fig, self.step, close=True)
         else:
+            fake = as_signed(fake, pixel_range(self.cfg.dataset))
             grid = image_grid(fake)
             image_grid(fake, path=out / f"step_{self.step:07d}.png")
             writer.add_image("samples", grid, self.step)
@@ -595,6 +597,7 @@ class Trainer:
     def _write_real(self, writer: SummaryWriter) -> None:
         real = self.data.sample(64, generator=torch.Generator(self.device).manual_seed(0))
         if real.dim() == 4:
+            real = as_signed(real, pixel_range(self.cfg.dataset))
             writer.add_image(
                 "real", image_grid(real, path=self.run_dir / "samples" / "real.png"), 0
             )

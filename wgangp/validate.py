@@ -8,6 +8,7 @@ allowed.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import re
 from typing import Any
@@ -18,6 +19,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from wgangp import distributed, layout, subpixel
 from wgangp.errors import ConfigError
+from wgangp.pixels import SIGNED, UNIT, pixel_range
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 NAN_POLICIES = ("stop", "skip")
@@ -87,6 +91,26 @@ def validate_optim(cfg: Any) -> None:
         for i, b in enumerate(betas):
             if not 0.0 <= _finite(f"optim.{who}.betas", b) < 1.0:
                 raise ConfigError(f"optim.{who}.betas[{i}]", b, "0 ≤ β < 1")
+
+
+def validate_pixels(cfg: Any) -> None:
+    """``dataset.pixel_range`` is one the loaders know, and the generator can reach it."""
+    pixels = pixel_range(cfg.dataset)
+    output = cfg.generator.get("output", "tanh")
+    if output == "sigmoid" and pixels == SIGNED:
+        raise ConfigError(
+            "generator.output",
+            output,
+            "tanh with dataset.pixel_range=[-1,1] (the default)",
+            "a sigmoid cannot produce the data's negative values: add "
+            "dataset.pixel_range=[0,1], or use generator.output=tanh",
+        )
+    if output == "tanh" and pixels == UNIT:
+        log.warning(
+            "generator.output=tanh with dataset.pixel_range=[0,1]: the generator can also "
+            "produce values below 0 that the data never has; gan_mnist.py uses "
+            "generator.output=sigmoid"
+        )
 
 
 def check_resolvable(cfg: Any) -> None:
@@ -202,6 +226,7 @@ def validate(cfg: Any) -> torch.device:
     _at_least("gp.every", cfg.gp.every, 1)
     validate_optim(cfg)
     validate_eval(cfg)
+    validate_pixels(cfg)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)

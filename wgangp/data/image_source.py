@@ -20,7 +20,8 @@ The pieces, from the file on disk to the batch on the device:
 
 Batches travel as ``uint8`` through workers, pinned memory and the host→device copy,
 and are scaled to float32 in ``[-1, 1]`` (``x / 127.5 - 1``: 0 → -1, 255 → +1) on the
-device. ``dataset.dequantize=true`` scales training batches as ``gan_cifar_resnet.py``
+device, or in ``[0, 1]`` (``x / 255``) with ``dataset.pixel_range=[0,1]``.
+``dataset.dequantize=true`` scales training batches as ``gan_cifar_resnet.py``
 does instead: ``(x + u) / 128 - 1`` with ``u ~ U[0, 1)`` per value, so the critic never
 sees the 256 discrete levels. The noise of a batch comes from a generator seeded with
 the batch's position in the stream (seed, epoch, index, rank): it needs no state of its
@@ -43,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wgangp.data.base import DataSource, TensorSource
 from wgangp.errors import DataError
+from wgangp.pixels import SIGNED, UNIT
 
 log = logging.getLogger(__name__)
 
@@ -51,29 +53,37 @@ MODES = {1: "L", 3: "RGB"}
 _MASK64 = (1 << 64) - 1
 
 
-def to_unit_range(batch: Tensor) -> Tensor:
-    """``uint8`` images → float32 in ``[-1, 1]`` (0 ↦ -1, 255 ↦ +1)."""
+def to_unit_range(batch: Tensor, pixels: tuple[float, float] = SIGNED) -> Tensor:
+    """``uint8`` images → float32 in ``[-1, 1]`` (0 ↦ -1, 255 ↦ +1), or in ``[0, 1]``
+    (``x / 255``) when ``pixels`` is :data:`~wgangp.pixels.UNIT`."""
+    if pixels == UNIT:
+        return batch.float().div_(255.0)
     return batch.float().div_(127.5).sub_(1.0)
 
 
 _DEQUANTIZE_STREAM = 0x44455155  # keeps the noise seeds apart from other uses of mix_seed
 
 
-def dequantized(batch: Tensor, seed: int) -> Tensor:
+def dequantized(batch: Tensor, seed: int, pixels: tuple[float, float] = SIGNED) -> Tensor:
     """``uint8`` images → float32 ``(x + u) / 128 − 1`` in ``[-1, 1)``, ``u ~ U[0, 1)``
     drawn per value from a generator seeded with ``seed`` (official
-    ``gan_cifar_resnet.py``: ``2·(x/256 − 0.5) + U[0, 1/128)``)."""
+    ``gan_cifar_resnet.py``: ``2·(x/256 − 0.5) + U[0, 1/128)``); ``(x + u) / 256`` in
+    ``[0, 1)`` for :data:`~wgangp.pixels.UNIT`."""
     g = torch.Generator(device=batch.device).manual_seed(seed)
     u = torch.rand(batch.shape, generator=g, device=batch.device)
+    if pixels == UNIT:
+        return u.add_(batch).div_(256.0)
     return u.add_(batch).div_(128.0).sub_(1.0)
 
 
-def scale_batch(batch: Tensor, dequantize: bool, *position: int) -> Tensor:
+def scale_batch(
+    batch: Tensor, dequantize: bool, *position: int, pixels: tuple[float, float] = SIGNED
+) -> Tensor:
     """A training batch to float: dequantized with noise seeded by its stream
     ``position`` when ``dequantize``, else :func:`to_unit_range`."""
     if not dequantize:
-        return to_unit_range(batch)
-    return dequantized(batch, mix_seed(_DEQUANTIZE_STREAM, *position))
+        return to_unit_range(batch, pixels)
+    return dequantized(batch, mix_seed(_DEQUANTIZE_STREAM, *position), pixels)
 
 
 def _splitmix64(x: int) -> int:
@@ -260,6 +270,7 @@ class ImageSource(DataSource):
         num_workers: int = 0,
         name: str = "data",
         dequantize: bool = False,
+        pixels: tuple[float, float] = SIGNED,
     ) -> None:
         n = len(items)
         if n < batch_size:
@@ -270,6 +281,7 @@ class ImageSource(DataSource):
         self.items, self.name = items, name
         self.batch_size, self.device, self.seed = batch_size, device, seed
         self.num_workers, self.dequantize = num_workers, dequantize
+        self.pixels = pixels
         self.sample_shape = (items.transform.channels, items.transform.size, items.transform.size)
         self.epoch, self.index = 0, 0
         self._pin = device.type == "cuda"
@@ -328,7 +340,15 @@ class ImageSource(DataSource):
         start = self.index
         self.index += self.batch_size * self._sampler.world_size
         batch = batch.to(self.device, non_blocking=self._pin)
-        return scale_batch(batch, self.dequantize, self.seed, self.epoch, start, self._sampler.rank)
+        return scale_batch(
+            batch,
+            self.dequantize,
+            self.seed,
+            self.epoch,
+            start,
+            self._sampler.rank,
+            pixels=self.pixels,
+        )
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` images (without replacement when ``n`` ≤ the set's size), loaded apart
@@ -341,7 +361,8 @@ class ImageSource(DataSource):
             idx = torch.randint(0, total, (n,), generator=generator, device=dev)
         seeds = torch.randint(0, 2**62, (n,), generator=generator, device=dev)
         pairs = list(zip(idx.tolist(), seeds.tolist(), strict=True))
-        return to_unit_range(load_items(self.items, pairs, self.num_workers).to(self.device))
+        batch = load_items(self.items, pairs, self.num_workers).to(self.device)
+        return to_unit_range(batch, self.pixels)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index}
@@ -355,14 +376,17 @@ class ByteTensorSource(TensorSource):
     """TensorSource over ``uint8`` images held on the device, scaled per batch."""
 
     dequantize = False
+    pixels = SIGNED
 
     def next_batch(self) -> Tensor:
         batch = super().next_batch()
         start = self.index - self.batch_size * self.world_size  # this batch's position
-        return scale_batch(batch, self.dequantize, self.seed, self.epoch, start, self.rank)
+        return scale_batch(
+            batch, self.dequantize, self.seed, self.epoch, start, self.rank, pixels=self.pixels
+        )
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return to_unit_range(super().sample(n, generator))
+        return to_unit_range(super().sample(n, generator), self.pixels)
 
 
 def load_on_device(
@@ -373,6 +397,7 @@ def load_on_device(
     num_workers: int,
     name: str,
     dequantize: bool = False,
+    pixels: tuple[float, float] = SIGNED,
 ) -> ByteTensorSource:
     """Decode the whole set once (fixed crops) into a ``uint8`` tensor on ``device``."""
     n = len(items)
@@ -394,4 +419,5 @@ def load_on_device(
     data = load_items(items, [(i, 0) for i in range(n)], num_workers).to(device)
     source = ByteTensorSource(data, batch_size, seed, name=name)
     source.dequantize = dequantize
+    source.pixels = pixels
     return source

@@ -43,6 +43,7 @@ from wgangp.data.image_source import (
 )
 from wgangp.errors import ConfigError, DataError
 from wgangp.paths import expand_path
+from wgangp.pixels import pixel_range
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ def validate_image_config(cfg: Any) -> None:
         raise ConfigError("dataset.channels", cfg.channels, "1 (grey) or 3 (RGB)")
     if cfg.image_size < 4:
         raise ConfigError("dataset.image_size", cfg.image_size, "an integer ≥ 4")
+    pixel_range(cfg)  # [-1, 1] or [0, 1], else a ConfigError naming the key
     if cfg.crop not in CROPS:
         raise ConfigError("dataset.crop", cfg.crop, " | ".join(CROPS))
     if cfg.num_workers < 0:
@@ -328,12 +330,20 @@ def build_images(cfg: Any, batch_size: int, device: torch.device, seed: int) -> 
     validate_image_config(cfg)
     base = OPENERS[cfg.name](cfg)
     items = ImageItems(base, ImageTransform(cfg.image_size, cfg.channels, cfg.crop))
+    pixels = pixel_range(cfg)
     if cfg.on_device:
         return load_on_device(
-            items, batch_size, device, seed, cfg.num_workers, cfg.name, cfg.dequantize
+            items, batch_size, device, seed, cfg.num_workers, cfg.name, cfg.dequantize, pixels
         )
     return ImageSource(
-        items, batch_size, device, seed, cfg.num_workers, name=cfg.name, dequantize=cfg.dequantize
+        items,
+        batch_size,
+        device,
+        seed,
+        cfg.num_workers,
+        name=cfg.name,
+        dequantize=cfg.dequantize,
+        pixels=pixels,
     )
 
 

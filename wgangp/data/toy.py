@@ -201,6 +201,13 @@ def build_toy(cfg: Any, batch_size: int, device: torch.device, seed: int) -> Dat
             f"{name} is not quantized (dequantize adds U[0, 1/128) noise to 8-bit images); "
             "drop dataset.dequantize=true",
         )
+    if list(cfg.get("pixel_range") or [-1.0, 1.0]) != [-1.0, 1.0]:
+        raise ConfigError(
+            "dataset.pixel_range",
+            list(cfg.pixel_range),
+            "[-1,1] (the default) for points data",
+            f"{name} has no pixels; drop dataset.pixel_range",
+        )
     if name == "gaussians8":
         scale = _toy_float(cfg, "scale", 2.0, positive=True)
         std = _toy_float(cfg, "noise", 0.02, positive=True)

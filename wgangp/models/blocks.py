@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from wgangp.errors import ConfigError
 from wgangp.models.init import check_init, tag
-from wgangp.models.mlp import activation
+from wgangp.models.mlp import activation, image_output
 
 ActFactory = Callable[[], nn.Module]
 
@@ -226,6 +226,7 @@ class ImageNetArgs(NamedTuple):
     init: str
     act: ActFactory
     z_dim: int  # the generator's latent size; 0 for a critic
+    out: type[nn.Module] = nn.Tanh  # the generator's output activation
 
 
 def image_net_args(
@@ -253,7 +254,8 @@ def image_net_args(
     init = check_init(group, getattr(cfg, "init", "tflib"))
     act_name = cfg.activation
     activation(group, act_name)
-    return ImageNetArgs(c, size, dim, norm, init, lambda: activation(group, act_name), z_dim)
+    out = image_output(cfg) if group == "generator" else nn.Tanh
+    return ImageNetArgs(c, size, dim, norm, init, lambda: activation(group, act_name), z_dim, out)
 
 
 def log2_stages(size: int) -> int:

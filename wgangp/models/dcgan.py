@@ -1,7 +1,9 @@
 r"""The paper's DCGAN pair (official ``gan_cifar.py`` and ``gan_64x64.py`` "DCGAN").
 
 For an ``S×S`` image there are :math:`n = \log_2(S/4)` resampling stages (2 at 16,
-3 at 32 as in ``gan_cifar.py``, 4 at 64 as in ``gan_64x64.py``, 5 at 128). The width
+3 at 32 as in ``gan_cifar.py``, 4 at 64 as in ``gan_64x64.py``, 5 at 128). 28×28 is
+``gan_mnist.py``'s: 3 stages as at 32, the generator's 8×8 map cropped to its top-left
+7×7 after the first stage (4 → 8 → 7 → 14 → 28), the critic 28 → 14 → 7 → 4. The width
 at a feature map of side :math:`r` is ``dim · S/(2r)``, so the 4×4 end carries
 ``dim · 2^(n-1)`` channels (``4·dim`` at 32, ``8·dim`` at 64) and the ``S/2`` end
 carries ``dim``.
@@ -10,7 +12,8 @@ Generator, ``(N, z_dim) → (N, C, S, S)``::
 
     linear z → 4·4·dim·2^(n-1), reshape to (dim·2^(n-1), 4, 4), norm, ReLU
     (n-1) × [5×5 stride-2 transposed conv halving channels, doubling H×W, norm, ReLU]
-    5×5 stride-2 transposed conv dim → C (S/2 → S), tanh
+    5×5 stride-2 transposed conv dim → C (S/2 → S), tanh (generator.output=sigmoid:
+    sigmoid, for data in [0, 1] as gan_mnist.py)
 
 Critic, ``(N, C, S, S) → (N,)``::
 
@@ -54,7 +57,8 @@ from wgangp.models.blocks import (
 from wgangp.models.init import init_weights, tag
 from wgangp.models.registry import register_critic, register_generator
 
-SIZES = (16, 32, 64, 128)
+SIZES = (16, 28, 32, 64, 128)
+MNIST_SIZE = 28  # gan_mnist.py: 4 → 8, cropped to 7, → 14 → 28 (critic: 28 → 14 → 7 → 4)
 KERNEL = 5  # every DCGAN conv in the official code is 5×5
 INPUT_NORMS = ("channel", "feature")
 
@@ -70,6 +74,22 @@ def _up(c_in: int, c_out: int) -> nn.ConvTranspose2d:
     return tag(layer, "he")  # type: ignore[return-value]
 
 
+def stages(size: int) -> int:
+    """Stride-2 stages between 4×4 and ``size``: log2(size/4); 3 at 28 (as at 32)."""
+    return 3 if size == MNIST_SIZE else log2_stages(size)
+
+
+class Crop(nn.Module):
+    """The top-left ``size × size`` of a feature map (TensorFlow's ``x[:, :, :7, :7]``)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, :, : self.size, : self.size]
+
+
 class DCGANGenerator(nn.Module):
     """G: N(0, I_{z_dim}) → [-1, 1]^{C×S×S}. See the module docstring for the layers."""
 
@@ -82,11 +102,12 @@ class DCGANGenerator(nn.Module):
         norm: str,
         act: ActFactory,
         input_norm: str = "channel",
+        out: type[nn.Module] = nn.Tanh,
     ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
         self.z_dim = z_dim
-        n = log2_stages(size)
+        n = stages(size)
         c = dim * 2 ** (n - 1)
         self.top_channels = c
         self.input = tag(nn.Linear(z_dim, 4 * 4 * c), "glorot")
@@ -95,10 +116,12 @@ class DCGANGenerator(nn.Module):
         first_norm = nn.BatchNorm1d(4 * 4 * c) if self.norm_per_feature else norm_layer(norm, c)
         self.input_act = nn.Sequential(first_norm, act())
         layers: list[nn.Module] = []
-        for _ in range(n - 1):
+        for i in range(n - 1):
             layers += [_up(c, c // 2), norm_layer(norm, c // 2), act()]
+            if i == 0 and size == MNIST_SIZE:
+                layers.append(Crop(7))  # output[:, :, :7, :7], after the ReLU as there
             c //= 2
-        layers += [_up(c, channels), nn.Tanh()]
+        layers += [_up(c, channels), out()]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -114,7 +137,7 @@ class DCGANCritic(nn.Module):
     def __init__(self, channels: int, size: int, dim: int, norm: str, act: ActFactory) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
-        n = log2_stages(size)
+        n = stages(size)
         layers: list[nn.Module] = [_down(channels, dim), act()]
         c = dim
         for _ in range(n - 1):
@@ -152,7 +175,7 @@ def build_dcgan_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
             f"channel with generator.norm={a.norm} (feature is a per-feature batch norm)",
             "use generator.norm=batchnorm, or generator.input_norm=channel",
         )
-    model = DCGANGenerator(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act, input_norm)
+    model = DCGANGenerator(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act, input_norm, a.out)
     return init_weights(model, a.init)
 
 

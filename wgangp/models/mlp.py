@@ -29,6 +29,24 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+# an image generator's last layer: tanh for data in [-1, 1], sigmoid for [0, 1]
+# (gan_mnist.py); see wgangp/pixels.py
+OUTPUTS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def image_output(cfg: Any) -> type[nn.Module]:
+    """The checked ``generator.output`` of an image generator (absent: tanh)."""
+    name = getattr(cfg, "output", "tanh")
+    if name not in OUTPUTS:
+        raise ConfigError(
+            "generator.output",
+            name,
+            " | ".join(OUTPUTS),
+            "tanh for dataset.pixel_range=[-1,1] (the default), sigmoid for [0,1]",
+        )
+    return OUTPUTS[name]
+
+
 def activation(group: str, name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ConfigError(f"{group}.activation", name, f"one of {sorted(ACTIVATIONS)}")
@@ -66,14 +84,22 @@ class MLPCritic(nn.Module):
 
 
 class MLPGenerator(nn.Module):
-    """G: N(0, I_{z_dim}) → R^{sample_shape}; tanh output for images (data in [-1, 1])."""
+    """G: N(0, I_{z_dim}) → R^{sample_shape}; for images a tanh (or ``out``) output."""
 
-    def __init__(self, sample_shape: tuple[int, ...], z_dim: int, dim: int, depth: int, act: Any):
+    def __init__(
+        self,
+        sample_shape: tuple[int, ...],
+        z_dim: int,
+        dim: int,
+        depth: int,
+        act: Any,
+        out: type[nn.Module] = nn.Tanh,
+    ):
         super().__init__()
         self.sample_shape = sample_shape
         self.z_dim = z_dim
         self.net = mlp(z_dim, math.prod(sample_shape), dim, depth, act)
-        self.out_act: nn.Module = nn.Tanh() if len(sample_shape) == 3 else nn.Identity()
+        self.out_act: nn.Module = out() if len(sample_shape) == 3 else nn.Identity()
 
     def forward(self, z: Tensor) -> Tensor:
         return self.out_act(self.net(z)).view(z.shape[0], *self.sample_shape)
@@ -113,8 +139,16 @@ def build_mlp_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
     act_name = cfg.activation
     activation("generator", act_name)
     init = check_init("generator", getattr(cfg, "init", "tflib"))
+    out = image_output(cfg)
+    if len(sample_shape) != 3 and out is not nn.Tanh:
+        raise ConfigError(
+            "generator.output",
+            cfg.output,
+            "tanh (the default) for points data",
+            "a points generator ends in a linear layer; drop generator.output",
+        )
     model = MLPGenerator(
-        sample_shape, cfg.z_dim, cfg.dim, cfg.depth, lambda: activation("generator", act_name)
+        sample_shape, cfg.z_dim, cfg.dim, cfg.depth, lambda: activation("generator", act_name), out
     )
     return init_weights(model, init)
 

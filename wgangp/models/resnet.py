@@ -83,7 +83,14 @@ class CifarResNetGenerator(nn.Module):
     """G of ``gan_cifar_resnet.py`` (unconditional), generalised to 16×16."""
 
     def __init__(
-        self, channels: int, size: int, dim: int, z_dim: int, norm: str, act: ActFactory
+        self,
+        channels: int,
+        size: int,
+        dim: int,
+        z_dim: int,
+        norm: str,
+        act: ActFactory,
+        out: type[nn.Module] = nn.Tanh,
     ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
@@ -93,7 +100,7 @@ class CifarResNetGenerator(nn.Module):
             *(ResidualBlock(dim, dim, "up", norm, act) for _ in range(log2_stages(size)))
         )
         self.output = nn.Sequential(
-            norm_layer(norm, dim), act(), conv(dim, channels, 3, init="glorot"), nn.Tanh()
+            norm_layer(norm, dim), act(), conv(dim, channels, 3, init="glorot"), out()
         )
 
     def forward(self, z: Tensor) -> Tensor:
@@ -129,7 +136,14 @@ class LargeResNetGenerator(nn.Module):
     """G of ``gan_64x64.py`` (``GoodGenerator``), generalised to 128×128."""
 
     def __init__(
-        self, channels: int, size: int, dim: int, z_dim: int, norm: str, act: ActFactory
+        self,
+        channels: int,
+        size: int,
+        dim: int,
+        z_dim: int,
+        norm: str,
+        act: ActFactory,
+        out: type[nn.Module] = nn.Tanh,
     ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
@@ -144,7 +158,7 @@ class LargeResNetGenerator(nn.Module):
             r *= 2
         self.blocks = nn.Sequential(*blocks)
         self.output = nn.Sequential(
-            norm_layer(norm, dim), act(), conv(dim, channels, 3, init="he"), nn.Tanh()
+            norm_layer(norm, dim), act(), conv(dim, channels, 3, init="he"), out()
         )
 
     def forward(self, z: Tensor) -> Tensor:
@@ -191,7 +205,7 @@ def build_resnet_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
 def build_resnet_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
     a = image_net_args("generator", cfg, sample_shape, SIZES, "resnet")
     cls = CifarResNetGenerator if a.size in CIFAR_SIZES else LargeResNetGenerator
-    return init_weights(cls(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act), a.init)
+    return init_weights(cls(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act, a.out), a.init)
 
 
 __all__ = [
