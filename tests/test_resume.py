@@ -182,8 +182,14 @@ def test_keys_added_since_a_checkpoint_resume_at_their_default(tmp_path):
         "trainer.ema.decay": (None, 0.999),  # present (null) before: a real change
         "generator.z_dim": (None, 2),  # absent, at its default
         "critic.dim": (None, 64),  # absent, not the default (512)
+        "dataset.pixel_range": (None, [-1.0, 1.0]),  # absent, the default (a list)
     }
-    assert keys_added_at_default(old, changes) == ["generator.input_norm", "generator.z_dim"]
+    assert keys_added_at_default(old, changes) == [
+        "generator.input_norm",
+        "generator.z_dim",
+        "dataset.pixel_range",
+    ]
+    assert keys_added_at_default(old, {"dataset.pixel_range": (None, [0.0, 1.0])}) == []
     assert keys_added_at_default(old, {"generator.input_norm": (None, "feature")}) == []
 
 

@@ -45,7 +45,14 @@ from wgangp.validate import validate
 log = logging.getLogger("wgangp")
 
 #: keys whose change makes a checkpoint unusable (network shapes, data shape)
-INCOMPATIBLE = ("critic.", "generator.", "dataset.name", "dataset.image_size", "dataset.channels")
+INCOMPATIBLE = (
+    "critic.",
+    "generator.",
+    "dataset.name",
+    "dataset.image_size",
+    "dataset.channels",
+    "dataset.pixel_range",
+)
 
 
 def config_dir() -> Path:
@@ -148,7 +155,9 @@ def keys_added_at_default(old: dict[str, Any], changes: dict[str, tuple[Any, Any
             default = OmegaConf.select(schema, key, throw_on_missing=True)
         except OmegaConfBaseException:  # a key without a default
             continue
-        if OmegaConf.is_config(default):
+        if OmegaConf.is_list(default):
+            default = OmegaConf.to_container(default)  # e.g. dataset.pixel_range
+        elif OmegaConf.is_config(default):
             continue
         if default == new:
             out.append(key)
