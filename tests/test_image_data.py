@@ -626,6 +626,27 @@ def test_image_sets_pick_image_networks_and_schedule(name: str, arch: str) -> No
     assert (cfg.critic.name, cfg.generator.name, cfg.trainer.batch_size) == ("resnet", "dcgan", 16)
 
 
+def small_preset_trainer(experiment: str, root: Path, *extra: str) -> Any:
+    """A Trainer of ``experiment`` shrunk to a test's size (width 8, batch 4, 2 critic
+    updates), on the data set written under ``root``."""
+    from tests.conftest import compose_cfg
+    from wgangp.trainer import Trainer
+    from wgangp.validate import validate
+
+    cfg = compose_cfg(
+        f"experiment={experiment}",
+        f"dataset.root={root}",
+        "dataset.num_workers=0",
+        "critic.dim=8",
+        "generator.dim=8",
+        "trainer.batch_size=4",
+        "trainer.n_critic=2",
+        "trainer.progress=false",
+        *extra,
+    )
+    return Trainer(cfg, root / "run", validate(cfg))
+
+
 # --------------------------------------------------------------------------- presets
 
 
@@ -635,8 +656,6 @@ def test_cifar10_resnet_paper_preset(tmp_path: Path, no_md5: None) -> None:
     batches of batch_size, generator updates of gen_batch_size."""
     from tests.conftest import compose_cfg
     from wgangp.models import build_critic, build_generator, count_parameters
-    from wgangp.trainer import Trainer
-    from wgangp.validate import validate
 
     cfg = compose_cfg("experiment=cifar10_resnet_paper", f"dataset.root={tmp_path}")
     official = {  # gan_cifar_resnet.py, lines 36-47
@@ -662,18 +681,7 @@ def test_cifar10_resnet_paper_preset(tmp_path: Path, no_md5: None) -> None:
     assert {k: OmegaConf.select(cfg, k) for k in official} == official
     assert list(cfg.optim.critic.betas) == [0.0, 0.9] == list(cfg.optim.generator.betas)
     write_cifar10(tmp_path)
-    small = compose_cfg(
-        "experiment=cifar10_resnet_paper",
-        f"dataset.root={tmp_path}",
-        "dataset.num_workers=0",
-        "critic.dim=8",
-        "generator.dim=8",
-        "trainer.batch_size=4",
-        "trainer.gen_batch_size=8",
-        "trainer.n_critic=2",
-        "trainer.progress=false",
-    )
-    tr = Trainer(small, tmp_path / "run", validate(small))
+    tr = small_preset_trainer("cifar10_resnet_paper", tmp_path, "trainer.gen_batch_size=8")
     reals = tr.draw_inputs().reals
     assert len(reals) == 2 and reals[0].shape == (4, 3, 32, 32)
     frac = (reals[0] + 1) * 128 - torch.floor((reals[0] + 1) * 128)
@@ -730,8 +738,6 @@ def test_cifar10_dcgan_paper_preset(tmp_path: Path, no_md5: None) -> None:
     2·8192 of them), and trains on a CIFAR-10 layout."""
     from tests.conftest import compose_cfg
     from wgangp.models import build_critic, build_generator, count_parameters
-    from wgangp.trainer import Trainer
-    from wgangp.validate import validate
 
     cfg = compose_cfg("experiment=cifar10_dcgan_paper", f"dataset.root={tmp_path}")
     official = {  # gan_cifar.py, lines 27-32 and its Adam
@@ -765,17 +771,7 @@ def test_cifar10_dcgan_paper_preset(tmp_path: Path, no_md5: None) -> None:
     # G: 128·8192+8192, 2·8192 (BN1), 512·256·25+256, 2·256, 256·128·25+128, 2·128, 128·3·25+3
     assert (count_parameters(critic), count_parameters(generator)) == (4_114_689, 5_179_907)
     write_cifar10(tmp_path)
-    small = compose_cfg(
-        "experiment=cifar10_dcgan_paper",
-        f"dataset.root={tmp_path}",
-        "dataset.num_workers=0",
-        "critic.dim=8",
-        "generator.dim=8",
-        "trainer.batch_size=4",
-        "trainer.n_critic=2",
-        "trainer.progress=false",
-    )
-    tr = Trainer(small, tmp_path / "run", validate(small))
+    tr = small_preset_trainer("cifar10_dcgan_paper", tmp_path)
     stats = tr.train_step()
     assert all(torch.isfinite(v).all() for v in stats.values())
 
@@ -889,8 +885,6 @@ def test_mnist_paper_preset(tmp_path: Path) -> None:
     (hand-counted from the script) and trains on [0, 1] digits at 28×28."""
     from tests.conftest import compose_cfg
     from wgangp.models import build_critic, build_generator, count_parameters
-    from wgangp.trainer import Trainer
-    from wgangp.validate import validate
 
     cfg = compose_cfg("experiment=mnist_paper", f"dataset.root={tmp_path}")
     official = {  # gan_mnist.py: DIM, BATCH_SIZE, CRITIC_ITERS, LAMBDA, ITERS, its Adam
@@ -921,17 +915,7 @@ def test_mnist_paper_preset(tmp_path: Path) -> None:
     # G: 128·4096+4096, 256·128·25+128, 128·64·25+64, 64·1·25+1
     assert (count_parameters(critic), count_parameters(generator)) == (1_030_145, 1_554_177)
     write_mnist(tmp_path, n_train=12)
-    small = compose_cfg(
-        "experiment=mnist_paper",
-        f"dataset.root={tmp_path}",
-        "dataset.num_workers=0",
-        "critic.dim=8",
-        "generator.dim=8",
-        "trainer.batch_size=4",
-        "trainer.n_critic=2",
-        "trainer.progress=false",
-    )
-    tr = Trainer(small, tmp_path / "run", validate(small))
+    tr = small_preset_trainer("mnist_paper", tmp_path)
     reals = tr.draw_inputs().reals
     assert reals[0].shape == (4, 1, 28, 28) and reals[0].min() >= 0 and reals[0].max() <= 1
     stats = tr.train_step()
