@@ -282,3 +282,18 @@ def test_unit_range_run_shows_and_exports_8_bit_pixels(tmp_path):
         samples = np.load(out)["samples"]
         assert samples.shape == (3, 1, 28, 28) and samples.dtype == np.uint8
         assert (samples == want).all()
+
+
+def test_sample_npz_holds_the_bytes_of_the_png_grid(trained, tmp_path):
+    """wgangp-sample's .npz and its .png grid of the same samples hold the same 8-bit
+    values (one rounding, save_image's, for both)."""
+    for out in ("s.npz", "s.png"):
+        proc = sample_cli(
+            f"checkpoint={trained}", "n=8", f"out={tmp_path / out}", "seed=5", cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+    arrays = np.load(tmp_path / "s.npz")["samples"]  # (8, 1, 16, 16)
+    with Image.open(tmp_path / "s.png") as im:
+        grid = np.asarray(im.convert("L"))
+    tiles = [grid[2:18, 2 + 18 * i : 18 + 18 * i] for i in range(8)]
+    assert all(np.array_equal(t, a[0]) for t, a in zip(tiles, arrays, strict=True))

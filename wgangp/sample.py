@@ -167,7 +167,10 @@ def latents(cfg: Any, z_dim: int, device: torch.device) -> Tensor:
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    """The bytes a PNG of these [-1, 1] images holds (the rounding of the grids too)."""
+    from wgangp.metrics.images import quantize
+
+    return quantize(images).numpy()
 
 
 def write(samples: Tensor, out: Path, ckpt: dict, cfg: Any) -> list[Path]:

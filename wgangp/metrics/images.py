@@ -64,20 +64,24 @@ class FeatureExtractor(Protocol):
     def __call__(self, images: Tensor) -> Mapping[str, Tensor] | tuple[Tensor, Tensor]: ...
 
 
+def quantize(images: Tensor) -> Tensor:
+    """Float images in [-1, 1] (clamped) as uint8 by ``floor((x + 1)/2 · 255 + 0.5)``,
+    the rounding of ``torchvision.utils.save_image``: the bytes a PNG of them holds.
+    uint8 input passes through."""
+    if images.dtype == torch.uint8:
+        return images
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().to(torch.uint8)
+
+
 def to_uint8(images: Tensor) -> Tensor:
     """Images as uint8 ``(N, 3, H, W)`` in [0, 255], the input torch-fidelity expects.
 
-    uint8 input passes through; float input is read as [-1, 1] (clamped) and mapped by
-    ``floor((x + 1)/2 · 255 + 0.5)``, the rounding of ``torchvision.utils.save_image``,
-    so features match those of the same images saved as PNG. One channel is repeated
-    to three.
+    Float input is read as [-1, 1] and rounded by :func:`quantize`, so features match
+    those of the same images saved as PNG. One channel is repeated to three.
     """
     if images.ndim != 4:
         raise ValueError(f"expected images (N, C, H, W), got shape {tuple(images.shape)}")
-    if images.dtype == torch.uint8:
-        x = images
-    else:
-        x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().to(torch.uint8)
+    x = quantize(images)
     c = x.shape[1]
     if c == 1:
         x = x.expand(-1, 3, -1, -1)
@@ -616,5 +620,6 @@ __all__ = [
     "precision_recall_from_features",
     "real_stats_path",
     "save_real_stats",
+    "quantize",
     "to_uint8",
 ]
