@@ -55,6 +55,8 @@ class CriticConfig:
     name: str = MISSING
     dim: int = 512
     depth: int = 3
+    # relu | leaky_relu | elu | gelu | tanh | silu; dcgan also gated: sigmoid(even
+    # channels)·tanh(odd channels) after layers of doubled width (gan_64x64.py)
     activation: str = "relu"
     # none | layernorm | instancenorm | auto (conv critics: the architecture's default
     # for the image size); batchnorm is refused, it breaks the per-sample penalty
@@ -70,7 +72,7 @@ class GeneratorConfig:
     name: str = MISSING
     dim: int = 512
     depth: int = 3
-    activation: str = "relu"
+    activation: str = "relu"  # as critic.activation (gated: dcgan and dcgan_constant)
     norm: str = "none"  # conv generators: batchnorm | none | layernorm | instancenorm
     z_dim: int = 2
     init: str = "tflib"  # as critic.init

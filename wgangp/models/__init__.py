@@ -2,10 +2,13 @@
 
 Registered names: ``mlp`` (points, or flattened images), ``dcgan`` and ``resnet``
 (images; the paper's convolutional models, see :mod:`wgangp.models.dcgan` and
-:mod:`wgangp.models.resnet`).
+:mod:`wgangp.models.resnet`), and for the paper's Figure 2 the generator
+``dcgan_constant`` (:mod:`wgangp.models.dcgan`) and ``resnet101``, both networks
+(:mod:`wgangp.models.resnet101`).
 """
 
-from wgangp.models import dcgan, mlp, resnet  # noqa: F401  (importing registers the names)
+# importing registers the names
+from wgangp.models import dcgan, mlp, resnet, resnet101  # noqa: F401
 from wgangp.models.mlp import count_parameters
 from wgangp.models.registry import CRITICS, GENERATORS, build_critic, build_generator
 

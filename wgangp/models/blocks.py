@@ -12,14 +12,18 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wgangp.errors import ConfigError
 from wgangp.models.init import check_init, tag
-from wgangp.models.mlp import activation, image_output
+from wgangp.models.mlp import ACTIVATIONS, activation, image_output
 
 ActFactory = Callable[[], nn.Module]
+
+#: ``activation: gated``: the gated multiplicative nonlinearity (conv nets that support it)
+GATED = "gated"
 
 CRITIC_NORMS = ("none", "layernorm", "instancenorm", "auto")
 GENERATOR_NORMS = ("batchnorm", "none", "layernorm", "instancenorm")
@@ -64,6 +68,20 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     if kind == "batchnorm":
         return nn.BatchNorm2d(channels)
     raise ValueError(kind)  # builders validate before getting here
+
+
+class GatedTanh(nn.Module):
+    r"""The official ``pixcnn_gated_nonlinearity``: :math:`\sigma(a) \cdot \tanh(b)`.
+
+    ``a`` is the even channels ``x[:, 0::2]`` and ``b`` the odd ones ``x[:, 1::2]``
+    (``gan_64x64.py``'s ``output[:, ::2], output[:, 1::2]``), so the gate halves the
+    channel count: ``(N, 2C, ...) → (N, C, ...)``. A layer feeding it produces twice
+    the channels it would feed a pointwise activation, and any norm between the two
+    normalises all ``2C`` of them (``activation: gated``).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x[:, 0::2]) * torch.tanh(x[:, 1::2])
 
 
 class MeanPool(nn.Module):
@@ -227,6 +245,7 @@ class ImageNetArgs(NamedTuple):
     act: ActFactory
     z_dim: int  # the generator's latent size; 0 for a critic
     out: type[nn.Module] = nn.Tanh  # the generator's output activation
+    gated: bool = False  # activation: gated (act makes a GatedTanh, widths double)
 
 
 def image_net_args(
@@ -236,12 +255,14 @@ def image_net_args(
     sizes: tuple[int, ...],
     arch: str,
     norm_auto: Callable[[int], str] | None = None,
+    gated_ok: bool = False,
 ) -> ImageNetArgs:
     """Check ``critic.*`` or ``generator.*`` for an image architecture, in one fixed order.
 
     ``norm_auto(size)`` is what ``critic.norm=auto`` means for this architecture at
     that image size (critics only). The activation name is checked here, before any
     layer is built, and ``act`` makes a fresh module of it per use site.
+    ``gated_ok``: the architecture accepts ``activation: gated`` (:class:`GatedTanh`).
     """
     c, size = check_image_shape(sample_shape, sizes, arch)
     dim = check_dim(group, cfg.dim)
@@ -253,9 +274,23 @@ def image_net_args(
         norm = generator_norm(cfg.norm)
     init = check_init(group, getattr(cfg, "init", "tflib"))
     act_name = cfg.activation
-    activation(group, act_name)
+    gated = act_name == GATED
+    act: ActFactory
+    if gated and not gated_ok:
+        raise ConfigError(
+            f"{group}.activation",
+            act_name,
+            f"one of {sorted(ACTIVATIONS)}",
+            f"the gated nonlinearity needs layers of doubled width, which the {arch} "
+            f"architecture does not have; use {group}=dcgan",
+        )
+    if gated:
+        act = GatedTanh
+    else:
+        activation(group, act_name)
+        act = lambda: activation(group, act_name)  # noqa: E731
     out = image_output(cfg) if group == "generator" else nn.Tanh
-    return ImageNetArgs(c, size, dim, norm, init, lambda: activation(group, act_name), z_dim, out)
+    return ImageNetArgs(c, size, dim, norm, init, act, z_dim, out, gated)
 
 
 def log2_stages(size: int) -> int:

@@ -37,8 +37,29 @@ output padding 1) maps even ``H`` exactly to ``H/2`` (``2H``), like TensorFlow's
 shift that makes no difference to what the network can express.
 
 Init: ``init=tflib`` (default) is the CIFAR script's (He-style for every conv and
-transposed conv, Glorot for the linears; formulas in :mod:`wgangp.models.blocks`);
+transposed conv, Glorot for the linears; formulas in :mod:`wgangp.models.init`);
 ``init=dcgan`` is the 64×64 script's uniform with standard deviation 0.02.
+
+Variants of ``gan_64x64.py``'s Figure 2 (the paper's "many architectures"):
+
+* ``activation: gated`` (``MultiplicativeDCGANGenerator`` /
+  ``MultiplicativeDCGANDiscriminator``): every activation is
+  :class:`~wgangp.models.blocks.GatedTanh`, ``sigmoid(x[:, ::2]) · tanh(x[:, 1::2])``,
+  which halves the channels, so every layer that feeds one (the generator's linear
+  layer and all transposed convs but the last; every critic conv) has *twice* the
+  output channels listed above, and each norm sits between that layer and the gate,
+  over all ``2C`` channels. The same layers as above carry a norm (none on the critic's
+  first conv). The official pair keeps tflib's default init (``init=tflib``; neither
+  function calls ``set_weights_stdev(0.02)``).
+* ``generator=dcgan_constant`` (``WGANPaper_CrippledDCGANGenerator``, from the WGAN
+  paper): ``dim`` channels everywhere instead of ``dim·2^k``::
+
+      linear z → 4·4·dim, reshape to (dim, 4, 4), [norm], ReLU
+      (n-1) × [5×5 stride-2 transposed conv dim → dim, [norm], ReLU]
+      5×5 stride-2 transposed conv dim → C, tanh
+
+  The official one has no batch norm (``generator.norm=none``) and tflib's default
+  init (``init=tflib``).
 """
 
 from __future__ import annotations
@@ -91,7 +112,12 @@ class Crop(nn.Module):
 
 
 class DCGANGenerator(nn.Module):
-    """G: N(0, I_{z_dim}) → [-1, 1]^{C×S×S}. See the module docstring for the layers."""
+    """G: N(0, I_{z_dim}) → [-1, 1]^{C×S×S}. See the module docstring for the layers.
+
+    ``gated``: ``act`` is the channel-halving gate, every layer before one has twice
+    the channels. ``constant_width``: ``dim`` channels at every stage (the WGAN paper's
+    crippled generator) instead of halving from ``dim·2^(n-1)``.
+    """
 
     def __init__(
         self,
@@ -103,45 +129,71 @@ class DCGANGenerator(nn.Module):
         act: ActFactory,
         input_norm: str = "channel",
         out: type[nn.Module] = nn.Tanh,
+        *,
+        gated: bool = False,
+        constant_width: bool = False,
     ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
         self.z_dim = z_dim
         n = stages(size)
-        c = dim * 2 ** (n - 1)
-        self.top_channels = c
-        self.input = tag(nn.Linear(z_dim, 4 * 4 * c), "glorot")
-        # per feature: normalise the flat (N, 4·4·c) output before the reshape
+        m = 2 if gated else 1  # channels into an activation per channel out of it
+        c = dim if constant_width else dim * 2 ** (n - 1)
+        self.top_channels = c * m  # of the reshaped linear output
+        self.input = tag(nn.Linear(z_dim, 4 * 4 * c * m), "glorot")
+        # per feature: normalise the flat (N, 4·4·c·m) output before the reshape
         self.norm_per_feature = input_norm == "feature" and norm != "none"
-        first_norm = nn.BatchNorm1d(4 * 4 * c) if self.norm_per_feature else norm_layer(norm, c)
+        first_norm = (
+            nn.BatchNorm1d(4 * 4 * c * m) if self.norm_per_feature else norm_layer(norm, c * m)
+        )
         self.input_act = nn.Sequential(first_norm, act())
         layers: list[nn.Module] = []
         for i in range(n - 1):
-            layers += [_up(c, c // 2), norm_layer(norm, c // 2), act()]
+            c_next = c if constant_width else c // 2
+            layers += [_up(c, c_next * m), norm_layer(norm, c_next * m), act()]
             if i == 0 and size == MNIST_SIZE:
                 layers.append(Crop(7))  # output[:, :, :7, :7], after the ReLU as there
-            c //= 2
+            c = c_next
         layers += [_up(c, channels), out()]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
+        norm, act = self.input_act
         h = self.input(z)
         if self.norm_per_feature:
-            return self.body(self.input_act(h).view(z.shape[0], self.top_channels, 4, 4))
-        return self.body(self.input_act(h.view(z.shape[0], self.top_channels, 4, 4)))
+            h = norm(h).view(z.shape[0], self.top_channels, 4, 4)
+        else:
+            h = norm(h.view(z.shape[0], self.top_channels, 4, 4))
+        # the activation after the reshape: a gate pairs channels, not flat features
+        return self.body(act(h))
 
 
 class DCGANCritic(nn.Module):
-    """D: R^{C×S×S} → R, one linear score per sample (no sigmoid, no batch norm)."""
+    """D: R^{C×S×S} → R, one linear score per sample (no sigmoid, no batch norm).
 
-    def __init__(self, channels: int, size: int, dim: int, norm: str, act: ActFactory) -> None:
+    ``gated``: ``act`` is the channel-halving gate and every conv has twice the
+    channels (``MultiplicativeDCGANDiscriminator``); the linear layer still reads
+    ``dim·2^(n-1)·4·4`` features.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        size: int,
+        dim: int,
+        norm: str,
+        act: ActFactory,
+        *,
+        gated: bool = False,
+    ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
         n = stages(size)
-        layers: list[nn.Module] = [_down(channels, dim), act()]
+        m = 2 if gated else 1
+        layers: list[nn.Module] = [_down(channels, dim * m), act()]
         c = dim
         for _ in range(n - 1):
-            layers += [_down(c, 2 * c), norm_layer(norm, 2 * c), act()]
+            layers += [_down(c, 2 * c * m), norm_layer(norm, 2 * c * m), act()]
             c *= 2
         self.body = nn.Sequential(*layers)
         self.output = tag(nn.Linear(4 * 4 * c, 1), "glorot")
@@ -152,13 +204,26 @@ class DCGANCritic(nn.Module):
 
 @register_critic("dcgan")
 def build_dcgan_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
-    a = image_net_args("critic", cfg, sample_shape, SIZES, "dcgan")
-    return init_weights(DCGANCritic(a.channels, a.size, a.dim, a.norm, a.act), a.init)
+    a = image_net_args("critic", cfg, sample_shape, SIZES, "dcgan", gated_ok=True)
+    model = DCGANCritic(a.channels, a.size, a.dim, a.norm, a.act, gated=a.gated)
+    return init_weights(model, a.init)
 
 
 @register_generator("dcgan")
 def build_dcgan_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
-    a = image_net_args("generator", cfg, sample_shape, SIZES, "dcgan")
+    return _build_generator(cfg, sample_shape, "dcgan", constant_width=False)
+
+
+@register_generator("dcgan_constant")
+def build_dcgan_constant_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
+    """``WGANPaper_CrippledDCGANGenerator``: the DCGAN generator at constant width ``dim``."""
+    return _build_generator(cfg, sample_shape, "dcgan_constant", constant_width=True)
+
+
+def _build_generator(
+    cfg: Any, sample_shape: tuple[int, ...], arch: str, *, constant_width: bool
+) -> nn.Module:
+    a = image_net_args("generator", cfg, sample_shape, SIZES, arch, gated_ok=True)
     input_norm = getattr(cfg, "input_norm", "channel")
     if input_norm not in INPUT_NORMS:
         raise ConfigError(
@@ -175,8 +240,25 @@ def build_dcgan_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
             f"channel with generator.norm={a.norm} (feature is a per-feature batch norm)",
             "use generator.norm=batchnorm, or generator.input_norm=channel",
         )
-    model = DCGANGenerator(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act, input_norm, a.out)
+    model = DCGANGenerator(
+        a.channels,
+        a.size,
+        a.dim,
+        a.z_dim,
+        a.norm,
+        a.act,
+        input_norm,
+        a.out,
+        gated=a.gated,
+        constant_width=constant_width,
+    )
     return init_weights(model, a.init)
 
 
-__all__ = ["DCGANCritic", "DCGANGenerator", "build_dcgan_critic", "build_dcgan_generator"]
+__all__ = [
+    "DCGANCritic",
+    "DCGANGenerator",
+    "build_dcgan_constant_generator",
+    "build_dcgan_critic",
+    "build_dcgan_generator",
+]
