@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -165,6 +166,86 @@ def test_full_disk_through_the_cli_is_one_clear_line_and_the_previous_checkpoint
         "(No space left on device); the previous checkpoint is intact"
     ) in err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_full_disk_for_the_tensorboard_log_at_start_up_is_one_line_no_thread_traceback(
+    tmp_path,
+):
+    """tensorboard writes events from a thread: its OSError was printed as that thread's
+    traceback on top of the error line."""
+    run = tmp_path / "run"
+    proc = start(run, *TINY, "trainer.steps=4", fault="tb_enospc_after:0")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in out + err and "Exception in thread" not in out + err
+    assert err.splitlines() == [
+        f"wgangp: error: cannot write the TensorBoard log {run}/tb at step 0 (No space left "
+        f"on device); no checkpoint was written; free disk space or fix the permissions of {run}"
+    ]
+
+
+def test_full_disk_for_the_tensorboard_log_mid_run_saves_that_step_and_resume_continues(
+    tmp_path,
+):
+    run = tmp_path / "run"
+    args = [*TINY, "trainer.n_critic=1", "trainer.log_every=1", "trainer.ckpt_every=2"]
+    # the file-version event, then a few steps' scalars are written; then the disk is full
+    proc = start(run, *args, "trainer.steps=20", fault="tb_enospc_after:28")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in out + err and "Exception in thread" not in out + err
+    (line,) = err.splitlines()
+    m = re.fullmatch(
+        rf"wgangp: error: cannot write the TensorBoard log {run}/tb at step (\d+) \(No space "
+        rf"left on device\); training stopped; checkpoint of step \1 saved: "
+        rf"{run}/checkpoints/last.pt; free disk space or fix the permissions of {run}, then "
+        rf"continue with resume={run}",
+        line,
+    )
+    assert m, line
+    step = int(m.group(1))
+    assert 2 < step < 20
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == step
+    assert check_checkpoint_dir(run) == step  # every file loads, no temporary left
+    # the hint works: the run continues from there once the disk has room again
+    cli(*args, "trainer.steps=22", f"resume={run}", cwd=tmp_path, check=True)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 22
+
+
+def test_a_full_disk_mid_run_is_one_warning_one_error_and_the_last_checkpoint_survives(
+    tmp_path,
+):
+    """The whole disk fills up: train.log, the TensorBoard log and the checkpoint of
+    the step the run stops at all fail; the previous checkpoint stays readable."""
+    run = tmp_path / "run"
+    proc = start(
+        run,
+        *TINY,
+        "trainer.n_critic=1",
+        "trainer.log_every=1",
+        "trainer.ckpt_every=2",
+        "trainer.steps=20",
+        fault="log_enospc_after:0,tb_enospc_after:28,enospc_after:2",
+    )
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in out + err and "Logging error" not in out + err
+    warning, error = err.splitlines()
+    assert warning == (
+        f"wgangp: warning: cannot write the log file {run}/train.log (No space left on "
+        "device); it gets no more messages (the console does)"
+    )
+    m = re.fullmatch(
+        rf"wgangp: error: cannot write the TensorBoard log {run}/tb at step (\d+) \(No space "
+        rf"left on device\); training stopped; checkpoint {run}/checkpoints: cannot write a "
+        rf"checkpoint at step \1 \(No space left on device\); the previous checkpoint is "
+        rf"intact — free disk space or fix permissions, then continue with resume={run}",
+        error,
+    )
+    assert m, error
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    assert check_checkpoint_dir(run) == 2
     assert not list((run / "checkpoints").glob(".*.tmp"))
 
 

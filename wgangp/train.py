@@ -12,6 +12,7 @@ TensorBoard files, pictures and checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -303,6 +304,47 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return trainer.fit()
 
 
+def _report_log_file_write_errors() -> None:
+    """A log file the disk refuses (full, over quota, removed): one warning line.
+
+    Python's logging answers every record a handler cannot write with a traceback on
+    stderr ("--- Logging error ---"), so on a full disk each log line of the run would
+    print one. For the log files (Hydra's ``train.log``), an ``OSError`` is reported
+    once instead, and that file gets no more records (the console still does); any
+    other logging error (a bad format string: a bug) keeps logging's own report.
+    """
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and "handleError" not in vars(handler):
+            handler.handleError = _write_error_reporter(handler)  # type: ignore[method-assign]
+
+
+def _write_error_reporter(handler: logging.FileHandler) -> Any:  # noqa: ANN401
+    report = handler.handleError
+
+    def handle_error(record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            report(record)
+            return
+        handler.setLevel(logging.CRITICAL + 1)  # no more records into an unwritable file
+        with contextlib.suppress(OSError, ValueError):
+            handler.close()
+        print(
+            f"wgangp: warning: cannot write the log file {handler.baseFilename} "
+            f"({error.strerror or error}); it gets no more messages (the console does)",
+            file=sys.stderr,
+        )
+
+    return handle_error
+
+
+def _output_dir() -> str | None:
+    try:
+        return str(HydraConfig.get().runtime.output_dir)
+    except Exception:  # noqa: BLE001 - not run by Hydra (tests)
+        return None
+
+
 def _fail(message: str, code: int) -> NoReturn:
     log.error("%s", message)
     print(f"wgangp: error: {message}", file=sys.stderr)
@@ -323,6 +365,7 @@ def task(cfg: DictConfig) -> float | None:
     direction is ``wgangp.metrics.METRIC_DIRECTION[name]``), else the critic's final
     Wasserstein estimate.
     """
+    _report_log_file_write_errors()
     try:
         last = run(cfg)
     except Interrupted as e:
@@ -335,7 +378,8 @@ def task(cfg: DictConfig) -> float | None:
         key = getattr(e, "full_key", None)
         _fail(f"invalid config{f' at {key}' if key else ''}: {first}", UserError.exit_code)
     except OSError as e:  # disk full, read-only or vanished run directory, ...
-        where = f" {e.filename}" if e.filename else ""
+        run_dir = _output_dir()
+        where = f" {e.filename}" if e.filename else f" in {run_dir}" if run_dir else ""
         _fail(
             f"cannot write{where}: {e.strerror or e}; free disk space or fix the permissions "
             "of the run directory (checkpoints already written are intact)",

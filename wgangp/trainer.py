@@ -20,7 +20,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from wgangp import distributed, evaluate, layout, losses, subpixel
@@ -36,6 +35,7 @@ from wgangp.models.mlp import count_parameters
 from wgangp.models.sampling import sampling_mode
 from wgangp.pixels import as_signed, pixel_range
 from wgangp.plots import image_grid, save_figure, scatter_figure
+from wgangp.tblog import EventLog, EventLogError
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,7 @@ class Trainer:
             n_fixed, self.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 2)
         ).to(device)
         self.step = 0
+        self._saved_step: int | None = None  # the step of this process's last checkpoint
         self.nan_skips = 0
         self.history: list[dict[str, Any]] = []
         self.overrides: list[str] = []
@@ -486,13 +487,17 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         t = self.cfg.trainer
         main = self.dist.is_main  # rank 0 alone writes logs, pictures and checkpoints
-        writer: Any = (
-            SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
-            if main
-            else _NullWriter()
-        )
-        if self.step == 0 and main:
-            self._write_real(writer)
+        start_step = self.step
+        writer: Any = _NullWriter()
+        try:
+            if main:
+                writer = EventLog(self.run_dir / "tb", purge_step=self.step or None)
+            if self.step == 0 and main:
+                self._write_real(writer)
+                writer.flush()
+        except EventLogError as e:
+            writer.discard()
+            raise self._event_log_failed(e, start_step) from None
         sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         count, last = 0, {}
         tick = time.perf_counter()
@@ -543,11 +548,15 @@ class Trainer:
             if self.evaluator and (self.step % self.cfg.eval.every or not last):
                 last.update(evaluate.record(self, writer))
             self.write_samples(writer)
+            writer.flush()  # before the final checkpoint: a failure is reported like others
             self.save()
+            writer.close()
+        except EventLogError as e:
+            raise self._event_log_failed(e, start_step) from None
         finally:
             self._restore_signal_handlers(handlers)
             bar.close()
-            writer.close()
+            writer.discard()  # closed above, unless another error is on its way
         return last
 
     def _decay_lr(self) -> None:
@@ -561,11 +570,12 @@ class Trainer:
                 else:
                     group["lr"] = node.lr * frac
 
-    def _log(self, writer: SummaryWriter, values: dict[str, float]) -> None:
+    def _log(self, writer: EventLog, values: dict[str, float]) -> None:
         for k, v in values.items():
             writer.add_scalar(k, v, self.step)
         writer.add_scalar("lr/critic", self.opt_c.param_groups[0]["lr"], self.step)
         writer.add_scalar("lr/generator", self.opt_g.param_groups[0]["lr"], self.step)
+        writer.flush()  # written now: a full disk stops the run at this step, not later
         log.info(
             "step %d | %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()))
         )
@@ -576,7 +586,7 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.generator
 
     @torch.no_grad()
-    def write_samples(self, writer: SummaryWriter) -> None:
+    def write_samples(self, writer: EventLog) -> None:
         if not self.dist.is_main:
             return
         with sampling_mode(self.sampling_generator(), self.cfg.eval.get("bn", "running")) as g:
@@ -594,7 +604,7 @@ class Trainer:
             image_grid(fake, path=out / f"step_{self.step:07d}.png")
             writer.add_image("samples", grid, self.step)
 
-    def _write_real(self, writer: SummaryWriter) -> None:
+    def _write_real(self, writer: EventLog) -> None:
         real = self.data.sample(64, generator=torch.Generator(self.device).manual_seed(0))
         if real.dim() == 4:
             real = as_signed(real, pixel_range(self.cfg.dataset))
@@ -686,7 +696,9 @@ class Trainer:
         state = self.state_dict()
         if ranks is not None:
             state["ranks"] = ranks
-        return self.ckpts.save(state, self.step, step_file=bool(self.cfg.trainer.ckpt_every))
+        path = self.ckpts.save(state, self.step, step_file=bool(self.cfg.trainer.ckpt_every))
+        self._saved_step = self.step
+        return path
 
     def _rank_state(self) -> dict[str, Any]:
         return {
@@ -741,6 +753,35 @@ class Trainer:
         else:
             fix = "lower the learning rate or set trainer.nan_policy=skip to skip such steps"
         raise NonFiniteError(f"{msg}; {fix}")
+
+    def _event_log_failed(self, error: EventLogError, start_step: int) -> EventLogError:
+        """The error to stop with when the TensorBoard log cannot be written.
+
+        A checkpoint of the current step is saved first when this process trained since
+        its last one (as on SIGINT), so that a log-only problem costs no training; when
+        that save fails too (a full disk), the previous checkpoint is intact (atomic
+        writes) and the message says so.
+        """
+        msg = (
+            f"cannot write the TensorBoard log {error.log_dir} at step {self.step} ({error.reason})"
+        )
+        if start_step < self.step < self.cfg.trainer.steps:
+            msg += "; training stopped"
+        last = self.ckpts.dir / "last.pt"
+        fix = f"; free disk space or fix the permissions of {self.run_dir}"
+        # under torchrun a save gathers every rank's state: rank 0 cannot save alone
+        if self.step not in (start_step, self._saved_step) and not self.dist.enabled:
+            try:
+                msg += f"; checkpoint of step {self.step} saved: {self.save()}{fix}"
+            except CheckpointError as e:  # the disk is full for checkpoints too
+                msg += f"; {e}"  # ends with its own fix
+        elif last.is_file():
+            msg += f"; last good checkpoint: {last}{fix}"
+        else:
+            msg += f"; no checkpoint was written{fix}"
+        if last.is_file():
+            msg += f", then continue with resume={self.run_dir}"
+        return EventLogError(error.log_dir, error.error, msg)
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         def request_stop(signum: int, frame: Any) -> None:
