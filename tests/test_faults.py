@@ -341,6 +341,41 @@ def test_a_failed_first_save_does_not_claim_a_previous_checkpoint(tmp_path, monk
     )
 
 
+def test_a_save_that_wrote_the_step_file_but_not_last_says_so(tmp_path, monkeypatch):
+    """The step file is whole when only last.pt fails: the message names it (and
+    resume=auto takes it, being the newest), instead of "none was written yet"."""
+    from wgangp.checkpoint import latest_good_checkpoint
+
+    m = CheckpointManager(tmp_path, keep=2)
+    real = ckpt_mod.atomic_save
+    full = dict.fromkeys(ckpt_mod.REQUIRED_KEYS, {})  # loadable: every required key
+
+    def last_fails(obj, path):  # type: ignore[no-untyped-def]
+        if Path(path).name == "last.pt":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(obj, path)
+
+    monkeypatch.setattr(ckpt_mod, "atomic_save", last_fails)
+    with pytest.raises(CheckpointError) as e:
+        m.save({**full, "step": 1}, 1)
+    d = tmp_path / "checkpoints"
+    assert str(e.value) == (
+        f"checkpoint {d}: cannot write a checkpoint at step 1 (No space left on device); "
+        "step_0000001.pt was written (resume=auto continues from it), last.pt was not — "
+        "free disk space or fix permissions"
+    )
+    monkeypatch.setattr(ckpt_mod, "atomic_save", real)
+    m.save({**full, "step": 2}, 2)
+    monkeypatch.setattr(ckpt_mod, "atomic_save", last_fails)
+    with pytest.raises(CheckpointError) as e:
+        m.save({**full, "step": 3}, 3)
+    assert "step_0000003.pt was written (resume=auto continues from it), last.pt still " in str(
+        e.value
+    )
+    found = latest_good_checkpoint(tmp_path)
+    assert found is not None and found[0].name == "step_0000003.pt" and found[1]["step"] == 3
+
+
 def test_checkpoint_manager_keeps_only_the_newest_k(tmp_path):
     m = CheckpointManager(tmp_path, keep=2)
     state = {

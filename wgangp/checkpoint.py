@@ -279,16 +279,23 @@ class CheckpointManager:
         state = {"format": FORMAT, "version": VERSION, **state}
         self._refuse_nonfinite(state, step)
         had_one = (self.dir / LAST).is_file()
+        written: Path | None = None
         try:
             if step_file and self.keep > 0:
                 atomic_save(state, self.dir / f"step_{step:07d}.pt")
+                written = self.dir / f"step_{step:07d}.pt"
             atomic_save(state, self.dir / LAST)
         except OSError as e:
+            if written is not None:  # the step file is whole; only last.pt lags
+                status = f"{written.name} was written (resume=auto continues from it), " + (
+                    f"{LAST} still holds the previous checkpoint" if had_one else f"{LAST} was not"
+                )
+            else:
+                status = "the previous checkpoint is intact" if had_one else "none was written yet"
             raise CheckpointError(
                 self.dir,
-                f"cannot write a checkpoint at step {step} ({e.strerror or e}); "
-                + ("the previous checkpoint is intact" if had_one else "none was written yet")
-                + " — free disk space or fix permissions",
+                f"cannot write a checkpoint at step {step} ({e.strerror or e}); {status}"
+                " — free disk space or fix permissions",
             ) from None
         self._prune()
         return self.dir / LAST
