@@ -213,8 +213,9 @@ def test_bad_resolution_refused(arch: str, shape: tuple[int, int, int]) -> None:
 
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 def test_non_image_and_bad_values_refused(arch: str) -> None:
-    with pytest.raises(ConfigError, match="images"):
+    with pytest.raises(ConfigError, match="images") as e:
         build_critic(critic_cfg(arch), (2,))
+    assert "add dataset=mnist, cifar10, celeba, lsun or image_folder" in str(e.value)
     with pytest.raises(ConfigError) as e:
         build_critic(critic_cfg(arch), (0, 32, 32))
     assert e.value.key == "dataset.channels"

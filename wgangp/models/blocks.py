@@ -192,8 +192,9 @@ def check_image_shape(
             "dataset",
             f"samples of shape {tuple(sample_shape)}",
             "images (C, H, W)",
-            f"the {arch} architecture needs an image data set; use critic=mlp generator=mlp "
-            "for point data",
+            f"the {arch} architecture needs an image data set: add dataset=mnist, cifar10, "
+            "celeba, lsun or image_folder (the image presets leave the data set to you), or "
+            "use critic=mlp generator=mlp for point data",
         )
     c, h, w = sample_shape
     if c < 1:
