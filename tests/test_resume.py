@@ -162,19 +162,24 @@ def test_keys_added_since_a_checkpoint_resume_at_their_default(tmp_path):
     """A checkpoint written before a schema key existed (here generator.input_norm)
     resumes: the key at its default describes what that run did. Set to anything
     else it is an architecture change and refused like any other."""
-    from wgangp.checkpoint import atomic_save
-    from wgangp.train import keys_added_at_default
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
 
-    cli(*TINY, "trainer.steps=2", cwd=tmp_path, check=True)
-    d = run_dir(tmp_path)
-    ckpt = load_checkpoint(d / "checkpoints" / "last.pt")
-    assert ckpt["config"]["generator"].pop("input_norm") == "channel"
-    atomic_save(ckpt, d / "checkpoints" / "last.pt")
-    proc = cli(f"resume={d}", "trainer.steps=3", cwd=tmp_path, check=True)
-    log = proc.stderr + (d / "train.log").read_text()
-    assert "config changes accepted: trainer.steps 2→3" in log
-    assert "input_norm" not in log
-    assert load_checkpoint(d / "checkpoints" / "last.pt")["step"] == 3
+    from wgangp.train import config_dir, keys_added_at_default, resume_config
+
+    run = [*TINY, "trainer.steps=2"]
+    written = OmegaConf.to_container(compose_cfg(*run), resolve=True)
+    assert written["generator"].pop("input_norm") == "channel"  # as before the key existed
+    assert written["dataset"].pop("pixel_range") == [-1.0, 1.0]
+    ckpt = {"config": written, "overrides": run}
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg, _, changes = resume_config(ckpt, tmp_path / "last.pt", ["trainer.steps=3"])
+        assert changes == {"trainer.steps": (2, 3)}
+        assert cfg.generator.input_norm == "channel" and cfg.trainer.steps == 3
+        for key, value in (("generator.input_norm", "feature"), ("dataset.pixel_range", "[0,1]")):
+            with pytest.raises(CheckpointError, match="cannot resume with a different") as e:
+                resume_config(ckpt, tmp_path / "last.pt", [f"{key}={value}"])
+            assert f"{key}: None → " in str(e.value)
 
     old = {"generator": {"name": "mlp"}, "trainer": {"ema": {"decay": None}}}
     changes = {
