@@ -920,3 +920,9 @@ def test_mnist_paper_preset(tmp_path: Path) -> None:
     assert reals[0].shape == (4, 1, 28, 28) and reals[0].min() >= 0 and reals[0].max() <= 1
     stats = tr.train_step()
     assert all(torch.isfinite(v).all() for v in stats.values())
+
+
+def test_fixed_points_refused_for_image_sets(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        build_data(make_cfg("mnist", tmp_path, fixed_points=1000), 4, CPU, 0)
+    assert e.value.key == "dataset.fixed_points" and "null for mnist" in str(e.value)

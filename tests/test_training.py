@@ -116,6 +116,50 @@ def test_swissroll_shape_and_scale():
     assert x.shape == (512, 2) and 0.4 < r.min() < 0.9 and 1.6 < r.max() < 2.2
 
 
+def test_fixed_toy_set_is_gan_toy_py_25_gaussians():
+    """dataset.fixed_points=N: one set of N points, exactly N/25 per mode, read in
+    consecutive batches that repeat in the same order after each pass (the last
+    incomplete batch dropped), as gan_toy.py's 25 Gaussians; the same after a resume."""
+    cfg = compose_cfg("dataset=gaussians25", "dataset.fixed_points=1000")
+    src = build_data(cfg.dataset, 96, torch.device("cpu"), seed=3)
+    assert src.data.shape == (1000, 2) and src.mode_std == pytest.approx(0.05 / 2.828)
+    d, nearest = torch.cdist(src.data, src.modes).min(dim=1)
+    assert (d < 6 * src.mode_std).all()
+    assert torch.bincount(nearest, minlength=25).tolist() == [40] * 25  # balanced
+    first = [src.next_batch() for _ in range(1000 // 96)]  # 10 batches, 40 points dropped
+    seen = torch.cat(first)
+    assert len(torch.unique(seen, dim=0)) == 960  # no point twice within a pass
+    state = src.state_dict()
+    second = [src.next_batch() for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=False))  # no reshuffle
+    again = build_data(cfg.dataset, 96, torch.device("cpu"), seed=3)
+    again.load_state_dict(state)
+    assert torch.equal(again.next_batch(), first[0])
+    assert torch.equal(again.data, src.data)  # drawn from the seed, not stored
+    other = build_data(cfg.dataset, 96, torch.device("cpu"), seed=4)
+    assert not torch.equal(other.data, src.data)
+    roll = compose_cfg("dataset=swissroll", "dataset.fixed_points=500")
+    rs = build_data(roll.dataset, 100, torch.device("cpu"), seed=0)
+    assert rs.data.shape == (500, 2)
+    assert torch.equal(
+        torch.cat([rs.next_batch() for _ in range(5)]).sort(0)[0], rs.data.sort(0)[0]
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides,allowed",
+    [
+        (["dataset=gaussians25", "dataset.fixed_points=1010"], "a multiple of the 25 modes"),
+        (["dataset=gaussians8", "dataset.fixed_points=64"], "at least trainer.batch_size=96"),
+        (["dataset=points", "dataset.fixed_points=100"], "null for dataset=points"),
+    ],
+)
+def test_fixed_toy_set_refusals(overrides, allowed):
+    with pytest.raises(ConfigError) as e:
+        build_data(compose_cfg(*overrides).dataset, 96, torch.device("cpu"), seed=0)
+    assert e.value.key == "dataset.fixed_points" and allowed in str(e.value)
+
+
 def test_points_file_npy_and_csv(tmp_path):
     pts = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
     np.save(tmp_path / "p.npy", pts)

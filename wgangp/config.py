@@ -46,6 +46,10 @@ class DatasetConfig:
     # scale of the on-the-fly toy distributions (None: the official script's value)
     scale: float | None = None
     noise: float | None = None
+    # toy sets: null draws every batch afresh; N draws one fixed set of N points from
+    # trainer.seed (the Gaussians N/K per mode), shuffled once and read in order, over
+    # and over (gan_toy.py's 25 Gaussians: 100000); see wgangp/data/toy.py
+    fixed_points: int | None = None
 
 
 @dataclass

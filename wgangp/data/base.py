@@ -55,11 +55,14 @@ class DataSource(ABC):
 class TensorSource(DataSource):
     """Batches drawn without replacement from a tensor held on the device.
 
-    Each epoch is a fresh permutation seeded by ``(seed, epoch)``, and incomplete
-    last batches are dropped, so the position ``(epoch, index)`` is the whole state.
+    Each epoch is a fresh permutation seeded by ``(seed, epoch)`` (with ``reshuffle``
+    false, every epoch repeats epoch 0's), and incomplete last batches are dropped, so
+    the position ``(epoch, index)`` is the whole state.
     """
 
-    def __init__(self, data: Tensor, batch_size: int, seed: int, name: str = "data") -> None:
+    def __init__(
+        self, data: Tensor, batch_size: int, seed: int, name: str = "data", reshuffle: bool = True
+    ) -> None:
         if data.shape[0] < batch_size:
             raise DataError(
                 f"{name} has {data.shape[0]} samples, fewer than one batch "
@@ -71,6 +74,7 @@ class TensorSource(DataSource):
         self.seed = seed
         self.epoch = 0
         self.index = 0
+        self.reshuffle = reshuffle
         self._perm = self._permutation(0)
         self.rank, self.world_size = 0, 1
         self.name = name
@@ -87,6 +91,8 @@ class TensorSource(DataSource):
         self.rank, self.world_size = rank, world_size
 
     def _permutation(self, epoch: int) -> Tensor:
+        if not self.reshuffle:
+            epoch = 0
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.data.shape[0], generator=g).to(self.data.device)
 

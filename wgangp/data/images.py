@@ -164,6 +164,13 @@ def validate_image_config(cfg: Any) -> None:
     if cfg.image_size < 4:
         raise ConfigError("dataset.image_size", cfg.image_size, "an integer ≥ 4")
     pixel_range(cfg)  # [-1, 1] or [0, 1], else a ConfigError naming the key
+    if cfg.get("fixed_points") is not None:
+        raise ConfigError(
+            "dataset.fixed_points",
+            cfg.fixed_points,
+            f"null for {cfg.name}",
+            "fixed_points draws a fixed set from a toy distribution; drop it",
+        )
     if cfg.crop not in CROPS:
         raise ConfigError("dataset.crop", cfg.crop, " | ".join(CROPS))
     if cfg.num_workers < 0:

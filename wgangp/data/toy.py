@@ -1,4 +1,5 @@
-"""The paper's toy distributions, sampled on the fly, and point sets from files.
+"""The paper's toy distributions, sampled on the fly or as one fixed set, and point
+sets from files.
 
 Scales follow the official ``gan_toy.py``: the 8-Gaussian ring has centres at radius 2
 and std 0.02, the 25-Gaussian grid spacing 2 and std 0.05, each divided by the same
@@ -98,6 +99,48 @@ class SwissRoll(_Generated):
         xy = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1)
         xy = xy + self.noise * torch.randn(n, 2, generator=g, device=dev)
         return (xy / 7.5).to(self.device)
+
+
+class FixedToySet(TensorSource):
+    """One set of ``n`` points drawn once from a toy distribution, then read in order.
+
+    ``gan_toy.py`` builds its 25 Gaussians this way: 100000 points, exactly
+    100000/25 around each centre, shuffled once, then cut into consecutive batches over
+    and over (the last incomplete batch dropped, no reshuffle). Mixtures are balanced
+    likewise (``n/K`` per mode); the Swiss roll draws ``n`` points. The set is drawn on
+    the CPU from ``seed``, so it is the same on any device and again after a resume.
+    """
+
+    def __init__(
+        self, source: MixtureOfGaussians | SwissRoll, n: int, batch_size: int, seed: int
+    ) -> None:
+        g = torch.Generator().manual_seed(seed)
+        if isinstance(source, MixtureOfGaussians):
+            modes = source.modes.cpu()
+            k = torch.arange(modes.shape[0]).repeat(n // modes.shape[0])
+            points = modes[k] + source.mode_std * torch.randn(n, modes.shape[1], generator=g)
+            self.modes, self.mode_std = source.modes, source.mode_std
+        else:
+            points = source.sample(n, generator=g).cpu()
+        super().__init__(points.to(source.device), batch_size, seed, name="the fixed set")
+        self.reshuffle = False
+
+
+def fixed_set(cfg: Any, source: MixtureOfGaussians | SwissRoll, batch_size: int, seed: int) -> Any:
+    """``source`` itself, or the fixed set of ``dataset.fixed_points`` drawn from it."""
+    n = cfg.get("fixed_points")
+    if n is None:
+        return source
+    k = source.modes.shape[0] if isinstance(source, MixtureOfGaussians) else 1
+    if isinstance(n, bool) or not isinstance(n, int) or n < max(k, batch_size) or n % k:
+        need = f"a multiple of the {k} modes, " if k > 1 else ""
+        raise ConfigError(
+            "dataset.fixed_points",
+            n,
+            f"null, or {need}at least trainer.batch_size={batch_size} and {k}",
+            "gan_toy.py's 25 Gaussians: dataset.fixed_points=100000",
+        )
+    return FixedToySet(source, n, batch_size, seed)
 
 
 def load_points(path: str | Path) -> Tensor:
@@ -208,23 +251,34 @@ def build_toy(cfg: Any, batch_size: int, device: torch.device, seed: int) -> Dat
             "[-1,1] (the default) for points data",
             f"{name} has no pixels; drop dataset.pixel_range",
         )
+    if name == "points":
+        if cfg.get("fixed_points") is not None:
+            raise ConfigError(
+                "dataset.fixed_points",
+                cfg.fixed_points,
+                "null for dataset=points",
+                "a points file already is a fixed set; drop dataset.fixed_points",
+            )
+        return PointsFile(cfg, batch_size, device, seed)
+    source: MixtureOfGaussians | SwissRoll
     if name == "gaussians8":
         scale = _toy_float(cfg, "scale", 2.0, positive=True)
         std = _toy_float(cfg, "noise", 0.02, positive=True)
-        return MixtureOfGaussians(
+        source = MixtureOfGaussians(
             ring_modes(8, scale) / 1.414, std / 1.414, batch_size, device, seed
         )
-    if name == "gaussians25":
+    elif name == "gaussians25":
         scale = _toy_float(cfg, "scale", 2.0, positive=True)
         std = _toy_float(cfg, "noise", 0.05, positive=True)
-        return MixtureOfGaussians(
+        source = MixtureOfGaussians(
             grid_modes(5, scale) / 2.828, std / 2.828, batch_size, device, seed
         )
-    if name == "swissroll":
-        return SwissRoll(batch_size, device, seed, _toy_float(cfg, "noise", 0.25, positive=False))
-    if name == "points":
-        return PointsFile(cfg, batch_size, device, seed)
-    raise KeyError(name)
+    elif name == "swissroll":
+        noise = _toy_float(cfg, "noise", 0.25, positive=False)
+        source = SwissRoll(batch_size, device, seed, noise)
+    else:
+        raise KeyError(name)
+    return fixed_set(cfg, source, batch_size, seed)
 
 
 TOY_DATASETS = ("gaussians8", "gaussians25", "swissroll", "points")
