@@ -89,6 +89,7 @@ class Trainer:
         self.dist = distributed.info()
         torch.manual_seed(t.seed)  # weight init (the same on every rank)
         self.data = build_data(cfg.dataset, t.batch_size, device, t.seed)
+        self.pixels = pixel_range(cfg.dataset)  # samples are shown and saved in [-1, 1]
         if self.dist.enabled:
             self.data.shard(self.dist.rank, self.dist.world_size)
         shape = self.data.sample_shape
@@ -599,7 +600,7 @@ class Trainer:
             save_figure(fig, out / f"step_{self.step:07d}.png")
             writer.add_figure("samples", fig, self.step, close=True)
         else:
-            fake = as_signed(fake, pixel_range(self.cfg.dataset))
+            fake = as_signed(fake, self.pixels)
             grid = image_grid(fake)
             image_grid(fake, path=out / f"step_{self.step:07d}.png")
             writer.add_image("samples", grid, self.step)
@@ -607,7 +608,7 @@ class Trainer:
     def _write_real(self, writer: EventLog) -> None:
         real = self.data.sample(64, generator=torch.Generator(self.device).manual_seed(0))
         if real.dim() == 4:
-            real = as_signed(real, pixel_range(self.cfg.dataset))
+            real = as_signed(real, self.pixels)
             writer.add_image(
                 "real", image_grid(real, path=self.run_dir / "samples" / "real.png"), 0
             )

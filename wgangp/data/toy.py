@@ -122,8 +122,8 @@ class FixedToySet(TensorSource):
             self.modes, self.mode_std = source.modes, source.mode_std
         else:
             points = source.sample(n, generator=g).cpu()
-        super().__init__(points.to(source.device), batch_size, seed, name="the fixed set")
-        self.reshuffle = False
+        device = source.device
+        super().__init__(points.to(device), batch_size, seed, "the fixed set", reshuffle=False)
 
 
 def fixed_set(cfg: Any, source: MixtureOfGaussians | SwissRoll, batch_size: int, seed: int) -> Any:

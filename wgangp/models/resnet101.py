@@ -158,6 +158,20 @@ def _width(dim: int, mult: float) -> int:
     return int(dim * mult)
 
 
+def _stage_blocks(
+    dim: int, stages: tuple[tuple[float, int], ...], resample: str, norm: str, act: ActFactory
+) -> nn.Sequential:
+    """Each stage's ``n`` shape-keeping blocks, then one ``resample`` block into the next
+    stage's width (none after the last stage)."""
+    blocks: list[nn.Module] = []
+    for k, (mult, n) in enumerate(stages):
+        c = _width(dim, mult)
+        blocks += [BottleneckBlock(c, c, None, norm, act) for _ in range(n)]
+        if k + 1 < len(stages):
+            blocks.append(BottleneckBlock(c, _width(dim, stages[k + 1][0]), resample, norm, act))
+    return nn.Sequential(*blocks)
+
+
 class ResNet101Generator(nn.Module):
     """G of ``gan_64x64.py`` (``ResnetGenerator``)."""
 
@@ -175,13 +189,7 @@ class ResNet101Generator(nn.Module):
         self.z_dim = z_dim
         self.top_channels = _width(dim, STAGES[0][0])
         self.input = tag(nn.Linear(z_dim, 4 * 4 * self.top_channels), "glorot")
-        blocks: list[nn.Module] = []
-        for k, (mult, n) in enumerate(STAGES):
-            c = _width(dim, mult)
-            blocks += [BottleneckBlock(c, c, None, norm, act) for _ in range(n)]
-            if k + 1 < len(STAGES):
-                blocks.append(BottleneckBlock(c, _width(dim, STAGES[k + 1][0]), "up", norm, act))
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = _stage_blocks(dim, STAGES, "up", norm, act)
         self.output = conv(_width(dim, STAGES[-1][0]), channels, 1, init="glorot")
         self.out = out()
 
@@ -198,13 +206,7 @@ class ResNet101Critic(nn.Module):
         self.sample_shape = (channels, 64, 64)
         stages = STAGES[::-1]  # 64×64 down to 4×4
         self.input = conv(channels, _width(dim, stages[0][0]), 1, init="glorot")
-        blocks: list[nn.Module] = []
-        for k, (mult, n) in enumerate(stages):
-            c = _width(dim, mult)
-            blocks += [BottleneckBlock(c, c, None, norm, act) for _ in range(n)]
-            if k + 1 < len(stages):
-                blocks.append(BottleneckBlock(c, _width(dim, stages[k + 1][0]), "down", norm, act))
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = _stage_blocks(dim, stages, "down", norm, act)
         self.output = tag(nn.Linear(4 * 4 * _width(dim, stages[-1][0]), 1), "glorot")
 
     def forward(self, x: Tensor) -> Tensor:
