@@ -70,6 +70,50 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(kind)  # builders validate before getting here
 
 
+class ConditionalBatchNorm2d(nn.Module):
+    r"""Class-conditional batch norm (Dumoulin et al., ICLR 2017), tflib's ``cond_batchnorm``.
+
+    .. math::
+
+        y_{n,c,h,w} = \gamma_{\ell_n,c}\,
+            \frac{x_{n,c,h,w} - \mu_c}{\sqrt{\sigma^2_c + \epsilon}} + \beta_{\ell_n,c}
+
+    with :math:`\mu_c, \sigma^2_c` the mean and (biased) variance of channel ``c`` over
+    ``(N, H, W)`` of the whole batch, exactly as plain batch norm (ε = 1e-5), and the
+    scale :math:`\gamma` and offset :math:`\beta` looked up per sample from its class
+    label :math:`\ell_n`: two ``(num_classes, channels)`` tables, initialised to ones
+    and zeros, so at init this *is* ``BatchNorm2d(affine=False)``.
+
+    The normalisation is an ``nn.BatchNorm2d(affine=False)`` child (``self.bn``) so that
+    ``SyncBatchNorm.convert_sync_batchnorm``, eval mode's running statistics and
+    :func:`~wgangp.models.sampling.sampling_mode` treat it like any other batch norm.
+    The tables are ``nn.Embedding`` modules, which
+    :func:`~wgangp.models.init.init_weights` leaves alone (it only touches linear, conv
+    and affine norm layers). Shapes: ``x (N, C, H, W)``, ``labels (N,)`` int64 in
+    ``[0, num_classes)`` → ``(N, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, eps=1e-5, affine=False)
+        # from given tables rather than Embedding's N(0, 1) init: no random numbers are
+        # drawn, so a seed builds the same convolutions as for the unconditional model
+        self.scale = nn.Embedding.from_pretrained(torch.ones(num_classes, channels), freeze=False)
+        self.offset = nn.Embedding.from_pretrained(torch.zeros(num_classes, channels), freeze=False)
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        scale = self.scale(labels)[:, :, None, None]
+        offset = self.offset(labels)[:, :, None, None]
+        return self.bn(x) * scale + offset
+
+
+def _block_norm(kind: str, channels: int, num_classes: int) -> nn.Module:
+    """A residual block's norm: conditional batch norm if ``num_classes > 0``."""
+    if num_classes:
+        return ConditionalBatchNorm2d(channels, num_classes)
+    return norm_layer(kind, channels)
+
+
 class GatedTanh(nn.Module):
     r"""The official ``pixcnn_gated_nonlinearity``: :math:`\sigma(a) \cdot \tanh(b)`.
 
@@ -120,6 +164,12 @@ class ResidualBlock(nn.Module):
     Channel plan (official): ``up``: conv1 c_in→c_out, conv2 c_out→c_out; ``down`` and
     none: conv1 c_in→c_in, conv2 c_in→c_out. ``conv1_bias=False`` reproduces the 64×64
     model, whose first convolution has no bias (a norm follows it).
+
+    ``num_classes > 0`` (only with ``norm="batchnorm"``) makes norm1 and norm2
+    :class:`ConditionalBatchNorm2d` (the official ``CONDITIONAL`` generator's ``N1``,
+    ``N2``), and ``forward`` then needs the ``(N,)`` class labels; an unconditional
+    block ignores ``labels`` and has exactly the modules (and state_dict keys) it had
+    before conditioning existed.
     """
 
     def __init__(
@@ -131,16 +181,21 @@ class ResidualBlock(nn.Module):
         act: ActFactory,
         *,
         conv1_bias: bool = True,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         if resample not in (None, "up", "down"):
             raise ValueError(resample)
+        if num_classes and norm != "batchnorm":
+            # labels enter only through the norms: any other norm would ignore them
+            raise ValueError(f"a conditional block needs norm='batchnorm', not {norm!r}")
+        self.num_classes = num_classes
         mid = c_out if resample == "up" else c_in
-        self.norm1 = norm_layer(norm, c_in)
+        self.norm1 = _block_norm(norm, c_in, num_classes)
         self.act1 = act()
         self.up = Upsample() if resample == "up" else nn.Identity()
         self.conv1 = conv(c_in, mid, 3, bias=conv1_bias)
-        self.norm2 = norm_layer(norm, mid)
+        self.norm2 = _block_norm(norm, mid, num_classes)
         self.act2 = act()
         self.conv2 = conv(mid, c_out, 3)
         self.down = MeanPool() if resample == "down" else nn.Identity()
@@ -154,9 +209,15 @@ class ResidualBlock(nn.Module):
                 conv(c_in, c_out, 1, init="glorot"),
             )
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(self.up(self.act1(self.norm1(x))))
-        h = self.down(self.conv2(self.act2(self.norm2(h))))
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.num_classes:
+            if labels is None:
+                raise ValueError("a conditional ResidualBlock needs the class labels")
+            h = self.conv1(self.up(self.act1(self.norm1(x, labels))))
+            h = self.down(self.conv2(self.act2(self.norm2(h, labels))))
+        else:  # the unconditional path, unchanged
+            h = self.conv1(self.up(self.act1(self.norm1(x))))
+            h = self.down(self.conv2(self.act2(self.norm2(h))))
         return self.shortcut(x) + h
 
 

@@ -4,6 +4,14 @@ A builder takes the group's config node (``critic`` or ``generator``) and the sh
 one data sample (``(D,)`` for points, ``(C, H, W)`` for images) and returns a module.
 Generators expose ``z_dim`` and map ``(N, z_dim)`` noise to ``(N, *sample_shape)``;
 critics map ``(N, *sample_shape)`` to ``(N,)`` scores (linear output, no sigmoid).
+
+Class-conditional (AC-GAN) training: an architecture registered with
+``conditional=True`` has a builder that also takes ``num_classes``; with
+``num_classes = K > 0`` its generator maps ``(z, labels)`` to samples (``labels`` of
+shape ``(N,)``, optional) and its critic's ``critic(x, with_logits=True)`` returns
+``(scores (N,), class logits (N, K))`` while ``critic(x)`` stays the plain score.
+``build_critic``/``build_generator`` refuse ``num_classes > 0`` for any other
+architecture, and never pass ``num_classes`` to one.
 """
 
 from __future__ import annotations
@@ -15,23 +23,31 @@ from torch import nn
 
 from wgangp.errors import ConfigError
 
-Builder = Callable[[Any, tuple[int, ...]], nn.Module]
+# (cfg, sample_shape) → module; a conditional-capable one also takes num_classes=
+Builder = Callable[..., nn.Module]
 
 CRITICS: dict[str, Builder] = {}
 GENERATORS: dict[str, Builder] = {}
+#: names whose builders accept ``num_classes`` (class-conditional, AC-GAN)
+CONDITIONAL_CRITICS: set[str] = set()
+CONDITIONAL_GENERATORS: set[str] = set()
 
 
-def register_critic(name: str) -> Callable[[Builder], Builder]:
+def register_critic(name: str, *, conditional: bool = False) -> Callable[[Builder], Builder]:
     def deco(fn: Builder) -> Builder:
         CRITICS[name] = fn
+        if conditional:
+            CONDITIONAL_CRITICS.add(name)
         return fn
 
     return deco
 
 
-def register_generator(name: str) -> Callable[[Builder], Builder]:
+def register_generator(name: str, *, conditional: bool = False) -> Callable[[Builder], Builder]:
     def deco(fn: Builder) -> Builder:
         GENERATORS[name] = fn
+        if conditional:
+            CONDITIONAL_GENERATORS.add(name)
         return fn
 
     return deco
@@ -48,12 +64,35 @@ def _lookup(table: dict[str, Builder], group: str, name: str) -> Builder:
     return table[name]
 
 
-def build_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
-    return _lookup(CRITICS, "critic", cfg.name)(cfg, tuple(sample_shape))
+def _check_conditional(group: str, name: str, capable: set[str], num_classes: int) -> None:
+    """Refuse ``num_classes > 0`` for an architecture without a conditional variant."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        # it comes from the data set's class count, not from the user
+        raise ValueError(f"num_classes must be an integer ≥ 0, not {num_classes!r}")
+    if num_classes and name not in capable:
+        names = " | ".join(sorted(capable))
+        raise ConfigError(
+            "conditional.enabled",
+            True,
+            f"true only with {group}.name={names}, not {group}.name={name}",
+            "class-conditional training (AC-GAN) is built for the resnet critic and "
+            "generator; use critic=resnet generator=resnet, or conditional.enabled=false",
+        )
 
 
-def build_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
+def build_critic(cfg: Any, sample_shape: tuple[int, ...], num_classes: int = 0) -> nn.Module:
+    """The ``cfg.name`` critic; ``num_classes > 0``: with a K-class AC-GAN head."""
+    builder = _lookup(CRITICS, "critic", cfg.name)
+    _check_conditional("critic", cfg.name, CONDITIONAL_CRITICS, num_classes)
+    if num_classes:
+        return builder(cfg, tuple(sample_shape), num_classes=num_classes)
+    return builder(cfg, tuple(sample_shape))
+
+
+def build_generator(cfg: Any, sample_shape: tuple[int, ...], num_classes: int = 0) -> nn.Module:
+    """The ``cfg.name`` generator; ``num_classes > 0``: conditioned on K classes."""
     builder = _lookup(GENERATORS, "generator", cfg.name)
+    _check_conditional("generator", cfg.name, CONDITIONAL_GENERATORS, num_classes)
     input_norm = getattr(cfg, "input_norm", "channel")
     if input_norm != "channel" and cfg.name != "dcgan":
         # only the DCGAN generator normalises its linear layer's output
@@ -63,4 +102,6 @@ def build_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
             f"channel with generator.name={cfg.name} (feature is the dcgan generator's)",
             "drop generator.input_norm, or use generator=dcgan",
         )
+    if num_classes:
+        return builder(cfg, tuple(sample_shape), num_classes=num_classes)
     return builder(cfg, tuple(sample_shape))

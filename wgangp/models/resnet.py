@@ -45,14 +45,28 @@ generator uses batch norm there (``generator.norm``).
 Init (``init=tflib``): 3×3 convs in the blocks he, 1×1 shortcuts glorot, linears
 glorot, and the input/output convs as noted above (formulas in
 :mod:`wgangp.models.blocks`).
+
+**Class-conditional (AC-GAN) variant** (``num_classes = K > 0``; the official
+``gan_cifar_resnet.py`` with ``CONDITIONAL = ACGAN = True``, the paper's Table 3
+"supervised" model). Generator: both norms of every residual block become
+:class:`~wgangp.models.blocks.ConditionalBatchNorm2d` (batch statistics, per-class
+scale and offset); the output norm stays plain batch norm (the official
+``Generator.OutputN`` gets no labels) and nothing else sees the label, so
+``generator.norm`` must be ``batchnorm``. ``G(z, labels)``; without labels it draws
+none but uses ``arange(N) % K``, equal class counts in a fixed order. Critic: the trunk
+is unchanged and a second linear head (the official ``Discriminator.ACGANOutput``)
+reads the same features as the score: ``D(x)`` is the score as before,
+``D(x, with_logits=True)`` is ``(score (N,), logits (N, K))``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
+from wgangp.errors import ConfigError
 from wgangp.models.blocks import (
     ActFactory,
     OptimizedDownBlock,
@@ -76,11 +90,44 @@ def _large_width(dim: int, size: int, r: int) -> int:
     return dim * min(MAX_MULT, size // r)
 
 
+def generator_labels(num_classes: int, z: Tensor, labels: Tensor | None) -> Tensor | None:
+    """The ``(N,)`` labels a generator conditions on (``None`` if it is unconditional).
+
+    A conditional generator called without labels uses ``arange(N) % num_classes``:
+    balanced classes in a fixed order (a 10-column picture grid has one class per
+    column). It draws no random numbers, so it is safe inside CUDA-graph capture.
+    """
+    if not num_classes:
+        if labels is not None:
+            raise ValueError("labels given to an unconditional generator")
+        return None
+    if labels is None:
+        return torch.arange(z.shape[0], device=z.device) % num_classes
+    if labels.shape != (z.shape[0],):
+        raise ValueError(f"labels of shape {tuple(labels.shape)} for {z.shape[0]} noise vectors")
+    return labels
+
+
+def _run_blocks(blocks: nn.Sequential, h: Tensor, labels: Tensor | None) -> Tensor:
+    """``blocks(h)``, or block by block with the labels (Sequential passes one input)."""
+    if labels is None:
+        return blocks(h)
+    for block in blocks:
+        h = block(h, labels)
+    return h
+
+
+def _check_with_logits(critic: nn.Module, with_logits: bool) -> None:
+    if with_logits and not critic.num_classes:
+        raise ValueError("with_logits=True on an unconditional critic (no class head)")
+
+
 # ----------------------------------------------------------------- CIFAR variant
 
 
 class CifarResNetGenerator(nn.Module):
-    """G of ``gan_cifar_resnet.py`` (unconditional), generalised to 16×16."""
+    """G of ``gan_cifar_resnet.py``, generalised to 16×16; ``num_classes > 0``: the
+    ``CONDITIONAL`` one (conditional batch norm in the blocks, see the module doc)."""
 
     def __init__(
         self,
@@ -91,29 +138,44 @@ class CifarResNetGenerator(nn.Module):
         norm: str,
         act: ActFactory,
         out: type[nn.Module] = nn.Tanh,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
-        self.z_dim, self.dim = z_dim, dim
+        self.z_dim, self.dim, self.num_classes = z_dim, dim, num_classes
         self.input = tag(nn.Linear(z_dim, 4 * 4 * dim), "glorot")
         self.blocks = nn.Sequential(
-            *(ResidualBlock(dim, dim, "up", norm, act) for _ in range(log2_stages(size)))
+            *(
+                ResidualBlock(dim, dim, "up", norm, act, num_classes=num_classes)
+                for _ in range(log2_stages(size))
+            )
         )
+        # unconditional even in the conditional model (the official OutputN gets no labels)
         self.output = nn.Sequential(
             norm_layer(norm, dim), act(), conv(dim, channels, 3, init="glorot"), out()
         )
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        labels = generator_labels(self.num_classes, z, labels)
         h = self.input(z).view(z.shape[0], self.dim, 4, 4)
-        return self.output(self.blocks(h))
+        return self.output(_run_blocks(self.blocks, h, labels))
 
 
 class CifarResNetCritic(nn.Module):
-    """D of ``gan_cifar_resnet.py`` (WGAN output only, no AC-GAN head)."""
+    """D of ``gan_cifar_resnet.py``; ``num_classes > 0`` adds its AC-GAN head."""
 
-    def __init__(self, channels: int, size: int, dim: int, norm: str, act: ActFactory) -> None:
+    def __init__(
+        self,
+        channels: int,
+        size: int,
+        dim: int,
+        norm: str,
+        act: ActFactory,
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
+        self.num_classes = num_classes
         blocks: list[nn.Module] = [OptimizedDownBlock(channels, dim, act)]
         r = size // 2
         while r > 8:  # down to 8×8 like the 32×32 model
@@ -123,17 +185,23 @@ class CifarResNetCritic(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.act = act()
         self.output = tag(nn.Linear(dim, 1), "glorot")
+        if num_classes:  # Discriminator.ACGANOutput, on the same pooled features
+            self.acgan = tag(nn.Linear(dim, num_classes), "glorot")
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, with_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Score ``(N,)``; with ``with_logits`` also the class logits ``(N, K)``."""
+        _check_with_logits(self, with_logits)
         h = self.act(self.blocks(x)).mean(dim=(2, 3))  # global mean pool: (N, dim)
-        return self.output(h).squeeze(1)
+        score = self.output(h).squeeze(1)
+        return (score, self.acgan(h)) if with_logits else score
 
 
 # ----------------------------------------------------------------- 64×64 variant
 
 
 class LargeResNetGenerator(nn.Module):
-    """G of ``gan_64x64.py`` (``GoodGenerator``), generalised to 128×128."""
+    """G of ``gan_64x64.py`` (``GoodGenerator``), generalised to 128×128;
+    ``num_classes > 0``: conditional batch norm in the blocks, as the CIFAR one."""
 
     def __init__(
         self,
@@ -144,34 +212,50 @@ class LargeResNetGenerator(nn.Module):
         norm: str,
         act: ActFactory,
         out: type[nn.Module] = nn.Tanh,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
-        self.z_dim = z_dim
+        self.z_dim, self.num_classes = z_dim, num_classes
         self.top_channels = _large_width(dim, size, 4)
         self.input = tag(nn.Linear(z_dim, 4 * 4 * self.top_channels), "glorot")
         blocks: list[nn.Module] = []
         r = 4
         while r < size:
             c_in, c_out = _large_width(dim, size, r), _large_width(dim, size, 2 * r)
-            blocks.append(ResidualBlock(c_in, c_out, "up", norm, act, conv1_bias=False))
+            blocks.append(
+                ResidualBlock(
+                    c_in, c_out, "up", norm, act, conv1_bias=False, num_classes=num_classes
+                )
+            )
             r *= 2
         self.blocks = nn.Sequential(*blocks)
         self.output = nn.Sequential(
             norm_layer(norm, dim), act(), conv(dim, channels, 3, init="he"), out()
         )
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        labels = generator_labels(self.num_classes, z, labels)
         h = self.input(z).view(z.shape[0], self.top_channels, 4, 4)
-        return self.output(self.blocks(h))
+        return self.output(_run_blocks(self.blocks, h, labels))
 
 
 class LargeResNetCritic(nn.Module):
-    """D of ``gan_64x64.py`` (``GoodDiscriminator``), generalised to 128×128."""
+    """D of ``gan_64x64.py`` (``GoodDiscriminator``), generalised to 128×128;
+    ``num_classes > 0`` adds an AC-GAN head on the flattened features the score reads."""
 
-    def __init__(self, channels: int, size: int, dim: int, norm: str, act: ActFactory) -> None:
+    def __init__(
+        self,
+        channels: int,
+        size: int,
+        dim: int,
+        norm: str,
+        act: ActFactory,
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
+        self.num_classes = num_classes
         self.input = conv(channels, dim, 3, init="glorot")
         blocks: list[nn.Module] = []
         r = size
@@ -180,10 +264,17 @@ class LargeResNetCritic(nn.Module):
             blocks.append(ResidualBlock(c_in, c_out, "down", norm, act, conv1_bias=False))
             r //= 2
         self.blocks = nn.Sequential(*blocks)
-        self.output = tag(nn.Linear(4 * 4 * _large_width(dim, size, 4), 1), "glorot")
+        features = 4 * 4 * _large_width(dim, size, 4)
+        self.output = tag(nn.Linear(features, 1), "glorot")
+        if num_classes:
+            self.acgan = tag(nn.Linear(features, num_classes), "glorot")
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.output(self.blocks(self.input(x)).flatten(1)).squeeze(1)
+    def forward(self, x: Tensor, with_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Score ``(N,)``; with ``with_logits`` also the class logits ``(N, K)``."""
+        _check_with_logits(self, with_logits)
+        h = self.blocks(self.input(x)).flatten(1)
+        score = self.output(h).squeeze(1)
+        return (score, self.acgan(h)) if with_logits else score
 
 
 # ----------------------------------------------------------------- builders
@@ -194,18 +285,30 @@ def default_critic_norm(size: int) -> str:
     return "none" if size in CIFAR_SIZES else "layernorm"
 
 
-@register_critic("resnet")
-def build_resnet_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
+@register_critic("resnet", conditional=True)
+def build_resnet_critic(cfg: Any, sample_shape: tuple[int, ...], num_classes: int = 0) -> nn.Module:
     a = image_net_args("critic", cfg, sample_shape, SIZES, "resnet", default_critic_norm)
     cls = CifarResNetCritic if a.size in CIFAR_SIZES else LargeResNetCritic
-    return init_weights(cls(a.channels, a.size, a.dim, a.norm, a.act), a.init)
+    return init_weights(cls(a.channels, a.size, a.dim, a.norm, a.act, num_classes), a.init)
 
 
-@register_generator("resnet")
-def build_resnet_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
+@register_generator("resnet", conditional=True)
+def build_resnet_generator(
+    cfg: Any, sample_shape: tuple[int, ...], num_classes: int = 0
+) -> nn.Module:
     a = image_net_args("generator", cfg, sample_shape, SIZES, "resnet")
+    if num_classes and a.norm != "batchnorm":
+        raise ConfigError(
+            "generator.norm",
+            a.norm,
+            "batchnorm with conditional.enabled=true",
+            "the class label enters the generator only through conditional batch norm, "
+            f"so with generator.norm={a.norm} it would be ignored; use "
+            "generator.norm=batchnorm, or conditional.enabled=false",
+        )
     cls = CifarResNetGenerator if a.size in CIFAR_SIZES else LargeResNetGenerator
-    return init_weights(cls(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act, a.out), a.init)
+    g = cls(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act, a.out, num_classes)
+    return init_weights(g, a.init)
 
 
 __all__ = [
@@ -216,4 +319,5 @@ __all__ = [
     "build_resnet_critic",
     "build_resnet_generator",
     "default_critic_norm",
+    "generator_labels",
 ]
