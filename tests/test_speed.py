@@ -290,7 +290,7 @@ def test_lazy_penalty_schedule_in_train_step(monkeypatch):
     seen = []
     orig = t.critic_step
 
-    def spy(real, fake, *, penalty=True, lam_scale=1.0, eps=None):
+    def spy(real, fake, *, penalty=True, lam_scale=1.0, eps=None, labels=None):
         seen.append((penalty, lam_scale))
         assert (eps is not None) == penalty  # ε is drawn for penalised updates only
         return orig(real, fake, penalty=penalty, lam_scale=lam_scale, eps=eps)

@@ -228,6 +228,25 @@ class EvalConfig:
 
 
 @dataclass
+class ConditionalConfig:
+    """Class-conditional training as ``gan_cifar_resnet.py`` (CONDITIONAL, ACGAN): the
+    paper's Table 3 "supervised" CIFAR-10 model.
+
+    The generator takes a class label (conditional batch norm in its residual blocks),
+    the critic gains a class head (AC-GAN, Odena et al. 2017). Critic loss
+    ``E[D(x̃)] − E[D(x)] + λ·GP + acgan_scale·CE(real logits, real labels)``; the fakes
+    of a critic update use the real batch's labels. Generator loss
+    ``−E[D(G(z, y))] + acgan_scale_g·CE(logits of G(z, y), y)`` with ``y`` uniform over
+    the classes. The penalty is on the score alone. Needs a labelled data set
+    (mnist, fashion_mnist, cifar10) and critic/generator ``resnet``.
+    """
+
+    enabled: bool = False
+    acgan_scale: float = 1.0  # ACGAN_SCALE
+    acgan_scale_g: float = 0.1  # ACGAN_SCALE_G
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
@@ -236,6 +255,7 @@ class Config:
     gp: GPConfig = field(default_factory=GPConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
     # a run directory, a checkpoint file, or "auto" (latest checkpoint of this run dir)
     resume: str | None = None
     # the logged value the Hydra task returns (what an Optuna sweep optimises)

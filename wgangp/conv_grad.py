@@ -190,9 +190,9 @@ def with_native_conv_grads(
     """``critic`` with its 2-D convolutions run by :func:`penalty_conv2d` (``subpixel``
     passed on)."""
 
-    def forward(x: Tensor) -> Tensor:
+    def forward(x: Tensor, **kwargs: Any) -> Tensor:  # noqa: ANN401
         with _NativeConvGrads(subpixel):
-            return critic(x)
+            return critic(x, **kwargs)  # kwargs: with_logits (class-conditional critics)
 
     return forward
 

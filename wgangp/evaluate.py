@@ -135,13 +135,19 @@ def generate_batches(
     bn: str = "running",
 ) -> Iterator[Tensor]:
     """``n`` samples of ``generator`` from fixed latents, batch by batch, in sampling
-    mode (:func:`wgangp.models.sampling.sampling_mode`, ``bn``)."""
+    mode (:func:`wgangp.models.sampling.sampling_mode`, ``bn``). A class-conditional
+    generator gets the classes ``0 … K−1`` in turn: each class ``n/K`` times."""
     g = torch.Generator().manual_seed(seed)
     z_dim = generator.z_dim  # type: ignore[attr-defined]
+    k = int(getattr(generator, "num_classes", 0))
     with sampling_mode(generator, bn):
         for lo in range(0, n, batch_size):
             z = torch.randn(min(batch_size, n - lo), z_dim, generator=g).to(device)
-            yield generator(z).float()
+            if not k:
+                yield generator(z).float()
+                continue
+            labels = (lo + torch.arange(len(z), device=device)) % k
+            yield generator(z, labels).float()
 
 
 class Evaluator:

@@ -204,3 +204,16 @@ def critic_loss(
 def generator_loss(d_fake: Tensor) -> Tensor:
     """L_G = −E[D(G(z))]."""
     return -d_fake.float().mean()
+
+
+def class_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    r"""The AC-GAN term (Odena et al. 2017): mean cross-entropy
+    :math:`-\mathbb{E}[\log \mathrm{softmax}(\ell)_y]` of class ``logits`` ``(N, K)``
+    against integer ``labels`` ``(N,)``, in fp32 (``gan_cifar_resnet.py``'s
+    ``sparse_softmax_cross_entropy_with_logits``, averaged)."""
+    return torch.nn.functional.cross_entropy(logits.float(), labels)
+
+
+def class_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    """The fraction of samples whose largest logit is their label (logged, not trained)."""
+    return (logits.detach().argmax(dim=1) == labels).float().mean()

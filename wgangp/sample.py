@@ -2,7 +2,7 @@
 
     wgangp-sample checkpoint=PATH n=N out=PATH [seed=0] [ema=true|false]
                   [batch_size=256] [device=auto] [interpolate=K] [steps=8]
-                  [bn=running|batch]
+                  [bn=running|batch] [label=CLASS]
 
 ``checkpoint`` is a run directory (its ``checkpoints/last.pt``) or a checkpoint file.
 ``out`` decides the format:
@@ -18,6 +18,11 @@ For 2-D points every output also writes the scatter picture. ``interpolate=K`` w
 two Gaussian latents) instead of ``n`` independent samples. ``bn``: how the
 generator's batch norms normalise — ``running`` statistics (eval mode) or each batch's
 own, as the official code samples (default: the run's ``eval.bn``).
+
+A class-conditional run (``conditional.enabled=true``) generates the classes
+``0, 1, …, K−1`` in turn, so a ``.png`` grid has one class per column (an
+interpolation strip keeps one class); ``label=CLASS`` makes every sample that class.
+Its ``.npz`` also holds the array ``labels``.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class SampleConfig:
     interpolate: int = 0
     steps: int = 8
     bn: str | None = None  # running | batch; None: the run's eval.bn (running by default)
+    label: int | None = None  # class-conditional runs: one class for all; None: 0..K-1 in turn
 
 
 def parse_args(argv: list[str]) -> Any:
@@ -116,7 +122,7 @@ def check_output(key: str, path: str | Path, directory: bool = False) -> Path:
 USAGE = (
     "wgangp-sample checkpoint=RUN_DIR_OR_FILE n=N out=FILE.png|FILE.npz|DIR "
     "[seed=0] [ema=true|false] [batch_size=256] [device=auto] [interpolate=K] [steps=8] "
-    "[bn=running|batch]"
+    "[bn=running|batch] [label=CLASS]"
 )
 
 
@@ -125,7 +131,9 @@ def load_generator(path: str, ema: bool | None, device: torch.device) -> tuple[n
     ckpt_path = resolve_checkpoint_path(path)
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     cfg = OmegaConf.create(ckpt["config"])
-    gen = build_generator(cfg.generator, tuple(ckpt["sample_shape"]))
+    gen = build_generator(
+        cfg.generator, tuple(ckpt["sample_shape"]), int(ckpt.get("num_classes") or 0)
+    )
     has_ema = ckpt.get("ema") is not None
     if ema and not has_ema:
         raise ConfigError(
@@ -150,10 +158,34 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def generate(gen: nn.Module, z: Tensor, batch_size: int) -> Tensor:
+def generate(gen: nn.Module, z: Tensor, batch_size: int, labels: Tensor | None = None) -> Tensor:
+    """``gen`` on the latents ``z`` (and class ``labels``), ``batch_size`` at a time."""
+    parts = range(0, len(z), batch_size)
+    if labels is None:
+        return torch.cat([gen(z[i : i + batch_size]).float().cpu() for i in parts])
     return torch.cat(
-        [gen(z[i : i + batch_size]).float().cpu() for i in range(0, len(z), batch_size)]
+        [gen(z[i : i + batch_size], labels[i : i + batch_size]).float().cpu() for i in parts]
     )
+
+
+def sample_labels(cfg: Any, num_classes: int, n: int, device: torch.device) -> Tensor | None:  # noqa: ANN401
+    """The classes of ``n`` samples of a class-conditional generator (None otherwise):
+    ``label`` for all, or ``0..K−1`` in turn (per interpolation strip)."""
+    if not num_classes:
+        if cfg.label is not None:
+            raise ConfigError(
+                "label",
+                cfg.label,
+                "null for this checkpoint",
+                "its run was not class-conditional (conditional.enabled=false)",
+            )
+        return None
+    if cfg.label is not None:
+        if not 0 <= cfg.label < num_classes:
+            raise ConfigError("label", cfg.label, f"a class 0..{num_classes - 1}")
+        return torch.full((n,), int(cfg.label), dtype=torch.int64, device=device)
+    per = cfg.steps if cfg.interpolate else 1  # an interpolation strip keeps one class
+    return (torch.arange(n, device=device) // per) % num_classes
 
 
 def latents(cfg: Any, z_dim: int, device: torch.device) -> Tensor:
@@ -173,14 +205,22 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return quantize(images).numpy()
 
 
-def write(samples: Tensor, out: Path, ckpt: dict, cfg: Any) -> list[Path]:
-    """Write ``samples`` to ``out`` in the format its name asks for; returns the files."""
+def write(
+    samples: Tensor, out: Path, ckpt: dict, cfg: Any, labels: Tensor | None = None
+) -> list[Path]:
+    """Write ``samples`` (of classes ``labels``, class-conditional runs) to ``out`` in the
+    format its name asks for; returns the files."""
     written: list[Path] = []
     is_points = samples.dim() == 2
-    nrow = cfg.steps if cfg.interpolate else 8
+    num_classes = int(ckpt.get("num_classes") or 0)
+    balanced = num_classes and cfg.label is None  # one class per column
+    nrow = cfg.steps if cfg.interpolate else (num_classes if balanced else 8)
     if out.suffix == ".npz":
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, samples=samples.numpy() if is_points else to_uint8(samples))
+        arrays = {"samples": samples.numpy() if is_points else to_uint8(samples)}
+        if labels is not None:
+            arrays["labels"] = labels.cpu().numpy()
+        np.savez(out, **arrays)  # type: ignore[arg-type]
         written.append(out)
     elif out.suffix == ".png":
         if is_points:
@@ -239,11 +279,13 @@ def sample(argv: list[str]) -> list[Path]:
     device = resolve_device(cfg.device)
     gen, ckpt = load_generator(cfg.checkpoint, cfg.ema, device)
     bn = cfg.bn or (ckpt["config"].get("eval") or {}).get("bn", "running")
+    z = latents(cfg, gen.z_dim, device)
+    labels = sample_labels(cfg, int(ckpt.get("num_classes") or 0), len(z), device)
     with sampling_mode(gen, bn):
-        samples = generate(gen, latents(cfg, gen.z_dim, device), cfg.batch_size)
+        samples = generate(gen, z, cfg.batch_size, labels)
     if samples.dim() == 4:  # the files hold 8-bit pixels whatever the run's range
         samples = as_signed(samples, pixel_range(ckpt["config"].get("dataset") or {}))
-    return write(samples, Path(cfg.out).expanduser(), ckpt, cfg)
+    return write(samples, Path(cfg.out).expanduser(), ckpt, cfg, labels)
 
 
 def main(argv: list[str] | None = None) -> None:

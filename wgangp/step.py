@@ -49,10 +49,13 @@ class StepSettings:
     gp_every: int
     cuda_graph: bool
     ema_start: int
+    num_classes: int  # class-conditional (conditional.enabled): the data's classes, else 0
+    acgan_scale: float
+    acgan_scale_g: float
 
     @classmethod
-    def from_cfg(cls, cfg: Any) -> StepSettings:  # noqa: ANN401
-        t, gp = cfg.trainer, cfg.gp
+    def from_cfg(cls, cfg: Any, num_classes: int = 0) -> StepSettings:  # noqa: ANN401
+        t, gp, cond = cfg.trainer, cfg.gp, cfg.conditional
         return cls(
             batch_size=int(t.batch_size),
             gen_batch_size=int(t.gen_batch_size or t.batch_size),
@@ -65,6 +68,9 @@ class StepSettings:
             gp_every=int(gp.every),
             cuda_graph=bool(t.cuda_graph),
             ema_start=int(t.ema.start),
+            num_classes=num_classes,
+            acgan_scale=float(cond.acgan_scale),
+            acgan_scale_g=float(cond.acgan_scale_g),
         )
 
 
@@ -76,17 +82,31 @@ class IterationInputs:
     ``reals``: the n_critic real batches; ``fake_z``: latents of the fakes, one tensor
     per critic update or one for all of them (``trainer.batch_fakes``); ``eps``: the
     interpolation weights per critic update, None where the lazy penalty skips it;
-    ``gen_z``: the generator update's latents.
+    ``gen_z``: the generator update's latents. Class-conditional runs also carry
+    ``real_labels`` (one per real batch; the fakes of that critic update share them)
+    and ``gen_labels`` (the generator update's, uniform over the classes).
     """
 
     reals: list[Tensor]
     fake_z: list[Tensor]
     eps: list[Tensor | None]
     gen_z: Tensor
+    real_labels: list[Tensor] | None = None
+    gen_labels: Tensor | None = None
 
     def tensors(self) -> list[Tensor]:
         """Every tensor, in a fixed order (for copying into static buffers)."""
-        return [*self.reals, *self.fake_z, *(e for e in self.eps if e is not None), self.gen_z]
+        labels = [
+            *(self.real_labels or []),
+            *([] if self.gen_labels is None else [self.gen_labels]),
+        ]
+        return [
+            *self.reals,
+            *self.fake_z,
+            *(e for e in self.eps if e is not None),
+            self.gen_z,
+            *labels,
+        ]
 
     def clone(self) -> IterationInputs:
         return IterationInputs(
@@ -94,6 +114,8 @@ class IterationInputs:
             [z.clone() for z in self.fake_z],
             [None if e is None else e.clone() for e in self.eps],
             self.gen_z.clone(),
+            None if self.real_labels is None else [y.clone() for y in self.real_labels],
+            None if self.gen_labels is None else self.gen_labels.clone(),
         )
 
 
@@ -111,6 +133,27 @@ def critic_scores(
     # slice_backward buffers and their sum (launches count in an eager CUDA step)
     d_real, d_fake = scores.unflatten(0, (2, real.shape[0])).unbind(0)
     return d_real, d_fake
+
+
+def critic_scores_and_logits(
+    critic: Callable[..., tuple[Tensor, Tensor]], real: Tensor, fake: Tensor, fuse: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A class-conditional critic's ``(D(real), D(fake), logits(real), logits(fake))``,
+    with ``fuse`` from one forward of the concatenated batch (:func:`critic_scores`)."""
+    if not fuse:
+        (s_real, l_real), (s_fake, l_fake) = (
+            critic(real, with_logits=True),
+            critic(fake, with_logits=True),
+        )
+        return s_real, s_fake, l_real, l_fake
+    both = torch.cat([real, fake.to(real.dtype)])
+    if real.dim() == 4 and real.is_contiguous(memory_format=torch.channels_last):
+        both = both.contiguous(memory_format=torch.channels_last)
+    scores, logits = critic(both, with_logits=True)
+    n = real.shape[0]
+    s_real, s_fake = scores.unflatten(0, (2, n)).unbind(0)
+    l_real, l_fake = logits.unflatten(0, (2, n)).unbind(0)
+    return s_real, s_fake, l_real, l_fake
 
 
 def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any) -> Any:
@@ -241,4 +284,10 @@ def with_detached_relu_masks(critic: Callable[[Tensor], Tensor]) -> Callable[[Te
     return forward
 
 
-__all__ = ["IterationInputs", "StepSettings", "critic_scores", "with_detached_relu_masks"]
+__all__ = [
+    "IterationInputs",
+    "StepSettings",
+    "critic_scores",
+    "critic_scores_and_logits",
+    "with_detached_relu_masks",
+]

@@ -53,6 +53,7 @@ INCOMPATIBLE = (
     "dataset.image_size",
     "dataset.channels",
     "dataset.pixel_range",
+    "conditional.enabled",
 )
 
 

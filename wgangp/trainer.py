@@ -28,7 +28,7 @@ from wgangp.checkpoint import CheckpointManager
 from wgangp.conv_grad import with_native_conv_grads
 from wgangp.cuda_graph import GraphedIteration
 from wgangp.data import build_data
-from wgangp.errors import CheckpointError, Interrupted, UserError
+from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
 from wgangp.host_memory import keep_freed_host_memory
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
@@ -76,12 +76,27 @@ def _adam(params: Any, node: Any, device: torch.device, graphed: bool) -> torch.
     )
 
 
+def conditional_classes(cfg: DictConfig, data: Any) -> int:  # noqa: ANN401
+    """The classes a class-conditional run (``conditional.enabled``) is trained on: the
+    data set's, or 0 when the run is unconditional."""
+    if not cfg.conditional.enabled:
+        return 0
+    if not data.num_classes:
+        raise ConfigError(
+            "conditional.enabled",
+            True,
+            "false for a data set without class labels",
+            f"dataset={cfg.dataset.name} has none; class-conditional training needs "
+            "dataset=mnist, fashion_mnist or cifar10",
+        )
+    return int(data.num_classes)
+
+
 class Trainer:
     """Holds everything about a run and trains it; ``fit()`` runs to ``trainer.steps``."""
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path, device: torch.device) -> None:
         self.cfg = cfg
-        self.hot = step_lib.StepSettings.from_cfg(cfg)  # what the step reads, read once
         self.run_dir = Path(run_dir)
         self.device = device
         t = cfg.trainer
@@ -90,11 +105,15 @@ class Trainer:
         torch.manual_seed(t.seed)  # weight init (the same on every rank)
         self.data = build_data(cfg.dataset, t.batch_size, device, t.seed)
         self.pixels = pixel_range(cfg.dataset)  # samples are shown and saved in [-1, 1]
+        # conditional.enabled: the data set's classes (AC-GAN), else 0
+        self.num_classes = conditional_classes(cfg, self.data)
+        # what the step reads, read once
+        self.hot = step_lib.StepSettings.from_cfg(cfg, self.num_classes)
         if self.dist.enabled:
             self.data.shard(self.dist.rank, self.dist.world_size)
         shape = self.data.sample_shape
-        self.critic = build_critic(cfg.critic, shape).to(device)
-        self.generator = build_generator(cfg.generator, shape).to(device)
+        self.critic = build_critic(cfg.critic, shape, self.num_classes).to(device)
+        self.generator = build_generator(cfg.generator, shape, self.num_classes).to(device)
         # the layout before DDP: its gradient buckets take the parameters' strides
         self.memory_format = self._resolve_memory_format(shape)
         self.critic.to(memory_format=self.memory_format)
@@ -169,7 +188,9 @@ class Trainer:
         )
         # fixed latents make pictures comparable over time; their own RNG keeps
         # picture-taking from shifting the training stream (bitwise resume)
-        n_fixed = 1024 if len(shape) == 1 else 64
+        # class-conditional: 10 rows of one sample per class (the generator's default
+        # labels are i mod K, so each column of a K-wide grid is one class)
+        n_fixed = 1024 if len(shape) == 1 else (10 * self.num_classes or 64)
         self.fixed_z = torch.randn(
             n_fixed, self.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 2)
         ).to(device)
@@ -237,6 +258,10 @@ class Trainer:
     def noise(self, n: int) -> Tensor:
         return torch.randn(n, self.generator.z_dim, generator=self.rng, device=self.device)
 
+    def class_labels(self, n: int) -> Tensor:
+        """``n`` classes uniform over the data set's (the generator update's labels)."""
+        return torch.randint(0, self.num_classes, (n,), generator=self.rng, device=self.device)
+
     def _fmt(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
@@ -248,17 +273,33 @@ class Trainer:
         penalty: bool = True,
         lam_scale: float = 1.0,
         eps: Tensor | None = None,
+        labels: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """One critic update on L_D = E[D(x̃)] − E[D(x)] + λ·GP.
 
         ``penalty=False`` leaves the penalty out (the lazy penalty's in-between steps);
         ``lam_scale`` multiplies λ (k for a penalty taken every k-th step); ``eps``: the
-        interpolation weights (drawn here if not given).
+        interpolation weights (drawn here if not given). ``labels`` (class-conditional):
+        the real batch's classes, which ``fake`` was generated with; the loss gains
+        ``conditional.acgan_scale`` · CE(class logits of ``real``, ``labels``).
         """
         hot = self.hot
         real, fake = self._fmt(real), self._fmt(fake)
+        acgan: dict[str, Tensor] = {}
         with self._autocast():
-            d_real, d_fake = step_lib.critic_scores(self.critic_fwd, real, fake, hot.fuse_real_fake)
+            if labels is None:
+                d_real, d_fake = step_lib.critic_scores(
+                    self.critic_fwd, real, fake, hot.fuse_real_fake
+                )
+            else:
+                d_real, d_fake, l_real, l_fake = step_lib.critic_scores_and_logits(
+                    self.critic_fwd, real, fake, hot.fuse_real_fake
+                )
+                acgan = {
+                    "acgan/critic": losses.class_loss(l_real, labels),
+                    "acgan/real_acc": losses.class_accuracy(l_real, labels),
+                    "acgan/fake_acc": losses.class_accuracy(l_fake, labels),
+                }
             if penalty:
                 gp = losses.gradient_penalty(
                     self.penalty_critic,
@@ -278,6 +319,9 @@ class Trainer:
             self._gp_stats = {"gp": gp.penalty.detach(), "grad_norm": gp.grad_norm.detach().mean()}
         else:
             loss = losses.critic_loss(d_real, d_fake, w.new_zeros(()), 0.0, estimate=w)
+        if acgan:
+            loss = loss + hot.acgan_scale * acgan["acgan/critic"]
+            acgan["acgan/critic"] = acgan["acgan/critic"].detach()
         w = w.detach()
         terms = {"critic loss": loss.detach(), "W estimate": w}
         if "gp" in self._gp_stats:
@@ -290,23 +334,41 @@ class Trainer:
             "loss/critic": terms["critic loss"],
             "wasserstein": w,
             **self._gp_stats,  # the latest penalty (lazy penalty: from an earlier step)
+            **acgan,
         }
 
-    def generator_step(self, z: Tensor | None = None) -> dict[str, Tensor]:
-        """One generator update on L_G = −E[D(G(z))] (``z`` drawn here if not given)."""
+    def generator_step(
+        self, z: Tensor | None = None, labels: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """One generator update on L_G = −E[D(G(z))] (``z`` drawn here if not given).
+
+        Class-conditional: G(z, ``labels``) (uniform classes drawn here if not given),
+        and L_G gains ``conditional.acgan_scale_g`` · CE(class logits, ``labels``).
+        """
+        hot = self.hot
         if z is None:
-            z = self.noise(self.hot.gen_batch_size)
+            z = self.noise(hot.gen_batch_size)
+        if labels is None and hot.num_classes:
+            labels = self.class_labels(z.shape[0])
+        stats: dict[str, Tensor] = {}
         # the critic's parameters need no gradient here: skip computing them
         self.critic.requires_grad_(False)
         try:
             with self._autocast():
-                fake = self._fmt(self.generator_fwd(z))
                 # under DDP the plain critic: its frozen parameters are no reducer's business
-                loss = losses.generator_loss(self.critic_frozen_fwd(fake))
+                if labels is None:
+                    fake = self._fmt(self.generator_fwd(z))
+                    loss = losses.generator_loss(self.critic_frozen_fwd(fake))
+                else:
+                    fake = self._fmt(self.generator_fwd(z, labels))
+                    score, logits = self.critic_frozen_fwd(fake, with_logits=True)
+                    ce = losses.class_loss(logits, labels)
+                    loss = losses.generator_loss(score) + hot.acgan_scale_g * ce
+                    stats["acgan/generator"] = ce.detach()
             self._apply(loss, self.opt_g, "generator", {"generator loss": loss.detach()})
         finally:
             self.critic.requires_grad_(True)
-        return {"loss/generator": loss.detach()}
+        return {"loss/generator": loss.detach(), **stats}
 
     def _loss_scale(self) -> Tensor | None:
         """fp16: GradScaler's current scale as a device tensor (no host sync)."""
@@ -423,8 +485,13 @@ class Trainer:
         reals: list[Tensor] = []
         fake_z: list[Tensor] = []
         eps: list[Tensor | None] = []
+        labels: list[Tensor] | None = [] if t.num_classes else None
         for i in range(t.n_critic):
-            real = self.data.next_batch()
+            if labels is None:
+                real = self.data.next_batch()
+            else:
+                real, y = self.data.next_labeled_batch()
+                labels.append(y)
             reals.append(real)
             if not t.batch_fakes:
                 fake_z.append(self.noise(t.batch_size))
@@ -443,7 +510,9 @@ class Trainer:
                 )
             else:
                 eps.append(None)
-        return step_lib.IterationInputs(reals, fake_z, eps, self.noise(t.gen_batch_size))
+        gen_z = self.noise(t.gen_batch_size)
+        gen_labels = self.class_labels(t.gen_batch_size) if t.num_classes else None
+        return step_lib.IterationInputs(reals, fake_z, eps, gen_z, labels, gen_labels)
 
     def iteration(self, inputs: step_lib.IterationInputs) -> dict[str, Tensor]:
         """n_critic critic updates and one generator update on pre-drawn ``inputs``.
@@ -457,19 +526,25 @@ class Trainer:
         self._pending = []
         self._bad = torch.zeros_like(self._bad)
         fakes: tuple[Tensor, ...] = ()
+        labels = inputs.real_labels
         for i, (real, eps) in enumerate(zip(inputs.reals, inputs.eps, strict=True)):
+            # class-conditional: the fakes take the real batch's labels (as the official code)
+            y = None if labels is None else labels[i]
             if t.batch_fakes:
                 if not fakes:
+                    cond = () if labels is None else (torch.cat(labels),)
                     with torch.no_grad(), self._autocast():
-                        fakes = self.generator_fwd(inputs.fake_z[0]).float().chunk(t.n_critic)
+                        fakes = self.generator_fwd(inputs.fake_z[0], *cond).float()
+                    fakes = fakes.chunk(t.n_critic)
                 fake = fakes[i]
             else:
                 with torch.no_grad(), self._autocast():
-                    fake = self.generator_fwd(inputs.fake_z[i]).float()
+                    fake = self.generator_fwd(inputs.fake_z[i], *(() if y is None else (y,)))
+                    fake = fake.float()
             stats = self.critic_step(
-                real, fake, penalty=eps is not None, lam_scale=float(t.gp_every), eps=eps
+                real, fake, penalty=eps is not None, lam_scale=float(t.gp_every), eps=eps, labels=y
             )
-        stats.update(self.generator_step(inputs.gen_z))
+        stats.update(self.generator_step(inputs.gen_z, inputs.gen_labels))
         return stats
 
     def train_step(self) -> dict[str, Tensor]:
@@ -601,8 +676,9 @@ class Trainer:
             writer.add_figure("samples", fig, self.step, close=True)
         else:
             fake = as_signed(fake, self.pixels)
-            grid = image_grid(fake)
-            image_grid(fake, path=out / f"step_{self.step:07d}.png")
+            nrow = self.num_classes or 8  # class-conditional: one class per column
+            grid = image_grid(fake, nrow=nrow)
+            image_grid(fake, path=out / f"step_{self.step:07d}.png", nrow=nrow)
             writer.add_image("samples", grid, self.step)
 
     def _write_real(self, writer: EventLog) -> None:
@@ -629,6 +705,7 @@ class Trainer:
             "data": self.data.state_dict(),
             "nan_skips": self.nan_skips,
             "sample_shape": list(self.data.sample_shape),
+            "num_classes": self.num_classes,  # class-conditional: the generator's classes
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "overrides": list(self.overrides),
             "history": list(self.history),

@@ -113,6 +113,46 @@ def validate_pixels(cfg: Any) -> None:
         )
 
 
+def validate_conditional(cfg: Any) -> None:
+    """``conditional.enabled`` (AC-GAN): a labelled data set, the resnet networks with a
+    batch-norm generator (the labels enter through conditional batch norm), and
+    non-negative loss weights."""
+    cond = cfg.get("conditional")
+    if cond is None or not cond.enabled:
+        return
+    from wgangp.data.images import LABELED  # torchvision stays unimported until needed
+
+    if cfg.dataset.name not in LABELED:
+        raise ConfigError(
+            "conditional.enabled",
+            True,
+            f"false for dataset={cfg.dataset.name}, which has no class labels",
+            f"class-conditional training needs a labelled data set: dataset={' | '.join(LABELED)}",
+        )
+    for group in ("critic", "generator"):
+        if cfg[group].name != "resnet":
+            raise ConfigError(
+                f"{group}.name",
+                cfg[group].name,
+                "resnet with conditional.enabled=true",
+                "class-conditional training (AC-GAN) is built for the resnet critic and "
+                f"generator: use {group}=resnet, or conditional.enabled=false",
+            )
+    if cfg.generator.norm != "batchnorm":
+        raise ConfigError(
+            "generator.norm",
+            cfg.generator.norm,
+            "batchnorm with conditional.enabled=true",
+            "the labels enter the generator through conditional batch norm, so without it "
+            "they would be ignored: use generator.norm=batchnorm",
+        )
+    for key in ("acgan_scale", "acgan_scale_g"):
+        if _finite(f"conditional.{key}", cond[key]) < 0:
+            raise ConfigError(
+                f"conditional.{key}", cond[key], "a number ≥ 0", "the paper uses 1 and 0.1"
+            )
+
+
 def check_resolvable(cfg: Any) -> None:
     """Every value present and every ``${...}`` interpolation resolvable, else ConfigError."""
     try:
@@ -227,6 +267,7 @@ def validate(cfg: Any) -> torch.device:
     validate_optim(cfg)
     validate_eval(cfg)
     validate_pixels(cfg)
+    validate_conditional(cfg)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)

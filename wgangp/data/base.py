@@ -23,10 +23,17 @@ class DataSource(ABC):
     #: known mode centres ``(K, D)`` and their std (points data sets), for metrics
     modes: Tensor | None = None
     mode_std: float | None = None
+    #: classes of a labelled set (mnist, fashion_mnist, cifar10); None: no labels
+    num_classes: int | None = None
 
     @abstractmethod
     def next_batch(self) -> Tensor:
         """A fresh ``(batch_size, *sample_shape)`` float batch on the device."""
+
+    def next_labeled_batch(self) -> tuple[Tensor, Tensor]:
+        """The next batch (as :meth:`next_batch`) and its class labels, ``int64`` on the
+        device; only for sources with ``num_classes`` (class-conditional training)."""
+        raise DataError(f"{self.describe()} has no class labels")
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -61,7 +68,14 @@ class TensorSource(DataSource):
     """
 
     def __init__(
-        self, data: Tensor, batch_size: int, seed: int, name: str = "data", reshuffle: bool = True
+        self,
+        data: Tensor,
+        batch_size: int,
+        seed: int,
+        name: str = "data",
+        reshuffle: bool = True,
+        labels: Tensor | None = None,
+        num_classes: int | None = None,
     ) -> None:
         if data.shape[0] < batch_size:
             raise DataError(
@@ -78,6 +92,9 @@ class TensorSource(DataSource):
         self._perm = self._permutation(0)
         self.rank, self.world_size = 0, 1
         self.name = name
+        # class labels, indexed like ``data`` (on its device)
+        self.labels = None if labels is None else labels.to(data.device, torch.int64)
+        self.num_classes = num_classes if labels is not None else None
 
     def shard(self, rank: int, world_size: int) -> None:
         """Rank ``rank`` takes the ``rank``-th ``batch_size`` slice of every global batch
@@ -96,7 +113,8 @@ class TensorSource(DataSource):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.data.shape[0], generator=g).to(self.data.device)
 
-    def next_batch(self) -> Tensor:
+    def _next_indices(self) -> Tensor:
+        """The next batch's rows of ``data``; advances the position."""
         step = self.batch_size * self.world_size
         if self.index + step > self.data.shape[0]:
             self.epoch += 1
@@ -105,7 +123,20 @@ class TensorSource(DataSource):
         start = self.index + self.rank * self.batch_size
         idx = self._perm[start : start + self.batch_size]
         self.index += step
-        return self.data[idx]
+        return idx
+
+    def next_batch(self) -> Tensor:
+        return self.data[self._next_indices()]
+
+    def next_labeled_batch(self) -> tuple[Tensor, Tensor]:
+        if self.labels is None:
+            return super().next_labeled_batch()
+        idx = self._next_indices()
+        return self._scaled(self.data[idx]), self.labels[idx]
+
+    def _scaled(self, batch: Tensor) -> Tensor:
+        """``next_batch``'s conversion of stored rows (none here; subclasses scale)."""
+        return batch
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         idx = torch.randint(0, self.data.shape[0], (n,), generator=generator)

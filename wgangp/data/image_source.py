@@ -157,7 +157,8 @@ class ImageTransform:
 class ImageItems(Dataset):
     """A data set of ``(PIL image, target)`` items, indexed by ``(index, aug_seed)``.
 
-    Targets are dropped: WGAN-GP is unconditional. The image file (if the base data
+    Targets are dropped here; a class-conditional run reads them once from the data
+    set's ``targets`` (:func:`wgangp.data.images.class_labels`). The image file (if the base data
     set opened one lazily, as CelebA does) is closed once transformed.
     """
 
@@ -271,6 +272,8 @@ class ImageSource(DataSource):
         name: str = "data",
         dequantize: bool = False,
         pixels: tuple[float, float] = SIGNED,
+        labels: Tensor | None = None,
+        num_classes: int | None = None,
     ) -> None:
         n = len(items)
         if n < batch_size:
@@ -282,6 +285,11 @@ class ImageSource(DataSource):
         self.batch_size, self.device, self.seed = batch_size, device, seed
         self.num_workers, self.dequantize = num_workers, dequantize
         self.pixels = pixels
+        # class labels of every item (read from the data set's targets, no image decoded);
+        # a batch's labels follow from its position in the epoch's permutation
+        self.labels = labels
+        self.num_classes = num_classes if labels is not None else None
+        self._perm_cache: tuple[int, Tensor] | None = None
         self.sample_shape = (items.transform.channels, items.transform.size, items.transform.size)
         self.epoch, self.index = 0, 0
         self._pin = device.type == "cuda"
@@ -330,6 +338,21 @@ class ImageSource(DataSource):
         return iter(self._loader)
 
     def next_batch(self) -> Tensor:
+        return self._next()[0]
+
+    def next_labeled_batch(self) -> tuple[Tensor, Tensor]:
+        if self.labels is None:
+            return super().next_labeled_batch()
+        batch, epoch, start = self._next()
+        if self._perm_cache is None or self._perm_cache[0] != epoch:
+            self._perm_cache = (epoch, epoch_permutation(len(self.items), self.seed, epoch))
+        # the rows EpochSampler gave this rank: its batch_size slice of the global batch
+        first = start + self._sampler.rank * self.batch_size
+        idx = self._perm_cache[1][first : first + self.batch_size]
+        return batch, self.labels[idx].to(self.device, non_blocking=self._pin)
+
+    def _next(self) -> tuple[Tensor, int, int]:
+        """The next batch on the device, with its epoch and global start position."""
         if self._iter is None:
             self._iter = self._start()
         batch = next(self._iter, None)
@@ -340,7 +363,7 @@ class ImageSource(DataSource):
         start = self.index
         self.index += self.batch_size * self._sampler.world_size
         batch = batch.to(self.device, non_blocking=self._pin)
-        return scale_batch(
+        scaled = scale_batch(
             batch,
             self.dequantize,
             self.seed,
@@ -349,6 +372,7 @@ class ImageSource(DataSource):
             self._sampler.rank,
             pixels=self.pixels,
         )
+        return scaled, self.epoch, start
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` images (without replacement when ``n`` ≤ the set's size), loaded apart
@@ -379,7 +403,9 @@ class ByteTensorSource(TensorSource):
     pixels = SIGNED
 
     def next_batch(self) -> Tensor:
-        batch = super().next_batch()
+        return self._scaled(super().next_batch())
+
+    def _scaled(self, batch: Tensor) -> Tensor:
         start = self.index - self.batch_size * self.world_size  # this batch's position
         return scale_batch(
             batch, self.dequantize, self.seed, self.epoch, start, self.rank, pixels=self.pixels
@@ -398,6 +424,8 @@ def load_on_device(
     name: str,
     dequantize: bool = False,
     pixels: tuple[float, float] = SIGNED,
+    labels: Tensor | None = None,
+    num_classes: int | None = None,
 ) -> ByteTensorSource:
     """Decode the whole set once (fixed crops) into a ``uint8`` tensor on ``device``."""
     n = len(items)
@@ -417,7 +445,9 @@ def load_on_device(
             f"(trainer.batch_size={batch_size}); lower trainer.batch_size or add images"
         )
     data = load_items(items, [(i, 0) for i in range(n)], num_workers).to(device)
-    source = ByteTensorSource(data, batch_size, seed, name=name)
+    source = ByteTensorSource(
+        data, batch_size, seed, name=name, labels=labels, num_classes=num_classes
+    )
     source.dequantize = dequantize
     source.pixels = pixels
     return source

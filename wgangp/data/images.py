@@ -148,6 +148,9 @@ def _open_torchvision(
 # --------------------------------------------------------------------------- config
 
 
+#: the image sets with class labels (class-conditional training: conditional.enabled)
+LABELED = ("mnist", "fashion_mnist", "cifar10")
+
 SPLITS: dict[str, tuple[str, ...]] = {
     "mnist": ("train", "test"),
     "fashion_mnist": ("train", "test"),
@@ -338,9 +341,19 @@ def build_images(cfg: Any, batch_size: int, device: torch.device, seed: int) -> 
     base = OPENERS[cfg.name](cfg)
     items = ImageItems(base, ImageTransform(cfg.image_size, cfg.channels, cfg.crop))
     pixels = pixel_range(cfg)
+    labels, num_classes = class_labels(cfg.name, base)
     if cfg.on_device:
         return load_on_device(
-            items, batch_size, device, seed, cfg.num_workers, cfg.name, cfg.dequantize, pixels
+            items,
+            batch_size,
+            device,
+            seed,
+            cfg.num_workers,
+            cfg.name,
+            cfg.dequantize,
+            pixels,
+            labels=labels,
+            num_classes=num_classes,
         )
     return ImageSource(
         items,
@@ -351,7 +364,26 @@ def build_images(cfg: Any, batch_size: int, device: torch.device, seed: int) -> 
         name=cfg.name,
         dequantize=cfg.dequantize,
         pixels=pixels,
+        labels=labels,
+        num_classes=num_classes,
     )
+
+
+def class_labels(name: str, base: Any) -> tuple[torch.Tensor | None, int | None]:  # noqa: ANN401
+    """``(labels, num_classes)`` of a labelled set (its torchvision ``targets`` and
+    ``classes``, read without decoding an image), or ``(None, None)``."""
+    if name not in LABELED:
+        return None, None
+    labels = torch.as_tensor(base.targets, dtype=torch.int64)
+    num_classes = len(base.classes)
+    if len(labels) != len(base) or (
+        len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes
+    ):
+        raise DataError(
+            f"{name}: its labels do not match its {len(base)} images and {num_classes} "
+            f"classes; the files under dataset.root are damaged or from another release"
+        )
+    return labels, num_classes
 
 
 for _name in OPENERS:

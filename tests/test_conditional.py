@@ -1,0 +1,345 @@
+"""Class-conditional training (conditional.enabled; gan_cifar_resnet.py's CONDITIONAL +
+ACGAN): labels carried through the data streams, the AC-GAN terms of both losses, the
+labels the fakes take, resume, sampling and the errors. The models' conditional layers
+are tested in tests/test_conditional_models.py."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from tests.conftest import compose_cfg
+from tests.test_image_data import make_cfg
+from tests.test_image_data import no_md5 as _no_md5
+from wgangp import losses
+from wgangp.data import build_data
+from wgangp.errors import ConfigError
+from wgangp.trainer import Trainer
+from wgangp.validate import validate
+
+CPU = torch.device("cpu")
+no_md5 = _no_md5  # the fixture: our fake CIFAR files cannot match torchvision's MD5s
+PER_BATCH = 6  # images per CIFAR-10 file: 30 training images
+
+
+def label_of(i: int) -> int:
+    return (i * 7) % 10
+
+
+def write_labeled_cifar10(root: Path, per_batch: int = PER_BATCH) -> None:
+    """CIFAR-10's pickles, image i of label (7i mod 10) filled with 25·label + i mod 5,
+    so a batch's images tell their own labels."""
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for b, name in enumerate(names):
+        ids = range(b * per_batch, (b + 1) * per_batch)
+        data = np.stack([np.full(3072, 25 * label_of(i) + i % 5, np.uint8) for i in ids])
+        with open(base / name, "wb") as f:
+            pickle.dump({"data": data, "labels": [label_of(i) for i in ids]}, f)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+
+
+def labels_shown(batch: torch.Tensor) -> torch.Tensor:
+    """The labels written into the images' pixels (x / 127.5 − 1 undone)."""
+    v = torch.round((batch[:, 0, 0, 0] + 1) * 127.5).long()
+    return v // 25
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_labels_travel_with_their_images_over_epochs_and_ranks(tmp_path, no_md5, on_device):
+    write_labeled_cifar10(tmp_path)
+    cfg = make_cfg("cifar10", tmp_path, on_device=on_device)
+    src = build_data(cfg, 4, CPU, seed=3)
+    assert src.num_classes == 10
+    for _ in range(20):  # 7 batches an epoch: three epoch boundaries
+        x, y = src.next_labeled_batch()
+        assert y.dtype == torch.int64 and y.shape == (4,)
+        assert torch.equal(y, labels_shown(x))
+    # a plain next_batch advances the stream the same way
+    a, b = build_data(cfg, 4, CPU, seed=3), build_data(cfg, 4, CPU, seed=3)
+    for _ in range(9):
+        assert torch.equal(a.next_batch(), b.next_labeled_batch()[0])
+    # each rank's slice of the global batch, with its own labels
+    for rank in (0, 1):
+        s = build_data(cfg, 2, CPU, seed=3)
+        s.shard(rank, 2)
+        for _ in range(10):
+            x, y = s.next_labeled_batch()
+            assert torch.equal(y, labels_shown(x))
+
+
+def test_labels_resume_with_the_stream(tmp_path, no_md5):
+    write_labeled_cifar10(tmp_path)
+    cfg = make_cfg("cifar10", tmp_path)
+    a = build_data(cfg, 4, CPU, seed=0)
+    for _ in range(5):
+        a.next_labeled_batch()
+    b = build_data(cfg, 4, CPU, seed=0)
+    b.load_state_dict(a.state_dict())
+    for _ in range(6):
+        (xa, ya), (xb, yb) = a.next_labeled_batch(), b.next_labeled_batch()
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_a_set_without_labels_says_so(tmp_path):
+    src = build_data(compose_cfg().dataset, 8, CPU, seed=0)
+    assert src.num_classes is None
+    with pytest.raises(Exception, match="has no class labels"):
+        src.next_labeled_batch()
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def trainer(root: Path, *extra: str) -> Trainer:
+    cfg = compose_cfg(
+        "experiment=cifar10_resnet_acgan_paper",
+        f"dataset.root={root}",
+        "dataset.num_workers=0",
+        "dataset.dequantize=false",
+        "critic.dim=8",
+        "generator.dim=8",
+        "generator.z_dim=8",
+        "trainer.batch_size=4",
+        "trainer.gen_batch_size=6",
+        "trainer.n_critic=2",
+        "trainer.progress=false",
+        *extra,
+    )
+    return Trainer(cfg, root / "run", validate(cfg))
+
+
+@pytest.fixture
+def cifar(tmp_path: Path, no_md5: None) -> Path:
+    write_labeled_cifar10(tmp_path)
+    return tmp_path
+
+
+def test_preset_is_the_official_conditional_model(cifar):
+    cfg = compose_cfg("experiment=cifar10_resnet_acgan_paper", f"dataset.root={cifar}")
+    plain = compose_cfg("experiment=cifar10_resnet_paper", f"dataset.root={cifar}")
+    assert cfg.conditional.enabled and not plain.conditional.enabled
+    # gan_cifar_resnet.py: ACGAN_SCALE = 1., ACGAN_SCALE_G = 0.1; all else as unconditional
+    assert (cfg.conditional.acgan_scale, cfg.conditional.acgan_scale_g) == (1.0, 0.1)
+    cfg.conditional = plain.conditional
+    assert cfg == plain
+
+
+def test_the_losses_carry_the_acgan_terms_and_the_fakes_take_the_real_labels(cifar):
+    t = trainer(cifar)
+    inputs = t.draw_inputs()
+    assert all(
+        torch.equal(y, labels_shown(x))
+        for x, y in zip(inputs.reals, inputs.real_labels, strict=True)
+    )
+    assert inputs.gen_labels.shape == (6,) and inputs.gen_labels.min() >= 0
+    assert int(inputs.gen_labels.max()) < 10
+    seen: list[torch.Tensor | None] = []
+    gen = t.generator_fwd
+
+    def recording(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        seen.append(labels)
+        return gen(z, labels)
+
+    t.generator_fwd = recording
+    # the first critic update's loss by hand, before it changes the weights
+    real, y, z, eps = inputs.reals[0], inputs.real_labels[0], inputs.fake_z[0], inputs.eps[0]
+    with torch.no_grad():
+        fake = gen(z, y)
+    d_real, l_real = t.critic(real, with_logits=True)
+    d_fake = t.critic(fake)
+    gp = losses.gradient_penalty(t.critic, real, fake, eps=eps).penalty
+    ce = F.cross_entropy(l_real, y)
+    want = d_fake.mean() - d_real.mean() + 10.0 * gp + 1.0 * ce
+    want = want.detach()
+    stats = t.critic_step(real, fake, eps=eps, labels=y)
+    assert float(stats["loss/critic"]) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
+    assert float(stats["acgan/critic"]) == pytest.approx(float(ce), rel=1e-6)
+    # the generator update's loss by hand: −E[D(G(z, y))] + 0.1·CE with its own labels
+    gz, gy = inputs.gen_z, inputs.gen_labels
+    with torch.no_grad():
+        # the same batch statistics as the update's forward (train mode, same batch)
+        score, logits = t.critic(gen(gz, gy), with_logits=True)
+        want_g = -score.mean() + 0.1 * F.cross_entropy(logits, gy)
+    stats = t.generator_step(gz, gy)
+    assert float(stats["loss/generator"]) == pytest.approx(float(want_g), rel=1e-5, abs=1e-6)
+    # the whole iteration: fakes of critic update i take real batch i's labels, then G's own
+    seen.clear()
+    stats = t.iteration(t.draw_inputs())
+    assert len(seen) == 3
+    assert {"acgan/critic", "acgan/real_acc", "acgan/fake_acc", "acgan/generator"} <= set(stats)
+
+
+def test_acgan_scale_zero_leaves_the_class_head_untrained(cifar):
+    """The class head learns from the critic's cross-entropy alone: with weight 0 its
+    gradient is exactly 0 (and Adam moves nothing); with the paper's 1 it moves."""
+    for scale, moves in ((0.0, False), (1.0, True)):
+        t = trainer(cifar, f"conditional.acgan_scale={scale}")
+        before = t.critic.acgan.weight.detach().clone()
+        inp = t.draw_inputs()
+        with torch.no_grad():
+            fake = t.generator(inp.fake_z[0], inp.real_labels[0])
+        t.critic_step(inp.reals[0], fake, eps=inp.eps[0], labels=inp.real_labels[0])
+        assert (t.critic.acgan.weight.grad.abs().sum() > 0) == moves
+        assert (not torch.equal(t.critic.acgan.weight, before)) == moves
+
+
+def test_batch_fakes_generate_every_update_with_its_labels(cifar):
+    t = trainer(cifar, "trainer.batch_fakes=true")
+    calls: list[torch.Tensor] = []
+    gen = t.generator_fwd
+
+    def recording(z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        calls.append(labels)
+        return gen(z, labels)
+
+    t.generator_fwd = recording
+    inputs = t.draw_inputs()
+    stats = t.iteration(inputs)
+    assert torch.equal(calls[0], torch.cat(inputs.real_labels))
+    assert torch.equal(calls[1], inputs.gen_labels)
+    assert all(torch.isfinite(v).all() for v in stats.values())
+
+
+def test_conditional_run_resumes_bitwise(cifar):
+    a = trainer(cifar)
+    for _ in range(2):
+        a.train_step()
+        a.step += 1
+    ckpt = copy.deepcopy(a.state_dict())  # as torch.save would: not the live tensors
+    assert ckpt["num_classes"] == 10
+    b = trainer(cifar)
+    b.load_state_dict(ckpt)
+    for _ in range(2):
+        sa, sb = a.train_step(), b.train_step()
+        a.step += 1
+        b.step += 1
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    for x, y in zip(
+        a.state_dict()["critic"].values(), b.state_dict()["critic"].values(), strict=True
+    ):
+        assert torch.equal(x, y)
+    for x, y in zip(
+        a.generator.state_dict().values(), b.generator.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "overrides,key,text",
+    [
+        (["conditional.enabled=true"], "conditional.enabled", "dataset=mnist | fashion_mnist"),
+        (
+            ["dataset=celeba", "conditional.enabled=true"],
+            "conditional.enabled",
+            "dataset=celeba, which has no class labels",
+        ),
+        (
+            ["experiment=cifar10_resnet_acgan_paper", "critic.name=dcgan"],
+            "critic.name",
+            "resnet with conditional.enabled=true",
+        ),
+        (
+            ["experiment=cifar10_resnet_acgan_paper", "generator.norm=none"],
+            "generator.norm",
+            "use generator.norm=batchnorm",
+        ),
+        (
+            ["experiment=cifar10_resnet_acgan_paper", "conditional.acgan_scale_g=-0.1"],
+            "conditional.acgan_scale_g",
+            "a number ≥ 0",
+        ),
+    ],
+)
+def test_what_conditional_training_needs_is_checked_before_any_work(overrides, key, text):
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg(*overrides))
+    assert e.value.key == key and text in str(e.value)
+
+
+def test_changing_conditional_on_resume_is_refused():
+    from wgangp.train import INCOMPATIBLE
+
+    assert "conditional.enabled".startswith(INCOMPATIBLE)
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def test_sample_grid_has_a_class_per_column_and_label_picks_one(cifar):
+    from wgangp.sample import sample
+
+    t = trainer(cifar)
+    t.train_step()
+    path = t.save()
+    n = 20
+    out = cifar / "s.npz"
+    sample([f"checkpoint={path}", f"n={n}", f"out={out}", "device=cpu"])
+    got = np.load(out)
+    assert got["samples"].shape == (n, 3, 32, 32)
+    assert got["labels"].tolist() == [i % 10 for i in range(n)]
+    sample([f"checkpoint={path}", "n=4", f"out={out}", "device=cpu", "label=3"])
+    assert np.load(out)["labels"].tolist() == [3] * 4
+    # the same latent under different classes gives different images
+    z = torch.randn(1, 8).repeat(2, 1)
+    with torch.no_grad():
+        t.generator.eval()
+        two = t.generator(z, torch.tensor([0, 1]))
+    assert not torch.equal(two[0], two[1])
+    with pytest.raises(ConfigError, match="a class 0..9"):
+        sample([f"checkpoint={path}", "n=4", f"out={out}", "device=cpu", "label=10"])
+
+
+def test_label_on_an_unconditional_checkpoint_is_refused(tmp_path):
+    from wgangp.sample import sample
+
+    t = Trainer(compose_cfg("trainer.progress=false"), tmp_path / "run", CPU)
+    path = t.save()
+    with pytest.raises(ConfigError, match="not class-conditional"):
+        sample([f"checkpoint={path}", "n=4", f"out={tmp_path / 's.npz'}", "label=1"])
+
+
+def test_the_conditional_iteration_holds_nothing_a_graph_cannot_capture(cifar):
+    """trainer.cuda_graph captures Trainer.iteration: the labels come in with the inputs
+    (drawn by draw_inputs), and the cross-entropy, the accuracies and the balanced
+    default labels make no host sync and draw no random number."""
+    from wgangp.cuda_graph import CaptureCheck
+
+    t = trainer(cifar, "trainer.nan_check=iteration")
+    t.train_step()  # optimizer state and other first-call set-up: outside the check
+    inputs = t.draw_inputs()
+    state = t.rng.get_state()
+    with CaptureCheck(CPU) as check:
+        stats = t.iteration(inputs)
+        t.generator(torch.zeros(3, 8))  # labels None: i mod K, no draw
+    assert check.found == {}
+    assert torch.equal(t.rng.get_state(), state)
+    assert len(inputs.tensors()) == len(inputs.clone().tensors()) == 2 + 2 + 2 + 1 + 2 + 1
+    assert "acgan/generator" in stats
+
+
+def test_evaluation_samples_each_class_equally():
+    """FID/IS of a class-conditional generator: the classes 0 … K−1 in turn across
+    batches, so each class is n/K of the samples."""
+    from wgangp.evaluate import generate_batches
+
+    class Echo(torch.nn.Module):
+        z_dim, num_classes = 2, 10
+
+        def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return labels.float()[:, None]
+
+    got = torch.cat(list(generate_batches(Echo(), 40, 7, 0, CPU))).long().squeeze(1)
+    assert got.tolist() == [i % 10 for i in range(40)]
+    assert torch.bincount(got).tolist() == [4] * 10
