@@ -171,12 +171,17 @@ def test_keys_added_since_a_checkpoint_resume_at_their_default(tmp_path):
     written = OmegaConf.to_container(compose_cfg(*run), resolve=True)
     assert written["generator"].pop("input_norm") == "channel"  # as before the key existed
     assert written["dataset"].pop("pixel_range") == [-1.0, 1.0]
+    assert written.pop("conditional")["enabled"] is False  # a whole group added later
     ckpt = {"config": written, "overrides": run}
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg, _, changes = resume_config(ckpt, tmp_path / "last.pt", ["trainer.steps=3"])
         assert changes == {"trainer.steps": (2, 3)}
         assert cfg.generator.input_norm == "channel" and cfg.trainer.steps == 3
-        for key, value in (("generator.input_norm", "feature"), ("dataset.pixel_range", "[0,1]")):
+        for key, value in (
+            ("generator.input_norm", "feature"),
+            ("dataset.pixel_range", "[0,1]"),
+            ("conditional.enabled", "true"),
+        ):
             with pytest.raises(CheckpointError, match="cannot resume with a different") as e:
                 resume_config(ckpt, tmp_path / "last.pt", [f"{key}={value}"])
             assert f"{key}: None → " in str(e.value)
