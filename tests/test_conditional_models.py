@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tests.test_image_models import critic_cfg, generator_cfg
+# the seed and one-thread fixtures are autouse: imported, they apply here too
+from tests.test_image_models import _one_thread, _seed, critic_cfg, generator_cfg  # noqa: F401
 from wgangp.cuda_graph import CaptureCheck
 from wgangp.errors import ConfigError
 from wgangp.models import build_critic, build_generator, count_parameters
@@ -28,20 +29,6 @@ from wgangp.models.sampling import sampling_mode
 
 K = 10  # CIFAR-10's classes
 Z = 16  # small latent for the behaviour tests
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    # tiny models: extra intra-op threads only add synchronisation on a busy 2-core box
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _randomise_tables(model: nn.Module) -> None:

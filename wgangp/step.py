@@ -119,16 +119,21 @@ class IterationInputs:
         )
 
 
+def _real_and_fake(real: Tensor, fake: Tensor) -> Tensor:
+    """One batch of ``real`` then ``fake``, in ``real``'s dtype and memory format."""
+    both = torch.cat([real, fake.to(real.dtype)])
+    if real.dim() == 4 and real.is_contiguous(memory_format=torch.channels_last):
+        both = both.contiguous(memory_format=torch.channels_last)
+    return both
+
+
 def critic_scores(
     critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, fuse: bool
 ) -> tuple[Tensor, Tensor]:
     """``(D(real), D(fake))``; with ``fuse`` from one forward of the concatenated batch."""
     if not fuse:
         return critic(real), critic(fake)
-    both = torch.cat([real, fake.to(real.dtype)])
-    if real.dim() == 4 and real.is_contiguous(memory_format=torch.channels_last):
-        both = both.contiguous(memory_format=torch.channels_last)
-    scores = critic(both)
+    scores = critic(_real_and_fake(real, fake))
     # unbind, not two slices: its backward is one stack instead of two zero-filled
     # slice_backward buffers and their sum (launches count in an eager CUDA step)
     d_real, d_fake = scores.unflatten(0, (2, real.shape[0])).unbind(0)
@@ -146,10 +151,7 @@ def critic_scores_and_logits(
             critic(fake, with_logits=True),
         )
         return s_real, s_fake, l_real, l_fake
-    both = torch.cat([real, fake.to(real.dtype)])
-    if real.dim() == 4 and real.is_contiguous(memory_format=torch.channels_last):
-        both = both.contiguous(memory_format=torch.channels_last)
-    scores, logits = critic(both, with_logits=True)
+    scores, logits = critic(_real_and_fake(real, fake), with_logits=True)
     n = real.shape[0]
     s_real, s_fake = scores.unflatten(0, (2, n)).unbind(0)
     l_real, l_fake = logits.unflatten(0, (2, n)).unbind(0)
