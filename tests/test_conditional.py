@@ -162,7 +162,7 @@ def test_the_losses_carry_the_acgan_terms_and_the_fakes_take_the_real_labels(cif
     want = want.detach()
     stats = t.critic_step(real, fake, eps=eps, labels=y)
     assert float(stats["loss/critic"]) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
-    assert float(stats["acgan/critic"]) == pytest.approx(float(ce), rel=1e-6)
+    assert float(stats["acgan/critic"]) == pytest.approx(float(ce.detach()), rel=1e-6)
     # the generator update's loss by hand: −E[D(G(z, y))] + 0.1·CE with its own labels
     gz, gy = inputs.gen_z, inputs.gen_labels
     with torch.no_grad():
@@ -239,7 +239,11 @@ def test_conditional_run_resumes_bitwise(cifar):
 @pytest.mark.parametrize(
     "overrides,key,text",
     [
-        (["conditional.enabled=true"], "conditional.enabled", "dataset=mnist | fashion_mnist"),
+        (
+            ["conditional.enabled=true"],
+            "conditional.enabled",
+            "dataset=mnist, fashion_mnist, cifar10, or image_folder",
+        ),
         (
             ["dataset=celeba", "conditional.enabled=true"],
             "conditional.enabled",
@@ -403,3 +407,77 @@ def test_the_conditional_step_runs_with_each_option(cifar, overrides):
     assert {"acgan/critic", "acgan/generator"} <= stats.keys()
     if t.ema is not None:  # the averaged generator samples with the default labels
         assert t.sampling_generator()(torch.zeros(10, 8)).shape == (10, 3, 32, 32)
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def write_class_folders(root: Path) -> dict[str, int]:
+    """PNGs in class folders (one nested deeper), grey level 25·class + i; returns
+    each class's index in sorted order."""
+    from PIL import Image
+
+    where = ["cat/a.png", "cat/b.png", "cat/deep/c.png", "dog/d.png", "dog/e.png"]
+    where += ["emu/f.png", "emu/g.png", "emu/h.png"]
+    classes = {"cat": 0, "dog": 1, "emu": 2}
+    for i, rel in enumerate(where):
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        grey = 25 * classes[rel.split("/")[0]] + i % 5
+        Image.fromarray(np.full((8, 8, 3), grey, np.uint8)).save(p)
+    return classes
+
+
+def test_class_folders_label_an_image_folder(tmp_path):
+    write_class_folders(tmp_path)
+    src = build_data(make_cfg("image_folder", tmp_path, image_size=8), 4, CPU, seed=1)
+    assert src.num_classes == 3 and src.items.base.classes == ["cat", "dog", "emu"]
+    for _ in range(8):
+        x, y = src.next_labeled_batch()
+        assert torch.equal(y, labels_shown(x))
+
+
+def test_a_truncated_image_stands_in_with_one_of_its_own_class(tmp_path):
+    """An undecodable image is replaced by the next decodable one of the same class
+    (here dog/e.png, the last dog, wraps round to dog/d.png, not to emu/f.png)."""
+    write_class_folders(tmp_path)
+    p = tmp_path / "dog" / "e.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)).save(p)
+    p.write_bytes(p.read_bytes()[:2000])  # header fine, pixels not
+    base = build_data(make_cfg("image_folder", tmp_path, image_size=8), 4, CPU, 0).items.base
+    bad = base.paths.index(p)
+    img, label = base[bad]
+    assert label == 1 and base.paths[base.targets.index(1)].name == "d.png"
+    assert np.asarray(img)[0, 0, 0] // 25 == 1  # dog's grey level
+
+
+@pytest.mark.parametrize(
+    "layout,text",
+    [
+        (["cat/a.png", "b.png"], "1 of its 2 images lie directly in dataset.root"),
+        (["cat/a.png", "cat/b.png"], "needs at least two"),
+    ],
+)
+def test_an_image_folder_without_classes_says_how_to_add_them(tmp_path, layout, text):
+    from PIL import Image
+
+    for rel in layout:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / rel)
+    cfg = compose_cfg(
+        "dataset=image_folder",
+        f"dataset.root={tmp_path}",
+        "dataset.image_size=16",
+        "dataset.num_workers=0",
+        "critic=resnet",
+        "generator=resnet",
+        "generator.norm=batchnorm",
+        "conditional.enabled=true",
+        "trainer.batch_size=2",
+    )
+    with pytest.raises(ConfigError) as e:
+        Trainer(cfg, tmp_path / "run", validate(cfg))
+    assert e.value.key == "conditional.enabled" and text in str(e.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()

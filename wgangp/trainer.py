@@ -82,12 +82,12 @@ def conditional_classes(cfg: DictConfig, data: Any) -> int:  # noqa: ANN401
     if not cfg.conditional.enabled:
         return 0
     if not data.num_classes:
+        why = data.label_problem or f"dataset={cfg.dataset.name} has none"
         raise ConfigError(
             "conditional.enabled",
             True,
             "false for a data set without class labels",
-            f"dataset={cfg.dataset.name} has none; class-conditional training needs "
-            "dataset=mnist, fashion_mnist or cifar10",
+            f"{why}; or train unconditionally (conditional.enabled=false)",
         )
     return int(data.num_classes)
 

@@ -23,8 +23,10 @@ class DataSource(ABC):
     #: known mode centres ``(K, D)`` and their std (points data sets), for metrics
     modes: Tensor | None = None
     mode_std: float | None = None
-    #: classes of a labelled set (mnist, fashion_mnist, cifar10); None: no labels
+    #: classes of a labelled set (mnist, fashion_mnist, cifar10, a folder of class
+    #: folders); None: no labels, for the reason ``label_problem`` gives if it is set
     num_classes: int | None = None
+    label_problem: str | None = None
 
     @abstractmethod
     def next_batch(self) -> Tensor:

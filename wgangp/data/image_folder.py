@@ -6,6 +6,12 @@ nested at any depth, symlinked folders followed once), whose extension is one of
 skipped. Paths are sorted, so the index of an image, hence the training order for a
 given seed, does not depend on the file system's listing order.
 
+Classes (class-conditional training, ``conditional.enabled``): when every image lies
+inside a sub-folder of ``dataset.root``, each top-level sub-folder is a class, in
+sorted order, as torchvision's ``ImageFolder`` names them (``root/cat/x.png`` and
+``root/cat/deep/y.png`` are both ``cat``). An image directly in ``dataset.root`` leaves
+the folder without labels; training unconditionally is unaffected.
+
 Undecodable files, policy:
 
 1. At start-up every file is opened *lazily* with PIL (header only, no pixel
@@ -14,6 +20,7 @@ Undecodable files, policy:
    giving their count and the first few paths. If none is left, :class:`DataError`.
 2. A file whose header is fine but whose pixels fail to decode (truncated data) is
    found only when loaded: it is replaced by the next decodable image in index order
+   (of the same class, when the folder has classes)
    (deterministic, so the batch keeps its size and a resumed run sees the same
    images), with one warning per bad file per process.
 """
@@ -98,13 +105,45 @@ def scan_images(root: Path, threads: int = 8) -> list[Path]:
     return good
 
 
+def class_folders(root: Path, paths: list[Path]) -> tuple[list[str], list[int], list[Path]]:
+    """``(classes, targets, unlabelled)``: the sorted top-level sub-folders of ``root``
+    that hold images, each path's class index, and the paths directly in ``root``
+    (which have none; then ``targets`` is empty)."""
+    tops = [p.relative_to(root).parts for p in paths]
+    unlabelled = [p for p, parts in zip(paths, tops, strict=True) if len(parts) < 2]
+    if unlabelled:
+        return [], [], unlabelled
+    classes = sorted({parts[0] for parts in tops})
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, [index[parts[0]] for parts in tops], []
+
+
 class ImageFolderImages(Dataset):
-    """The images of a folder as ``(PIL image, 0)`` items, like a torchvision data set."""
+    """The images of a folder as ``(PIL image, class)`` items, like a torchvision data
+    set; ``classes``/``targets`` are the class sub-folders (see the module docstring),
+    empty when an image lies directly in the root (its items then say class 0)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = expand_path(root)
         self.paths = scan_images(self.root)
+        self.classes, self.targets, self.unlabelled = class_folders(self.root, self.paths)
         self._warned: set[Path] = set()
+
+    def labels_problem(self) -> str | None:
+        """Why this folder has no class labels (None when it has them)."""
+        if self.unlabelled:
+            shown = ", ".join(str(p.relative_to(self.root)) for p in self.unlabelled[:SHOW_BAD])
+            return (
+                f"{len(self.unlabelled)} of its {len(self.paths)} images lie directly in "
+                f"dataset.root={str(self.root)!r}, not in a class sub-folder ({shown}); "
+                "put each image under dataset.root/<class>/"
+            )
+        if len(self.classes) < 2:
+            return (
+                f"all its images are in one class sub-folder ({self.classes[0]!r}); "
+                "class-conditional training needs at least two"
+            )
+        return None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -120,15 +159,24 @@ class ImageFolderImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         n = len(self.paths)
-        for k in range(min(n, MAX_FALLBACK)):
-            path = self.paths[(index + k) % n]
+        label = self.targets[index] if self.targets else 0
+        # stand-ins come from the same class, so a batch's labels stay right
+        same = (j % n for j in range(index, index + n))
+        if self.targets:
+            same = (j for j in same if self.targets[j] == label)
+        tried = 0
+        for j in same:
+            path = self.paths[j]
             try:
-                return self._open(path), 0
+                return self._open(path), label
             except Exception as e:  # undecodable pixels: use the next image instead
                 if path not in self._warned:
                     self._warned.add(path)
                     log.warning("cannot decode %s (%s); using the next image instead", path, e)
+            tried += 1
+            if tried == MAX_FALLBACK:
+                break
         raise DataError(
-            f"image_folder: {min(n, MAX_FALLBACK)} images in a row from {self.paths[index]} "
+            f"image_folder: {tried} images in a row from {self.paths[index]} "
             f"on cannot be decoded under {self.root}; check the files"
         )

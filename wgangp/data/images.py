@@ -148,8 +148,9 @@ def _open_torchvision(
 # --------------------------------------------------------------------------- config
 
 
-#: the image sets with class labels (class-conditional training: conditional.enabled)
-LABELED = ("mnist", "fashion_mnist", "cifar10")
+#: the image sets with class labels (class-conditional training: conditional.enabled);
+#: an image_folder has them when its images are in class sub-folders
+LABELED = ("mnist", "fashion_mnist", "cifar10", "image_folder")
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "mnist": ("train", "test"),
@@ -340,8 +341,24 @@ def build_images(cfg: Any, batch_size: int, device: torch.device, seed: int) -> 
     validate_image_config(cfg)
     base = OPENERS[cfg.name](cfg)
     items = ImageItems(base, ImageTransform(cfg.image_size, cfg.channels, cfg.crop))
-    pixels = pixel_range(cfg)
     labels, num_classes = class_labels(cfg.name, base)
+    source = _source(cfg, items, batch_size, device, seed, labels, num_classes)
+    if labels is None and cfg.name == "image_folder":
+        source.label_problem = base.labels_problem()
+    return source
+
+
+def _source(
+    cfg: Any,
+    items: ImageItems,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    labels: torch.Tensor | None,
+    num_classes: int | None,
+) -> DataSource:
+    """The stream of ``items``: held on the device (``dataset.on_device``) or loaded."""
+    pixels = pixel_range(cfg)
     if cfg.on_device:
         return load_on_device(
             items,
@@ -373,6 +390,8 @@ def class_labels(name: str, base: Any) -> tuple[torch.Tensor | None, int | None]
     """``(labels, num_classes)`` of a labelled set (its torchvision ``targets`` and
     ``classes``, read without decoding an image), or ``(None, None)``."""
     if name not in LABELED:
+        return None, None
+    if name == "image_folder" and base.labels_problem() is not None:
         return None, None
     labels = torch.as_tensor(base.targets, dtype=torch.int64)
     num_classes = len(base.classes)
