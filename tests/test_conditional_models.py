@@ -350,7 +350,7 @@ def test_conditional_iteration_is_capturable() -> None:
 # ------------------------------------------------------------ registry
 
 
-@pytest.mark.parametrize("name", ["dcgan", "mlp", "resnet101"])
+@pytest.mark.parametrize("name", ["mlp", "resnet101"])
 def test_registry_refuses_unconditional_architectures(name: str) -> None:
     shape = (3, 32, 32)
     with pytest.raises(ConfigError) as e:
@@ -378,3 +378,54 @@ def test_registry_refuses_conditional_generator_without_batchnorm() -> None:
     # the resnet classes per resolution, conditional
     assert isinstance(_cond_generator(32), CifarResNetGenerator)
     assert isinstance(_cond_generator(64), LargeResNetGenerator)
+
+
+# ------------------------------------------------------------ the DCGAN pair
+
+
+def _dcgan_pair(size: int, num_classes: int, **kw: Any) -> tuple[nn.Module, nn.Module]:
+    shape = (1 if size == 28 else 3, size, size)
+    g = build_generator(generator_cfg("dcgan", norm="batchnorm", **kw), shape, num_classes)
+    d = build_critic(critic_cfg("dcgan"), shape, num_classes)
+    return g, d
+
+
+@pytest.mark.parametrize("size", [28, 32])
+def test_conditional_dcgan_pair(size: int) -> None:
+    """Conditional batch norm at every generator norm (the linear output's and each
+    stage's), an AC-GAN head on the critic's flattened features; the parameter counts
+    differ from the unconditional pair by exactly those tables and that head."""
+    g, d = _dcgan_pair(size, K)
+    g0, d0 = _dcgan_pair(size, 0)
+    cbn = [m for m in g.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    bn = [m for m in g0.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(cbn) == len(bn) == 3  # 4×4, 8×8 (7×7 at 28) and 16×16 (14×14)
+    widths = [m.bn.num_features for m in cbn]
+    # each BatchNorm2d's 2C affine parameters become 2·K·C table entries
+    assert count_parameters(g) - count_parameters(g0) == sum(2 * (K - 1) * c for c in widths)
+    features = d.output.in_features  # 4·4·4·dim
+    assert count_parameters(d) - count_parameters(d0) == features * K + K
+    z = torch.randn(2 * K, Z)
+    x = g(z)
+    assert x.shape == (2 * K, *g.sample_shape)
+    assert torch.equal(x, g(z, torch.arange(2 * K) % K))  # labels None: i mod K
+    with torch.no_grad():  # a non-trivial table: the class changes the image
+        cbn[0].scale.weight.uniform_(0.5, 1.5)
+    same_z = z[:1].repeat(2, 1)
+    two = g(same_z, torch.tensor([0, 1]))
+    assert not torch.equal(two[0], two[1])
+    score, logits = d(x, with_logits=True)
+    assert torch.equal(score, d(x)) and logits.shape == (2 * K, K)
+    with torch.no_grad():
+        d.acgan.weight.zero_()
+    assert torch.equal(d(x, with_logits=True)[1], d.acgan.bias.expand(2 * K, K))
+
+
+def test_conditional_dcgan_generator_needs_channel_batch_norm() -> None:
+    for kw, key in (
+        ({"norm": "none"}, "generator.norm"),
+        ({"norm": "batchnorm", "input_norm": "feature"}, "generator.input_norm"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            build_generator(generator_cfg("dcgan", **kw), (3, 32, 32), K)
+        assert e.value.key == key and "conditional.enabled=false" in str(e.value)

@@ -238,8 +238,8 @@ class ConditionalConfig:
     of a critic update use the real batch's labels. Generator loss
     ``−E[D(G(z, y))] + acgan_scale_g·CE(logits of G(z, y), y)`` with ``y`` uniform over
     the classes. The penalty is on the score alone. Needs a labelled data set
-    (mnist, fashion_mnist, cifar10, or an image_folder of class sub-folders) and
-    critic/generator ``resnet``.
+    (mnist, fashion_mnist, cifar10, or an image_folder of class sub-folders) and the
+    ``resnet`` or ``dcgan`` networks with a batch-norm generator.
     """
 
     enabled: bool = False

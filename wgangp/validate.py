@@ -130,14 +130,19 @@ def validate_conditional(cfg: Any) -> None:
             "class-conditional training needs a labelled data set: dataset=mnist, "
             "fashion_mnist, cifar10, or image_folder with one sub-folder per class",
         )
-    for group in ("critic", "generator"):
-        if cfg[group].name != "resnet":
+    from wgangp.models import registry
+
+    for group, capable in (
+        ("critic", registry.CONDITIONAL_CRITICS),
+        ("generator", registry.CONDITIONAL_GENERATORS),
+    ):
+        if cfg[group].name not in capable:
             raise ConfigError(
                 f"{group}.name",
                 cfg[group].name,
-                "resnet with conditional.enabled=true",
-                "class-conditional training (AC-GAN) is built for the resnet critic and "
-                f"generator: use {group}=resnet, or conditional.enabled=false",
+                f"{' | '.join(sorted(capable))} with conditional.enabled=true",
+                "class-conditional training (AC-GAN) is built for the resnet and dcgan "
+                f"networks: use {group}=resnet or {group}=dcgan, or conditional.enabled=false",
             )
     if cfg.generator.norm != "batchnorm":
         raise ConfigError(

@@ -107,11 +107,50 @@ class ConditionalBatchNorm2d(nn.Module):
         return self.bn(x) * scale + offset
 
 
-def _block_norm(kind: str, channels: int, num_classes: int) -> nn.Module:
-    """A residual block's norm: conditional batch norm if ``num_classes > 0``."""
+def class_norm_layer(kind: str, channels: int, num_classes: int) -> nn.Module:
+    """:func:`norm_layer`, or conditional batch norm if ``num_classes > 0`` (the
+    builders check that ``kind`` is ``batchnorm`` then)."""
     if num_classes:
         return ConditionalBatchNorm2d(channels, num_classes)
     return norm_layer(kind, channels)
+
+
+def generator_labels(num_classes: int, z: Tensor, labels: Tensor | None) -> Tensor | None:
+    """The ``(N,)`` labels a generator conditions on (``None`` if it is unconditional).
+
+    A conditional generator called without labels uses ``arange(N) % num_classes``:
+    balanced classes in a fixed order (a 10-column picture grid has one class per
+    column). It draws no random numbers, so it is safe inside CUDA-graph capture.
+    """
+    if not num_classes:
+        if labels is not None:
+            raise ValueError("labels given to an unconditional generator")
+        return None
+    if labels is None:
+        return torch.arange(z.shape[0], device=z.device) % num_classes
+    if labels.shape != (z.shape[0],):
+        raise ValueError(f"labels of shape {tuple(labels.shape)} for {z.shape[0]} noise vectors")
+    return labels
+
+
+def run_blocks(blocks: nn.Sequential, h: Tensor, labels: Tensor | None) -> Tensor:
+    """``blocks(h)``, or with the labels given to each block that takes them
+    (residual blocks, conditional norms; Sequential passes one input only)."""
+    if labels is None:
+        return blocks(h)
+    for block in blocks:
+        h = block(h, labels) if _takes_labels(block) else block(h)
+    return h
+
+
+def _takes_labels(module: nn.Module) -> bool:
+    return isinstance(module, ConditionalBatchNorm2d) or getattr(module, "num_classes", 0) > 0
+
+
+def check_with_logits(critic: nn.Module, with_logits: bool) -> None:
+    """Refuse ``critic(x, with_logits=True)`` on a critic without a class head."""
+    if with_logits and not critic.num_classes:
+        raise ValueError("with_logits=True on an unconditional critic (no class head)")
 
 
 class GatedTanh(nn.Module):
@@ -191,11 +230,11 @@ class ResidualBlock(nn.Module):
             raise ValueError(f"a conditional block needs norm='batchnorm', not {norm!r}")
         self.num_classes = num_classes
         mid = c_out if resample == "up" else c_in
-        self.norm1 = _block_norm(norm, c_in, num_classes)
+        self.norm1 = class_norm_layer(norm, c_in, num_classes)
         self.act1 = act()
         self.up = Upsample() if resample == "up" else nn.Identity()
         self.conv1 = conv(c_in, mid, 3, bias=conv1_bias)
-        self.norm2 = _block_norm(norm, mid, num_classes)
+        self.norm2 = class_norm_layer(norm, mid, num_classes)
         self.act2 = act()
         self.conv2 = conv(mid, c_out, 3)
         self.down = MeanPool() if resample == "down" else nn.Identity()

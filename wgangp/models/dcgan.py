@@ -71,9 +71,13 @@ from torch import Tensor, nn
 from wgangp.errors import ConfigError
 from wgangp.models.blocks import (
     ActFactory,
+    check_with_logits,
+    class_norm_layer,
+    generator_labels,
     image_net_args,
     log2_stages,
     norm_layer,
+    run_blocks,
 )
 from wgangp.models.init import init_weights, tag
 from wgangp.models.registry import register_critic, register_generator
@@ -132,10 +136,11 @@ class DCGANGenerator(nn.Module):
         *,
         gated: bool = False,
         constant_width: bool = False,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
-        self.z_dim = z_dim
+        self.z_dim, self.num_classes = z_dim, num_classes
         n = stages(size)
         m = 2 if gated else 1  # channels into an activation per channel out of it
         c = dim if constant_width else dim * 2 ** (n - 1)
@@ -144,28 +149,32 @@ class DCGANGenerator(nn.Module):
         # per feature: normalise the flat (N, 4·4·c·m) output before the reshape
         self.norm_per_feature = input_norm == "feature" and norm != "none"
         first_norm = (
-            nn.BatchNorm1d(4 * 4 * c * m) if self.norm_per_feature else norm_layer(norm, c * m)
+            nn.BatchNorm1d(4 * 4 * c * m)
+            if self.norm_per_feature
+            else class_norm_layer(norm, c * m, num_classes)
         )
         self.input_act = nn.Sequential(first_norm, act())
         layers: list[nn.Module] = []
         for i in range(n - 1):
             c_next = c if constant_width else c // 2
-            layers += [_up(c, c_next * m), norm_layer(norm, c_next * m), act()]
+            layers += [_up(c, c_next * m), class_norm_layer(norm, c_next * m, num_classes), act()]
             if i == 0 and size == MNIST_SIZE:
                 layers.append(Crop(7))  # output[:, :, :7, :7], after the ReLU as there
             c = c_next
         layers += [_up(c, channels), out()]
         self.body = nn.Sequential(*layers)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        labels = generator_labels(self.num_classes, z, labels)
         norm, act = self.input_act
         h = self.input(z)
         if self.norm_per_feature:
             h = norm(h).view(z.shape[0], self.top_channels, 4, 4)
         else:
-            h = norm(h.view(z.shape[0], self.top_channels, 4, 4))
+            h = h.view(z.shape[0], self.top_channels, 4, 4)
+            h = norm(h) if labels is None else norm(h, labels)
         # the activation after the reshape: a gate pairs channels, not flat features
-        return self.body(act(h))
+        return run_blocks(self.body, act(h), labels)
 
 
 class DCGANCritic(nn.Module):
@@ -185,9 +194,11 @@ class DCGANCritic(nn.Module):
         act: ActFactory,
         *,
         gated: bool = False,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.sample_shape = (channels, size, size)
+        self.num_classes = num_classes
         n = stages(size)
         m = 2 if gated else 1
         layers: list[nn.Module] = [_down(channels, dim * m), act()]
@@ -197,31 +208,43 @@ class DCGANCritic(nn.Module):
             c *= 2
         self.body = nn.Sequential(*layers)
         self.output = tag(nn.Linear(4 * 4 * c, 1), "glorot")
+        if num_classes:  # an AC-GAN class head on the features the score reads
+            self.acgan = tag(nn.Linear(4 * 4 * c, num_classes), "glorot")
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.output(self.body(x).flatten(1)).squeeze(1)
+    def forward(self, x: Tensor, with_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Score ``(N,)``; with ``with_logits`` also the class logits ``(N, K)``."""
+        check_with_logits(self, with_logits)
+        h = self.body(x).flatten(1)
+        score = self.output(h).squeeze(1)
+        return (score, self.acgan(h)) if with_logits else score
 
 
-@register_critic("dcgan")
-def build_dcgan_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
+@register_critic("dcgan", conditional=True)
+def build_dcgan_critic(cfg: Any, sample_shape: tuple[int, ...], num_classes: int = 0) -> nn.Module:
     a = image_net_args("critic", cfg, sample_shape, SIZES, "dcgan", gated_ok=True)
-    model = DCGANCritic(a.channels, a.size, a.dim, a.norm, a.act, gated=a.gated)
+    model = DCGANCritic(
+        a.channels, a.size, a.dim, a.norm, a.act, gated=a.gated, num_classes=num_classes
+    )
     return init_weights(model, a.init)
 
 
-@register_generator("dcgan")
-def build_dcgan_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
-    return _build_generator(cfg, sample_shape, "dcgan", constant_width=False)
+@register_generator("dcgan", conditional=True)
+def build_dcgan_generator(
+    cfg: Any, sample_shape: tuple[int, ...], num_classes: int = 0
+) -> nn.Module:
+    return _build_generator(cfg, sample_shape, "dcgan", False, num_classes)
 
 
-@register_generator("dcgan_constant")
-def build_dcgan_constant_generator(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
+@register_generator("dcgan_constant", conditional=True)
+def build_dcgan_constant_generator(
+    cfg: Any, sample_shape: tuple[int, ...], num_classes: int = 0
+) -> nn.Module:
     """``WGANPaper_CrippledDCGANGenerator``: the DCGAN generator at constant width ``dim``."""
-    return _build_generator(cfg, sample_shape, "dcgan_constant", constant_width=True)
+    return _build_generator(cfg, sample_shape, "dcgan_constant", True, num_classes)
 
 
 def _build_generator(
-    cfg: Any, sample_shape: tuple[int, ...], arch: str, *, constant_width: bool
+    cfg: Any, sample_shape: tuple[int, ...], arch: str, constant_width: bool, num_classes: int
 ) -> nn.Module:
     a = image_net_args("generator", cfg, sample_shape, SIZES, arch, gated_ok=True)
     input_norm = getattr(cfg, "input_norm", "channel")
@@ -240,6 +263,9 @@ def _build_generator(
             f"channel with generator.norm={a.norm} (feature is a per-feature batch norm)",
             "use generator.norm=batchnorm, or generator.input_norm=channel",
         )
+    if num_classes:
+        # the labels enter through conditional batch norm of each channel
+        _check_conditional_norms(a.norm, input_norm)
     model = DCGANGenerator(
         a.channels,
         a.size,
@@ -251,8 +277,22 @@ def _build_generator(
         a.out,
         gated=a.gated,
         constant_width=constant_width,
+        num_classes=num_classes,
     )
     return init_weights(model, a.init)
+
+
+def _check_conditional_norms(norm: str, input_norm: str) -> None:
+    fix = (
+        "the labels enter the generator through conditional batch norm per channel: use "
+        "generator.norm=batchnorm generator.input_norm=channel, or conditional.enabled=false"
+    )
+    if norm != "batchnorm":
+        raise ConfigError("generator.norm", norm, "batchnorm with conditional.enabled=true", fix)
+    if input_norm != "channel":
+        raise ConfigError(
+            "generator.input_norm", input_norm, "channel with conditional.enabled=true", fix
+        )
 
 
 __all__ = [

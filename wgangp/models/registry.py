@@ -75,8 +75,9 @@ def _check_conditional(group: str, name: str, capable: set[str], num_classes: in
             "conditional.enabled",
             True,
             f"true only with {group}.name={names}, not {group}.name={name}",
-            "class-conditional training (AC-GAN) is built for the resnet critic and "
-            "generator; use critic=resnet generator=resnet, or conditional.enabled=false",
+            "class-conditional training (AC-GAN) is built for the resnet and dcgan "
+            "networks; use critic=resnet generator=resnet (or dcgan), or "
+            "conditional.enabled=false",
         )
 
 

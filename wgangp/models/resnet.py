@@ -63,7 +63,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from wgangp.errors import ConfigError
@@ -71,10 +70,13 @@ from wgangp.models.blocks import (
     ActFactory,
     OptimizedDownBlock,
     ResidualBlock,
+    check_with_logits,
     conv,
+    generator_labels,
     image_net_args,
     log2_stages,
     norm_layer,
+    run_blocks,
 )
 from wgangp.models.init import init_weights, tag
 from wgangp.models.registry import register_critic, register_generator
@@ -88,38 +90,6 @@ MAX_MULT = 8  # the 64×64 model never goes wider than 8·dim
 def _large_width(dim: int, size: int, r: int) -> int:
     """Channels of the 64×64 variant at an r×r feature map of an S×S model."""
     return dim * min(MAX_MULT, size // r)
-
-
-def generator_labels(num_classes: int, z: Tensor, labels: Tensor | None) -> Tensor | None:
-    """The ``(N,)`` labels a generator conditions on (``None`` if it is unconditional).
-
-    A conditional generator called without labels uses ``arange(N) % num_classes``:
-    balanced classes in a fixed order (a 10-column picture grid has one class per
-    column). It draws no random numbers, so it is safe inside CUDA-graph capture.
-    """
-    if not num_classes:
-        if labels is not None:
-            raise ValueError("labels given to an unconditional generator")
-        return None
-    if labels is None:
-        return torch.arange(z.shape[0], device=z.device) % num_classes
-    if labels.shape != (z.shape[0],):
-        raise ValueError(f"labels of shape {tuple(labels.shape)} for {z.shape[0]} noise vectors")
-    return labels
-
-
-def _run_blocks(blocks: nn.Sequential, h: Tensor, labels: Tensor | None) -> Tensor:
-    """``blocks(h)``, or block by block with the labels (Sequential passes one input)."""
-    if labels is None:
-        return blocks(h)
-    for block in blocks:
-        h = block(h, labels)
-    return h
-
-
-def _check_with_logits(critic: nn.Module, with_logits: bool) -> None:
-    if with_logits and not critic.num_classes:
-        raise ValueError("with_logits=True on an unconditional critic (no class head)")
 
 
 # ----------------------------------------------------------------- CIFAR variant
@@ -158,7 +128,7 @@ class CifarResNetGenerator(nn.Module):
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         labels = generator_labels(self.num_classes, z, labels)
         h = self.input(z).view(z.shape[0], self.dim, 4, 4)
-        return self.output(_run_blocks(self.blocks, h, labels))
+        return self.output(run_blocks(self.blocks, h, labels))
 
 
 class CifarResNetCritic(nn.Module):
@@ -190,7 +160,7 @@ class CifarResNetCritic(nn.Module):
 
     def forward(self, x: Tensor, with_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Score ``(N,)``; with ``with_logits`` also the class logits ``(N, K)``."""
-        _check_with_logits(self, with_logits)
+        check_with_logits(self, with_logits)
         h = self.act(self.blocks(x)).mean(dim=(2, 3))  # global mean pool: (N, dim)
         score = self.output(h).squeeze(1)
         return (score, self.acgan(h)) if with_logits else score
@@ -237,7 +207,7 @@ class LargeResNetGenerator(nn.Module):
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         labels = generator_labels(self.num_classes, z, labels)
         h = self.input(z).view(z.shape[0], self.top_channels, 4, 4)
-        return self.output(_run_blocks(self.blocks, h, labels))
+        return self.output(run_blocks(self.blocks, h, labels))
 
 
 class LargeResNetCritic(nn.Module):
@@ -271,7 +241,7 @@ class LargeResNetCritic(nn.Module):
 
     def forward(self, x: Tensor, with_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Score ``(N,)``; with ``with_logits`` also the class logits ``(N, K)``."""
-        _check_with_logits(self, with_logits)
+        check_with_logits(self, with_logits)
         h = self.blocks(self.input(x)).flatten(1)
         score = self.output(h).squeeze(1)
         return (score, self.acgan(h)) if with_logits else score
@@ -319,5 +289,4 @@ __all__ = [
     "build_resnet_critic",
     "build_resnet_generator",
     "default_critic_norm",
-    "generator_labels",
 ]
