@@ -643,3 +643,29 @@ def test_a_conditional_run_trains_evaluates_and_writes_its_run_dir(tmp_path, mon
     out = tmp_path / "one.npz"
     sample([f"checkpoint={tmp_path / 'run'}", "n=6", f"out={out}", "label=2"])
     assert np.load(out)["labels"].tolist() == [2] * 6
+
+
+def test_many_classes_make_an_eight_wide_grid(tmp_path):
+    """Up to 16 classes the grid is 10 rows of one class per column; past that, 8×8
+    samples of the classes 0..63 in turn (a 10 × K grid would be unreadably wide)."""
+    from PIL import Image
+
+    for k in range(20):
+        (tmp_path / f"c{k:02d}").mkdir()
+        Image.fromarray(np.full((8, 8, 3), 10 * k, np.uint8)).save(tmp_path / f"c{k:02d}/a.png")
+    cfg = compose_cfg(
+        "dataset=image_folder",
+        f"dataset.root={tmp_path}",
+        "dataset.image_size=16",
+        "dataset.num_workers=0",
+        "critic=resnet",
+        "generator=resnet",
+        "critic.dim=8",
+        "generator.dim=8",
+        "generator.z_dim=8",
+        "conditional.enabled=true",
+        "trainer.batch_size=4",
+        "trainer.progress=false",
+    )
+    t = Trainer(cfg, tmp_path / "run", validate(cfg))
+    assert t.num_classes == 20 and t.fixed_z.shape == (64, 8) and t.grid_columns == 8

@@ -189,8 +189,11 @@ class Trainer:
         # fixed latents make pictures comparable over time; their own RNG keeps
         # picture-taking from shifting the training stream (bitwise resume)
         # class-conditional: 10 rows of one sample per class (the generator's default
-        # labels are i mod K, so each column of a K-wide grid is one class)
-        n_fixed = 1024 if len(shape) == 1 else (10 * self.num_classes or 64)
+        # labels are i mod K, so each column of a K-wide grid is one class); past 16
+        # classes such a grid is too wide: 8×8 samples of the classes 0..63 in turn
+        per_class = 0 < self.num_classes <= 16
+        self.grid_columns = self.num_classes if per_class else 8
+        n_fixed = 1024 if len(shape) == 1 else (10 * self.num_classes if per_class else 64)
         self.fixed_z = torch.randn(
             n_fixed, self.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 2)
         ).to(device)
@@ -676,7 +679,7 @@ class Trainer:
             writer.add_figure("samples", fig, self.step, close=True)
         else:
             fake = as_signed(fake, self.pixels)
-            nrow = self.num_classes or 8  # class-conditional: one class per column
+            nrow = self.grid_columns  # class-conditional: one class per column
             grid = image_grid(fake, nrow=nrow)
             image_grid(fake, path=out / f"step_{self.step:07d}.png", nrow=nrow)
             writer.add_image("samples", grid, self.step)
