@@ -67,3 +67,16 @@ def _torch_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def toy_trainer_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *base: str):
+    """``make(*overrides)``: a tiny toy Trainer in ``tmp_path/run`` on ``base`` +
+    ``overrides`` (the end-of-run picture skipped: speed). For ``make_trainer`` fixtures."""
+    from wgangp.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "write_samples", lambda self, writer: None)
+
+    def make(*overrides: str) -> Trainer:
+        return Trainer(compose_cfg(*base, *overrides), tmp_path / "run", torch.device("cpu"))
+
+    return make

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -428,6 +429,25 @@ def write_class_folders(root: Path) -> dict[str, int]:
     return classes
 
 
+def folder_cfg(root: Path, *extra: str, batch_size: int = 4) -> Any:  # noqa: ANN401
+    """A conditional ResNet run (width 8, 16 px) on the image folder at ``root``."""
+    return compose_cfg(
+        "dataset=image_folder",
+        f"dataset.root={root}",
+        "dataset.image_size=16",
+        "dataset.num_workers=0",
+        "critic=resnet",
+        "generator=resnet",
+        "critic.dim=8",
+        "generator.dim=8",
+        "generator.z_dim=8",
+        "conditional.enabled=true",
+        f"trainer.batch_size={batch_size}",
+        "trainer.progress=false",
+        *extra,
+    )
+
+
 def test_class_folders_label_an_image_folder(tmp_path):
     write_class_folders(tmp_path)
     src = build_data(make_cfg("image_folder", tmp_path, image_size=8), 4, CPU, seed=1)
@@ -466,17 +486,7 @@ def test_an_image_folder_without_classes_says_how_to_add_them(tmp_path, layout, 
     for rel in layout:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / rel)
-    cfg = compose_cfg(
-        "dataset=image_folder",
-        f"dataset.root={tmp_path}",
-        "dataset.image_size=16",
-        "dataset.num_workers=0",
-        "critic=resnet",
-        "generator=resnet",
-        "generator.norm=batchnorm",
-        "conditional.enabled=true",
-        "trainer.batch_size=2",
-    )
+    cfg = folder_cfg(tmp_path, batch_size=2)
     with pytest.raises(ConfigError) as e:
         Trainer(cfg, tmp_path / "run", validate(cfg))
     assert e.value.key == "conditional.enabled" and text in str(e.value)
@@ -557,23 +567,10 @@ def _ddp_critic_grads(rank: int, world: int, root: str) -> dict[str, torch.Tenso
 
 
 def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
-    import os
+    from tests.test_distributed import gloo_group
 
-    import torch.distributed as dist
-
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         torch.save(_ddp_critic_grads(rank, world, root), Path(root) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_ddp_conditional_critic_update_equals_one_process(cifar):
@@ -610,23 +607,12 @@ def test_a_conditional_run_trains_evaluates_and_writes_its_run_dir(tmp_path, mon
 
     write_class_folders(tmp_path / "data")
     monkeypatch.setattr(evaluate, "make_extractor", lambda cfg, device: StandIn())
-    cfg = compose_cfg(
-        "dataset=image_folder",
-        f"dataset.root={tmp_path / 'data'}",
-        "dataset.image_size=16",
-        "dataset.num_workers=0",
-        "critic=resnet",
-        "generator=resnet",
-        "critic.dim=8",
-        "generator.dim=8",
-        "generator.z_dim=8",
-        "conditional.enabled=true",
-        "trainer.batch_size=4",
+    cfg = folder_cfg(
+        tmp_path / "data",
         "trainer.n_critic=2",
         "trainer.steps=2",
         "trainer.sample_every=2",
         "trainer.ckpt_every=2",
-        "trainer.progress=false",
         "eval.every=2",
         "eval.num_samples=30",
         f"eval.stats_cache={tmp_path / 'stats'}",
@@ -653,19 +639,6 @@ def test_many_classes_make_an_eight_wide_grid(tmp_path):
     for k in range(20):
         (tmp_path / f"c{k:02d}").mkdir()
         Image.fromarray(np.full((8, 8, 3), 10 * k, np.uint8)).save(tmp_path / f"c{k:02d}/a.png")
-    cfg = compose_cfg(
-        "dataset=image_folder",
-        f"dataset.root={tmp_path}",
-        "dataset.image_size=16",
-        "dataset.num_workers=0",
-        "critic=resnet",
-        "generator=resnet",
-        "critic.dim=8",
-        "generator.dim=8",
-        "generator.z_dim=8",
-        "conditional.enabled=true",
-        "trainer.batch_size=4",
-        "trainer.progress=false",
-    )
+    cfg = folder_cfg(tmp_path)
     t = Trainer(cfg, tmp_path / "run", validate(cfg))
     assert t.num_classes == 20 and t.fixed_z.shape == (64, 8) and t.grid_columns == 8

@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,10 @@ def one_step(rank: int, world: int, static_graph: bool = False) -> dict[str, Any
     return out
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, port: int) -> Iterator[None]:
+    """This spawned process as rank ``rank`` of a gloo group on 127.0.0.1:``port``
+    (torchrun's environment, one thread), torn down on exit."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -101,11 +106,16 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    with gloo_group(rank, world, port):
         res = {"pattern": one_step(rank, world)}
         res["static_graph"] = one_step(rank, world, static_graph=True)
         torch.save(res, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:

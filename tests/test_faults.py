@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import wgangp.checkpoint as ckpt_mod
-from tests.conftest import TINY, compose_cfg
+from tests.conftest import TINY, toy_trainer_factory
 from wgangp.checkpoint import (
     CheckpointManager,
     latest_good_checkpoint,
@@ -28,12 +28,7 @@ FAST = [*TINY, "trainer.n_critic=1", "trainer.sample_every=0", "trainer.ckpt_eve
 @pytest.fixture
 def make_trainer(tmp_path, monkeypatch):
     """A tiny toy Trainer in ``tmp_path/run`` (the end-of-run picture skipped: speed)."""
-    monkeypatch.setattr(Trainer, "write_samples", lambda self, writer: None)
-
-    def make(*overrides: str) -> Trainer:
-        return Trainer(compose_cfg(*FAST, *overrides), tmp_path / "run", torch.device("cpu"))
-
-    return make
+    return toy_trainer_factory(tmp_path, monkeypatch, *FAST)
 
 
 def params(module: torch.nn.Module) -> list[torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tests.conftest import TINY, compose_cfg
+from tests.conftest import TINY, compose_cfg, toy_trainer_factory
 from wgangp import paths, train
 from wgangp.checkpoint import load_checkpoint
 from wgangp.tblog import EventLog, EventLogError
@@ -143,12 +143,7 @@ def test_an_oserror_in_another_thread_still_reaches_the_excepthook(tmp_path, thr
 @pytest.fixture
 def make_trainer(tmp_path, monkeypatch):
     """A tiny toy Trainer in ``tmp_path/run`` (the end-of-run picture skipped: speed)."""
-    monkeypatch.setattr(Trainer, "write_samples", lambda self, writer: None)
-
-    def make(*overrides: str) -> Trainer:
-        return Trainer(compose_cfg(*FAST, *overrides), tmp_path / "run", torch.device("cpu"))
-
-    return make
+    return toy_trainer_factory(tmp_path, monkeypatch, *FAST)
 
 
 def full_from_step(monkeypatch, disk: Disk, step: int) -> None:

@@ -535,20 +535,22 @@ class Trainer:
             y = None if labels is None else labels[i]
             if t.batch_fakes:
                 if not fakes:
-                    cond = () if labels is None else (torch.cat(labels),)
-                    with torch.no_grad(), self._autocast():
-                        fakes = self.generator_fwd(inputs.fake_z[0], *cond).float()
-                    fakes = fakes.chunk(t.n_critic)
+                    all_y = None if labels is None else torch.cat(labels)
+                    fakes = self._fakes(inputs.fake_z[0], all_y).chunk(t.n_critic)
                 fake = fakes[i]
             else:
-                with torch.no_grad(), self._autocast():
-                    fake = self.generator_fwd(inputs.fake_z[i], *(() if y is None else (y,)))
-                    fake = fake.float()
+                fake = self._fakes(inputs.fake_z[i], y)
             stats = self.critic_step(
                 real, fake, penalty=eps is not None, lam_scale=float(t.gp_every), eps=eps, labels=y
             )
         stats.update(self.generator_step(inputs.gen_z, inputs.gen_labels))
         return stats
+
+    def _fakes(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        """Fakes for a critic update: G(z) (class-conditional: G(z, labels)), no graph."""
+        with torch.no_grad(), self._autocast():
+            fake = self.generator_fwd(z) if labels is None else self.generator_fwd(z, labels)
+        return fake.float()
 
     def train_step(self) -> dict[str, Tensor]:
         """n_critic critic updates (fresh real batch, fresh fakes each), then one G update."""

@@ -114,9 +114,9 @@ def validate_pixels(cfg: Any) -> None:
 
 
 def validate_conditional(cfg: Any) -> None:
-    """``conditional.enabled`` (AC-GAN): a labelled data set, the resnet networks with a
-    batch-norm generator (the labels enter through conditional batch norm), and
-    non-negative loss weights."""
+    """``conditional.enabled`` (AC-GAN): a labelled data set, networks with a conditional
+    variant and a batch-norm generator (the labels enter through conditional batch norm),
+    and non-negative loss weights."""
     cond = cfg.get("conditional")
     if cond is None or not cond.enabled:
         return
@@ -144,14 +144,7 @@ def validate_conditional(cfg: Any) -> None:
                 "class-conditional training (AC-GAN) is built for the resnet and dcgan "
                 f"networks: use {group}=resnet or {group}=dcgan, or conditional.enabled=false",
             )
-    if cfg.generator.norm != "batchnorm":
-        raise ConfigError(
-            "generator.norm",
-            cfg.generator.norm,
-            "batchnorm with conditional.enabled=true",
-            "the labels enter the generator through conditional batch norm, so without it "
-            "they would be ignored: use generator.norm=batchnorm",
-        )
+    registry.check_conditional_generator(cfg.generator)
     for key in ("acgan_scale", "acgan_scale_g"):
         if _finite(f"conditional.{key}", cond[key]) < 0:
             raise ConfigError(

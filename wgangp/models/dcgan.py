@@ -263,9 +263,6 @@ def _build_generator(
             f"channel with generator.norm={a.norm} (feature is a per-feature batch norm)",
             "use generator.norm=batchnorm, or generator.input_norm=channel",
         )
-    if num_classes:
-        # the labels enter through conditional batch norm of each channel
-        _check_conditional_norms(a.norm, input_norm)
     model = DCGANGenerator(
         a.channels,
         a.size,
@@ -280,19 +277,6 @@ def _build_generator(
         num_classes=num_classes,
     )
     return init_weights(model, a.init)
-
-
-def _check_conditional_norms(norm: str, input_norm: str) -> None:
-    fix = (
-        "the labels enter the generator through conditional batch norm per channel: use "
-        "generator.norm=batchnorm generator.input_norm=channel, or conditional.enabled=false"
-    )
-    if norm != "batchnorm":
-        raise ConfigError("generator.norm", norm, "batchnorm with conditional.enabled=true", fix)
-    if input_norm != "channel":
-        raise ConfigError(
-            "generator.input_norm", input_norm, "channel with conditional.enabled=true", fix
-        )
 
 
 __all__ = [

@@ -81,6 +81,25 @@ def _check_conditional(group: str, name: str, capable: set[str], num_classes: in
         )
 
 
+def check_conditional_generator(cfg: Any) -> None:  # noqa: ANN401
+    """A class-conditional generator's norms: the labels enter only through conditional
+    batch norm per channel, so any other norm would leave them unused."""
+    fix = (
+        "the labels enter the generator through conditional batch norm per channel, so "
+        "without it they would be ignored: use generator.norm=batchnorm (and "
+        "generator.input_norm=channel), or conditional.enabled=false"
+    )
+    if cfg.norm != "batchnorm":
+        raise ConfigError(
+            "generator.norm", cfg.norm, "batchnorm with conditional.enabled=true", fix
+        )
+    input_norm = getattr(cfg, "input_norm", "channel")
+    if input_norm != "channel":
+        raise ConfigError(
+            "generator.input_norm", input_norm, "channel with conditional.enabled=true", fix
+        )
+
+
 def build_critic(cfg: Any, sample_shape: tuple[int, ...], num_classes: int = 0) -> nn.Module:
     """The ``cfg.name`` critic; ``num_classes > 0``: with a K-class AC-GAN head."""
     builder = _lookup(CRITICS, "critic", cfg.name)
@@ -104,5 +123,6 @@ def build_generator(cfg: Any, sample_shape: tuple[int, ...], num_classes: int = 
             "drop generator.input_norm, or use generator=dcgan",
         )
     if num_classes:
+        check_conditional_generator(cfg)
         return builder(cfg, tuple(sample_shape), num_classes=num_classes)
     return builder(cfg, tuple(sample_shape))

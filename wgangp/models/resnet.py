@@ -65,7 +65,6 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from wgangp.errors import ConfigError
 from wgangp.models.blocks import (
     ActFactory,
     OptimizedDownBlock,
@@ -267,15 +266,6 @@ def build_resnet_generator(
     cfg: Any, sample_shape: tuple[int, ...], num_classes: int = 0
 ) -> nn.Module:
     a = image_net_args("generator", cfg, sample_shape, SIZES, "resnet")
-    if num_classes and a.norm != "batchnorm":
-        raise ConfigError(
-            "generator.norm",
-            a.norm,
-            "batchnorm with conditional.enabled=true",
-            "the class label enters the generator only through conditional batch norm, "
-            f"so with generator.norm={a.norm} it would be ignored; use "
-            "generator.norm=batchnorm, or conditional.enabled=false",
-        )
     cls = CifarResNetGenerator if a.size in CIFAR_SIZES else LargeResNetGenerator
     g = cls(a.channels, a.size, a.dim, a.z_dim, a.norm, a.act, a.out, num_classes)
     return init_weights(g, a.init)
