@@ -50,6 +50,12 @@ class DatasetConfig:
     # trainer.seed (the Gaussians N/K per mode), shuffled once and read in order, over
     # and over (gan_toy.py's 25 Gaussians: 100000); see wgangp/data/toy.py
     fixed_points: int | None = None
+    # text (billion_word, wgangp/data/text.py): symbols per sample, lines loaded,
+    # vocabulary size with unk, and byte (the official Python 2 reading) | char symbols
+    seq_len: int = 32
+    max_examples: int = 10_000_000
+    max_vocab: int = 2048
+    unit: str = "byte"
 
 
 @dataclass

@@ -8,7 +8,12 @@ eval mode, no grad, in batches) and computes the configured metrics of
   real-vs-real Wasserstein reference); mode metrics use the data set's known modes;
 * images: real feature statistics from :func:`~wgangp.metrics.load_or_compute_real_stats`,
   computed once per (data set, resolution, split, sample count, extractor) and cached
-  under ``eval.stats_cache``.
+  under ``eval.stats_cache``;
+* text: the character n-gram counts of every training line, computed once per run;
+  the samples are the argmax symbols of the generator's output. Each ``jsN`` comes with
+  ``jsN_real``, the same divergence for as many real lines drawn from the set: the
+  value a perfect generator would get at that sample size (the official script printed
+  it for a held-out split).
 
 When the Inception weights cannot be had (offline, no ``eval.inception_weights``), one
 warning line says how to provide them and the image metrics are dropped for the rest
@@ -35,11 +40,13 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from wgangp.data.base import DataSource
+from wgangp.data.text import is_text
 from wgangp.errors import ConfigError, MetricUnavailable
 from wgangp.metrics import (
     IMAGE_METRICS,
     MODE_METRICS,
     POINT_METRICS,
+    TEXT_METRICS,
     FeatureExtractor,
     InceptionExtractor,
     RealStats,
@@ -49,8 +56,11 @@ from wgangp.metrics import (
     image_metrics,
     is_better,
     load_or_compute_real_stats,
+    reference_ngrams,
+    text_metrics,
     validate_metric_names,
 )
+from wgangp.metrics.text import NgramCounts
 from wgangp.models.sampling import sampling_mode
 from wgangp.pixels import as_signed, pixel_range
 
@@ -63,11 +73,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POINT_SAMPLES = 2500  # PacGAN / VEEGAN evaluate 2500 samples
 DEFAULT_IMAGE_SAMPLES = 10000
+DEFAULT_TEXT_SAMPLES = 640  # gan_language.py: 10 batches of 64 per evaluation
 METRICS_FILE = "metrics.jsonl"
 
 
 def default_metrics(data: DataSource) -> list[str]:
     """The metrics ``eval.metrics=null`` means for this data set."""
+    if is_text(data.sample_shape):
+        return list(TEXT_METRICS)
     if len(data.sample_shape) != 1:
         return ["fid", "kid", "is"]
     if data.modes is not None and data.mode_std is not None:
@@ -81,6 +94,16 @@ def resolve_metrics(names: list[str] | None, data: DataSource) -> list[str]:
         return default_metrics(data)
     names = validate_metric_names(list(names))
     is_points = len(data.sample_shape) == 1
+    text = is_text(data.sample_shape)
+    wrong = [n for n in names if (n in TEXT_METRICS) != text]
+    if wrong:
+        allowed = TEXT_METRICS if text else (POINT_METRICS if is_points else IMAGE_METRICS)
+        kind = "text" if text else ("point" if is_points else "image")
+        raise ConfigError(
+            "eval.metrics", wrong, f"{kind} metrics ({', '.join(allowed)}) for {kind} data"
+        )
+    if text:
+        return names
     if is_points:
         wrong = [n for n in names if n in IMAGE_METRICS]
         if wrong:
@@ -174,12 +197,19 @@ class Evaluator:
             raise ConfigError(
                 "eval.keep_best", eval_cfg.keep_best, "one of the metrics: " + ", ".join(self.names)
             )
-        default_n = DEFAULT_POINT_SAMPLES if self.is_points else DEFAULT_IMAGE_SAMPLES
+        self.is_text = is_text(data.sample_shape)
+        default_n = (
+            DEFAULT_POINT_SAMPLES
+            if self.is_points
+            else (DEFAULT_TEXT_SAMPLES if self.is_text else DEFAULT_IMAGE_SAMPLES)
+        )
         self.num_samples = int(eval_cfg.num_samples or default_n)
         self.extractor = extractor
         self.unavailable: str | None = None  # why the image metrics were dropped
         self._real_points: tuple[Tensor, Tensor] | None = None
         self._real_stats: RealStats | None = None
+        self._ngrams: dict[int, NgramCounts] | None = None
+        self._real_lines: Tensor | None = None
 
     # ---------------------------------------------------------------- real data
     def real_points(self) -> tuple[Tensor, Tensor]:
@@ -192,6 +222,22 @@ class Evaluator:
                 self.data.sample(n, generator=g).float().cpu(),
             )
         return self._real_points
+
+    def reference_ngrams(self) -> dict[int, NgramCounts]:
+        """The n-gram counts of every training line (text), for the orders asked."""
+        if self._ngrams is None:
+            lines = self.data.data.cpu()  # type: ignore[attr-defined]
+            orders = sorted({int(n.removeprefix("js")) for n in self.names})
+            self._ngrams = reference_ngrams(lines, self.data.sample_shape[0], orders)
+        return self._ngrams
+
+    def real_lines(self) -> Tensor:
+        """A fixed real sample of ``num_samples`` lines (symbol indices, CPU)."""
+        if self._real_lines is None:
+            g = torch.Generator().manual_seed(self.cfg.seed + 1)
+            lines = self.data.sample_indices(self.num_samples, generator=g)  # type: ignore[attr-defined]
+            self._real_lines = lines.cpu()
+        return self._real_lines
 
     def _real_source(self) -> DataSource:
         split = self.cfg.split
@@ -263,6 +309,13 @@ class Evaluator:
 
     def __call__(self, generator: nn.Module) -> dict[str, float]:
         """The metrics of ``generator``'s samples; ``{}`` when none can be computed."""
+        if self.is_text:
+            fake = torch.cat([x.argmax(dim=1).cpu() for x in self._fakes(generator)])
+            reference = self.reference_ngrams()
+            out = text_metrics(fake, reference, self.names)
+            real = text_metrics(self.real_lines(), reference, self.names)
+            out.update({f"{k}_real": v for k, v in real.items()})
+            return out
         if self.is_points:
             fake = torch.cat(list(self._fakes(generator))).cpu()
             real, real_ref = self.real_points()

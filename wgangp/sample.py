@@ -13,6 +13,10 @@
 * anything else: a directory of individual PNGs (``000000.png`` …); for points, the
   ``samples.npz`` and ``scatter.png``.
 
+A text run (``dataset=billion_word``) writes ``*.txt``, one decoded sample per line
+(the argmax symbol at each position), or ``*.npz`` with ``samples`` (``N×L`` symbol
+indices) and ``vocab`` (the symbols, ``unk`` first); a directory gets both.
+
 For 2-D points every output also writes the scatter picture. ``interpolate=K`` writes
 ``K`` latent interpolation strips of ``steps`` images (spherical interpolation between
 two Gaussian latents) instead of ``n`` independent samples. ``bn``: how the
@@ -40,6 +44,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from wgangp.checkpoint import load_checkpoint, resolve_checkpoint_path
+from wgangp.data.text import Vocabulary, write_lines
 from wgangp.errors import ConfigError, UserError
 from wgangp.models import build_generator
 from wgangp.models.sampling import check_bn_mode, sampling_mode
@@ -88,8 +93,10 @@ def parse_args(argv: list[str]) -> Any:
             "interpolate/steps", (cfg.interpolate, cfg.steps), "interpolate ≥ 0, steps ≥ 2"
         )
     suffix = expand_path(cfg.out).suffix
-    if suffix not in ("", ".png", ".npz"):
-        raise ConfigError("out", cfg.out, "a .png or .npz file, or a directory (no suffix)")
+    if suffix not in ("", ".png", ".npz", ".txt"):
+        raise ConfigError(
+            "out", cfg.out, "a .png, .npz or .txt (text runs) file, or a directory (no suffix)"
+        )
     check_output("out", cfg.out, directory=not suffix)
     return cfg
 
@@ -120,7 +127,7 @@ def check_output(key: str, path: str | Path, directory: bool = False) -> Path:
 
 
 USAGE = (
-    "wgangp-sample checkpoint=RUN_DIR_OR_FILE n=N out=FILE.png|FILE.npz|DIR "
+    "wgangp-sample checkpoint=RUN_DIR_OR_FILE n=N out=FILE.png|FILE.npz|FILE.txt|DIR "
     "[seed=0] [ema=true|false] [batch_size=256] [device=auto] [interpolate=K] [steps=8] "
     "[bn=running|batch] [label=CLASS]"
 )
@@ -211,6 +218,14 @@ def write(
     """Write ``samples`` (of classes ``labels``, class-conditional runs) to ``out`` in the
     format its name asks for; returns the files."""
     written: list[Path] = []
+    if ckpt.get("vocab"):
+        return _write_text(
+            samples, out, Vocabulary(tuple(ckpt["vocab"]["symbols"]), ckpt["vocab"]["unit"])
+        )
+    if out.suffix == ".txt":
+        raise ConfigError(
+            "out", str(out), "a .png or .npz file, or a directory", ".txt is for text runs"
+        )
     is_points = samples.dim() == 2
     num_classes = int(ckpt.get("num_classes") or 0)
     balanced = num_classes and cfg.label is None  # one class per column
@@ -246,6 +261,26 @@ def write(
                 written.append(p)
     if is_points and out.suffix == ".npz":
         written += _scatter(samples, out.with_suffix(".png"), ckpt)
+    return written
+
+
+def _write_text(samples: Tensor, out: Path, vocab: Vocabulary) -> list[Path]:
+    """A text run's samples (``(N, V, L)`` distributions) as lines and/or indices."""
+    if out.suffix == ".png":
+        raise ConfigError(
+            "out", str(out), "a .txt or .npz file, or a directory", "this is a text run"
+        )
+    indices = samples.argmax(dim=1)
+    written: list[Path] = []
+    if out.suffix in ("", ".txt"):
+        written.append(
+            write_lines(out / "samples.txt" if not out.suffix else out, vocab.decode_batch(indices))
+        )
+    if out.suffix in ("", ".npz"):
+        path = out / "samples.npz" if not out.suffix else out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, samples=indices.numpy().astype(np.int16), vocab=np.array(vocab.symbols))
+        written.append(path)
     return written
 
 

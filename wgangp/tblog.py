@@ -140,6 +140,9 @@ class EventLog:
     def add_image(self, *args: Any, **kwargs: Any) -> None:
         self._call("add_image", *args, **kwargs)
 
+    def add_text(self, *args: Any, **kwargs: Any) -> None:
+        self._call("add_text", *args, **kwargs)
+
     def add_figure(
         self, tag: str, figure: Any, *args: Any, close: bool = True, **kwargs: Any
     ) -> None:

@@ -423,14 +423,19 @@ LOGGED_SCALARS = (
     "perf/global_batch_size",
 )
 #: metrics logged with a companion value (``metrics/kid`` and ``metrics/kid_std``, ...)
-METRIC_COMPANIONS = {"wasserstein": "wasserstein_real", "kid": "kid_std", "is": "is_std"}
+METRIC_COMPANIONS = {
+    "wasserstein": "wasserstein_real",
+    "kid": "kid_std",
+    "is": "is_std",
+    **{f"js{n}": f"js{n}_real" for n in range(1, 5)},
+}
 
 
 def loggable_names(cfg: DictConfig) -> list[str]:
     """The names ``optimized_metric`` may take for ``cfg``, known before training.
 
-    ``eval.metrics=null`` means defaults that depend on the data (points or images, with
-    or without modes): every default of either kind is accepted then.
+    ``eval.metrics=null`` means defaults that depend on the data (points with or without
+    modes, images, text): every default of either kind is accepted then.
     """
     from types import SimpleNamespace
 
@@ -444,7 +449,10 @@ def loggable_names(cfg: DictConfig) -> list[str]:
     if metrics is None:
         image = SimpleNamespace(sample_shape=(3, 1, 1), modes=None, mode_std=None)
         points = SimpleNamespace(sample_shape=(2,), modes=True, mode_std=1.0)
-        metrics = dict.fromkeys([*default_metrics(points), *default_metrics(image)])
+        text = SimpleNamespace(sample_shape=(2, 1), modes=None, mode_std=None)
+        metrics = dict.fromkeys(
+            [*default_metrics(points), *default_metrics(image), *default_metrics(text)]
+        )
     for m in metrics:
         names.append(f"metrics/{m}")
         if m in METRIC_COMPANIONS:

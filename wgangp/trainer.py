@@ -9,6 +9,7 @@ run directory's logs and pictures.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -28,6 +29,7 @@ from wgangp.checkpoint import CheckpointManager
 from wgangp.conv_grad import with_native_conv_grads
 from wgangp.cuda_graph import GraphedIteration
 from wgangp.data import build_data
+from wgangp.data.text import Vocabulary, as_markdown, write_lines
 from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
 from wgangp.host_memory import keep_freed_host_memory
 from wgangp.models import build_critic, build_generator
@@ -194,6 +196,8 @@ class Trainer:
         per_class = 0 < self.num_classes <= 16
         self.grid_columns = self.num_classes if per_class else 8
         n_fixed = 1024 if len(shape) == 1 else (10 * self.num_classes if per_class else 64)
+        # text (dataset=billion_word): index → symbol, for the sample files
+        self.vocab: Vocabulary | None = getattr(self.data, "vocab", None)
         self.fixed_z = torch.randn(
             n_fixed, self.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 2)
         ).to(device)
@@ -673,7 +677,11 @@ class Trainer:
         with sampling_mode(self.sampling_generator(), self.cfg.eval.get("bn", "running")) as g:
             fake = g(self.fixed_z).float()
         out = self.run_dir / "samples"
-        if fake.dim() == 2:
+        if self.vocab is not None:  # text: one decoded sample per line
+            texts = self.vocab.decode_batch(fake)
+            write_lines(out / f"step_{self.step:07d}.txt", texts)
+            writer.add_text("samples", as_markdown(texts), self.step)
+        elif fake.dim() == 2:
             n = fake.shape[0]
             real = self.data.sample(n, generator=torch.Generator(self.device).manual_seed(0))
             fig = scatter_figure(fake, real, self.critic, title=f"step {self.step}")
@@ -688,7 +696,11 @@ class Trainer:
 
     def _write_real(self, writer: EventLog) -> None:
         real = self.data.sample(64, generator=torch.Generator(self.device).manual_seed(0))
-        if real.dim() == 4:
+        if self.vocab is not None:
+            texts = self.vocab.decode_batch(real)
+            write_lines(self.run_dir / "samples" / "real.txt", texts)
+            writer.add_text("real", as_markdown(texts), 0)
+        elif real.dim() == 4:
             real = as_signed(real, self.pixels)
             writer.add_image(
                 "real", image_grid(real, path=self.run_dir / "samples" / "real.png"), 0
@@ -711,6 +723,8 @@ class Trainer:
             "nan_skips": self.nan_skips,
             "sample_shape": list(self.data.sample_shape),
             "num_classes": self.num_classes,  # class-conditional: the generator's classes
+            # text: how wgangp-sample decodes the generator's output without the data
+            "vocab": None if self.vocab is None else dataclasses.asdict(self.vocab),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "overrides": list(self.overrides),
             "history": list(self.history),

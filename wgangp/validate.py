@@ -152,6 +152,34 @@ def validate_conditional(cfg: Any) -> None:
             )
 
 
+def validate_text(cfg: Any) -> None:
+    """Text data (``dataset=billion_word``) and the language networks go together; the
+    text keys of ``dataset`` are checked before anything is read."""
+    from wgangp.data.text import TEXT_DATASETS, validate_text_config
+
+    text = cfg.dataset.name in TEXT_DATASETS
+    if text:
+        validate_text_config(cfg.dataset)
+    for group in ("critic", "generator"):
+        name = cfg[group].name
+        if text and name != "language":
+            raise ConfigError(
+                f"{group}.name",
+                name,
+                f"language with dataset={cfg.dataset.name}",
+                f"text samples are one-hot sequences, which only the official 1-D "
+                f"residual networks take: use {group}=language",
+            )
+        if name == "language" and not text:
+            raise ConfigError(
+                f"{group}.name",
+                name,
+                f"language only with text data (dataset={' | '.join(TEXT_DATASETS)})",
+                f"for dataset={cfg.dataset.name} use {group}=mlp (points) or "
+                f"{group}=dcgan | resnet (images)",
+            )
+
+
 def check_resolvable(cfg: Any) -> None:
     """Every value present and every ``${...}`` interpolation resolvable, else ConfigError."""
     try:
@@ -267,6 +295,7 @@ def validate(cfg: Any) -> torch.device:
     validate_eval(cfg)
     validate_pixels(cfg)
     validate_conditional(cfg)
+    validate_text(cfg)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)

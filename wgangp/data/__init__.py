@@ -34,3 +34,4 @@ def build_data(cfg: Any, batch_size: int, device: torch.device, seed: int) -> Da
 __all__ = ["DATASETS", "DataSource", "TensorSource", "build_data", "register_dataset"]
 
 import wgangp.data.images  # noqa: E402, F401  (registration)
+import wgangp.data.text  # noqa: E402, F401

@@ -4,6 +4,7 @@ Points (data sets with known modes): ``modes_captured``, ``high_quality``,
 ``reverse_kl`` (:mod:`wgangp.metrics.points`) and ``wasserstein`` (any point data).
 Images (through a :class:`FeatureExtractor`, normally :class:`InceptionExtractor`):
 ``fid``, ``kid``, ``is``, ``precision``, ``recall`` (:mod:`wgangp.metrics.images`).
+Text (symbol sequences): ``js1`` … ``js4`` (:mod:`wgangp.metrics.text`).
 
 :func:`compute_metrics` dispatches by name; :data:`METRIC_DIRECTION` says for each name
 whether lower (``"min"``) or higher (``"max"``) is better, :func:`is_better` applies it.
@@ -53,10 +54,11 @@ from wgangp.metrics.points import (
     wasserstein_exact,
     wasserstein_with_reference,
 )
+from wgangp.metrics.text import TEXT_METRICS, reference_ngrams, text_metrics
 
 MODE_METRICS = ("modes_captured", "high_quality", "reverse_kl")
 POINT_METRICS = (*MODE_METRICS, "wasserstein")
-METRIC_NAMES = (*POINT_METRICS, *IMAGE_METRICS)
+METRIC_NAMES = (*POINT_METRICS, *IMAGE_METRICS, *TEXT_METRICS)
 
 #: "max": higher is better, "min": lower is better (drives best-checkpoint selection)
 METRIC_DIRECTION: dict[str, str] = {
@@ -69,6 +71,8 @@ METRIC_DIRECTION: dict[str, str] = {
     "is": "max",  # Inception Score, 1..n_classes
     "precision": "max",  # fraction of fakes on the real manifold, 0..1
     "recall": "max",  # fraction of reals on the fake manifold, 0..1
+    # text: JS divergence (bits) of the character n-gram distributions, 0..1
+    **dict.fromkeys(TEXT_METRICS, "min"),
 }
 
 
@@ -213,6 +217,7 @@ __all__ = [
     "METRIC_NAMES",
     "MODE_METRICS",
     "POINT_METRICS",
+    "TEXT_METRICS",
     "FeatureExtractor",
     "Features",
     "InceptionExtractor",
@@ -237,8 +242,10 @@ __all__ = [
     "points_metrics",
     "precision_recall_from_features",
     "real_stats_path",
+    "reference_ngrams",
     "reverse_kl",
     "sliced_wasserstein",
+    "text_metrics",
     "to_uint8",
     "validate_metric_names",
     "wasserstein_distance",

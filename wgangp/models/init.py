@@ -7,7 +7,8 @@ and on a per-layer choice between "he" and "glorot":
 
 * convolution, kernel :math:`k`, stride :math:`s`:
   :math:`\text{fan}_\text{in} = C_\text{in} k^2`,
-  :math:`\text{fan}_\text{out} = C_\text{out} k^2 / s^2`;
+  :math:`\text{fan}_\text{out} = C_\text{out} k^2 / s^2` (1-D, ``tflib/ops/conv1d.py``:
+  :math:`k` and :math:`s` in place of their squares);
 * transposed convolution (always stride 2 there):
   :math:`\text{fan}_\text{in} = C_\text{in} k^2 / s^2`,
   :math:`\text{fan}_\text{out} = C_\text{out} k^2`;
@@ -50,9 +51,9 @@ def tflib_std(layer: nn.Module) -> float:
     if isinstance(layer, nn.Linear):
         n_in, n_out = layer.in_features, layer.out_features
         return math.sqrt(2.0 / n_in) if kind == "he" else math.sqrt(2.0 / (n_in + n_out))
-    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-        k2 = layer.kernel_size[0] * layer.kernel_size[1]
-        s2 = layer.stride[0] * layer.stride[1]
+    if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+        k2 = math.prod(layer.kernel_size)  # k (1-D, tflib's Conv1D) or k² (2-D)
+        s2 = math.prod(layer.stride)
         if isinstance(layer, nn.ConvTranspose2d):
             fan_in, fan_out = layer.in_channels * k2 / s2, layer.out_channels * k2
         else:
@@ -68,7 +69,7 @@ def init_weights(model: nn.Module, scheme: str) -> nn.Module:
     if scheme == "pytorch":
         return model
     for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
             std = 0.02 if scheme == "dcgan" else tflib_std(m)
             bound = std * math.sqrt(3.0)  # U(-a, a) has std a/√3
             m.weight.uniform_(-bound, bound)
