@@ -180,7 +180,7 @@ def test_wgangp_sample_checks_out_before_sampling(toy_run, tmp_path, capsys, mon
         (afile / "x.png", f"{afile} is not a directory"),
         (Path("/proc/x.npz"), "cannot create files in /proc"),
         (afile, f"{afile} is a file, not a directory"),
-        (tmp_path / "x.jpg", "a .png or .npz file, or a directory (no suffix)"),
+        (tmp_path / "x.jpg", "a .png, .npz or .txt (text runs) file, or a directory (no suffix)"),
     ):
         err = exits_2(sample_main, [f"checkpoint={toy_run}", "n=4", f"out={out}"], capsys)
         assert err.startswith(f"wgangp-sample: error: invalid value for out: {str(out)!r} "), err

@@ -142,7 +142,7 @@ def evaluate_checkpoint(args: Any) -> tuple[dict[str, float], dict[str, Any]]:
     # builds any set the run trained on, however small
     data = build_data(cfg.dataset, 1, device, seed=0)
     evaluator = Evaluator(ev_cfg, cfg.dataset, data, device)
-    if not evaluator.is_points:  # load Inception here: the evaluator's warning is training's
+    if evaluator.needs_extractor:  # load Inception here: the evaluator's warning is training's
         try:
             evaluator.extractor = evaluate.make_extractor(ev_cfg, device)
         except MetricUnavailable as e:

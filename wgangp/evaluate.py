@@ -228,7 +228,14 @@ class Evaluator:
         if self._ngrams is None:
             lines = self.data.data.cpu()  # type: ignore[attr-defined]
             orders = sorted({int(n.removeprefix("js")) for n in self.names})
+            tick = time.perf_counter()
             self._ngrams = reference_ngrams(lines, self.data.sample_shape[0], orders)
+            log.info(
+                "n-gram statistics (orders %s) of %d training lines: %.1fs",
+                ", ".join(map(str, orders)),
+                lines.shape[0],
+                time.perf_counter() - tick,
+            )
         return self._ngrams
 
     def real_lines(self) -> Tensor:
@@ -291,6 +298,11 @@ class Evaluator:
                     e,
                 )
         return self.extractor
+
+    @property
+    def needs_extractor(self) -> bool:
+        """Whether the metrics read features of a network (the image metrics)."""
+        return not self.is_points and not self.is_text
 
     @property
     def active_names(self) -> list[str]:
