@@ -209,8 +209,10 @@ class TextSource(TensorSource):
         self.label_problem = "billion_word has no class labels"
 
     def _one_hot(self, idx: Tensor) -> Tensor:
-        v = self.sample_shape[0]
-        return torch.nn.functional.one_hot(idx.long(), v).transpose(1, 2).float()
+        # a scatter, not F.one_hot: that one checks the indices' range (a host sync on
+        # CUDA) and returns (B, L, V), which would need a copy into the convs' layout
+        out = torch.zeros(idx.shape[0], self.sample_shape[0], idx.shape[1], device=idx.device)
+        return out.scatter_(1, idx.long().unsqueeze(1), 1.0)
 
     def next_batch(self) -> Tensor:
         return self._one_hot(super().next_batch())
