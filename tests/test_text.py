@@ -160,6 +160,10 @@ def test_missing_and_gapped_shards_are_named(tmp_path):
     (shards / TRAIN_FILES[1]).unlink()
     with pytest.raises(DataError, match=f"{TRAIN_FILES[1]} is missing but {TRAIN_FILES[2]}"):
         build_data(dataset_cfg(tmp_path), 8, CPU, seed=0)
+    empty = write_shards(tmp_path / "empty", [0])
+    assert (empty / TRAIN_FILES[0]).stat().st_size == 0
+    with pytest.raises(DataError, match="hold no lines"):
+        build_data(dataset_cfg(tmp_path / "empty"), 8, CPU, 0)
     # what the shards before the gap hold is enough: read, and the gap never reached
     assert (
         build_data(dataset_cfg(tmp_path, "dataset.max_examples=10"), 8, CPU, 0).data.shape[0] == 10

@@ -176,6 +176,11 @@ def read_billion_word(
         parts.append(lines)
         read.append(name)
         n += lines.shape[0]
+    if n == 0:
+        raise DataError(
+            f"billion_word: the shards under {shards} ({', '.join(read)}) hold no lines. "
+            f"Fix: point dataset.root= to the folder that holds {BILLION_WORD_DIR}/"
+        )
     if n < max_examples:
         log.info(
             "billion_word: %d lines in %d shard(s), fewer than dataset.max_examples=%d",
