@@ -491,6 +491,14 @@ def test_the_paper_preset(tmp_path):
     )
     assert (cfg.eval.every, cfg.eval.num_samples) == (100, 640)
     assert list(cfg.eval.metrics) == ["js1", "js2", "js3", "js4"]
+    # a sweep optimises js4 (lower is better); keep_best can keep its best checkpoint
+    from wgangp.metrics import is_better
+    from wgangp.train import check_optimized_metric
+
+    assert cfg.optimized_metric == "metrics/js4"
+    check_optimized_metric(cfg)
+    validate(compose_cfg("experiment=language_paper", "eval.keep_best=js4"))
+    assert is_better("js4", 0.5, 0.6) and not is_better("js4", 0.7, 0.6)
 
 
 def test_cli_prints_one_line_for_a_missing_data_set(tmp_path):
