@@ -40,6 +40,7 @@ from wgangp.checkpoint import (
 )
 from wgangp.config import Config, register_configs, schema_keys
 from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
+from wgangp.overrides import check_value_overrides
 from wgangp.paths import unwritable_reason
 from wgangp.validate import validate
 
@@ -719,7 +720,13 @@ def check_sweep_jobs(args: list[str]) -> str | None:
 
 
 def main() -> None:
-    bad = check_group_overrides(sys.argv[1:], config_dir()) or check_sweep_jobs(sys.argv[1:])
+    args, conf_dir = sys.argv[1:], config_dir()
+    groups = {d.name for d in conf_dir.iterdir() if d.is_dir() and not d.name.startswith("_")}
+    bad = (
+        check_group_overrides(args, conf_dir)
+        or check_value_overrides(args, groups)
+        or check_sweep_jobs(args)
+    )
     if bad:
         print(f"wgangp: error: {bad}", file=sys.stderr)
         sys.exit(UserError.exit_code)

@@ -1,0 +1,129 @@
+"""Command-line ``KEY=VALUE`` overrides of schema keys, checked before Hydra composes.
+
+Hydra answers an unknown key (``trainer.stepz=3``) or a value of the wrong type
+(``gp.lambda=abc``) with a several-line OmegaConf report. :func:`check_value_overrides`
+catches both first and says it in wgangp's one line: the key, the value, what the key
+takes and how to fix it (the closest known key, or an example value). Anything it cannot
+judge (Hydra's own keys, ``+``/``~`` overrides, config groups, sweeps it cannot expand,
+keys inside free-form nodes such as ``dataset.modes``) is left to the checks after
+composition and to Hydra.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from omegaconf.nodes import AnyNode, BooleanNode, EnumNode, FloatNode, IntegerNode, StringNode
+
+from wgangp.config import Config, schema_keys
+from wgangp.errors import ConfigError
+
+_KINDS: tuple[tuple[type, str], ...] = (
+    (BooleanNode, "true or false"),
+    (IntegerNode, "an integer"),
+    (FloatNode, "a number"),
+    (StringNode, "a string"),
+    (EnumNode, "one of its names"),
+    (ListConfig, "a list, e.g. [a, b]"),
+)
+
+
+def _kind(node: Any) -> str:  # noqa: ANN401
+    for cls, words in _KINDS:
+        if isinstance(node, cls):
+            kind = words
+            break
+    else:
+        kind = "a value"
+    return kind + (" or null" if node._is_optional() else "")
+
+
+def _elements(value: Any) -> list[Any] | None:  # noqa: ANN401
+    """The values an override gives its key (each element of a ``a,b``/``choice``
+    sweep), or None when they cannot be listed here (``range``, ``glob``, ...)."""
+    from hydra.core.override_parser.types import ChoiceSweep, Sweep
+
+    if isinstance(value, ChoiceSweep):
+        return list(value.list)
+    if isinstance(value, Sweep):
+        return None
+    return [value]
+
+
+def check_value_overrides(args: list[str], groups: set[str]) -> str | None:
+    """A one-line message for the first override that sets an unknown schema key or
+    gives a key a value of the wrong type; None when every one passes or is not ours
+    to judge. ``groups``: the config groups (their overrides are checked elsewhere)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    known = schema_keys()
+    known_set = set(known)
+    sections = {k.rsplit(".", 1)[0] for k in known if "." in k}
+    schema = OmegaConf.structured(Config)
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg or arg.startswith(("+", "~")):
+            continue
+        try:
+            override = parser.parse_overrides([arg])[0]
+        except Exception:  # noqa: BLE001 - a malformed override: Hydra's message
+            continue
+        key = override.key_or_group
+        if not key or key in groups or "/" in key or key.split(".")[0] == "hydra":
+            continue
+        if key not in known_set:
+            if key in sections or any(key.startswith(k + ".") for k in known_set):
+                continue  # a whole section, or inside a free-form node (dataset.modes)
+            close = difflib.get_close_matches(key, known, n=1)
+            return str(
+                ConfigError(
+                    key,
+                    arg.split("=", 1)[1],
+                    "a key of the schema (see wgangp/config.py)",
+                    f"did you mean {close[0]}?" if close else "remove it",
+                )
+            )
+        values = _elements(override.value())
+        node = _node(schema, key)
+        for value in values or []:
+            problem = _type_problem(key, value, node)
+            if problem:
+                return problem
+    return None
+
+
+def _node(cfg: DictConfig, key: str) -> Any:  # noqa: ANN401
+    parent: Any = cfg
+    for part in key.split("."):
+        parent = parent._get_node(part)
+    return parent
+
+
+def _type_problem(key: str, value: Any, node: Any) -> str | None:  # noqa: ANN401
+    """Why ``key`` cannot take ``value`` (None: it can, or it is not a typed leaf)."""
+    if isinstance(node, AnyNode) or isinstance(value, str) and "${" in value:
+        return None  # untyped, or an interpolation (resolved and checked after composing)
+    try:
+        OmegaConf.update(OmegaConf.structured(Config), key, value, merge=True)
+    except OmegaConfBaseException:
+        default = node._value()
+        if default is not None and default != MISSING and not isinstance(default, str):
+            example = f"e.g. {key}={_shown(default)}"
+        elif isinstance(node, ListConfig) and not isinstance(value, (list, dict)):
+            example = f"a list takes brackets: {key}=[{_shown(value)}]"
+        else:
+            example = f"set {key} to {_kind(node)}"
+
+        return str(ConfigError(key, value, _kind(node), example))
+    return None
+
+
+def _shown(value: Any) -> str:  # noqa: ANN401
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (ListConfig, list)):
+        return "[" + ",".join(_shown(v) for v in value) + "]"
+    return str(value)
