@@ -558,8 +558,8 @@ def test_the_language_model_learns_the_character_statistics(tmp_path):
     assert last["js3"] < 0.9 * first["js3"]
     assert last["js4"] < 0.95 * first["js4"]
     assert last["js1"] < 0.25
-    for n in range(1, 5):
-        assert last[f"js{n}_real"] < 0.02
+    for n in range(1, 5):  # the held-out floor (300 lines against the other 300)
+        assert last[f"js{n}_real"] < 0.05
 
 
 @pytest.mark.cuda

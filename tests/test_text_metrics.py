@@ -274,3 +274,20 @@ def test_text_metrics_names() -> None:
     assert set(text_metrics(fake, ref5, ["js5"])) == {"js5"}
     with pytest.raises(ValueError, match="js2"):
         text_metrics(fake, ref5, ["js2"])
+
+
+def test_without_leaves_the_other_sequences_counts():
+    g = torch.Generator().manual_seed(5)
+    a = torch.randint(0, 7, (30, 9), generator=g)
+    b = torch.randint(0, 7, (12, 9), generator=g)
+    for n in (1, 2, 3):
+        both = NgramCounts.from_sequences(torch.cat([a, b]), n, 7)
+        rest = both.without(NgramCounts.from_sequences(b, n, 7))
+        want = NgramCounts.from_sequences(a, n, 7)
+        assert torch.equal(rest.keys, want.keys) and torch.equal(rest.counts, want.counts)
+    whole = NgramCounts.from_sequences(a, 2, 7)
+    assert len(whole.without(whole)) == 0
+    with pytest.raises(ValueError, match="not a part"):
+        NgramCounts.from_sequences(a[:5], 2, 7).without(whole)
+    with pytest.raises(ValueError, match="cannot subtract"):
+        whole.without(NgramCounts.from_sequences(a, 3, 7))

@@ -11,9 +11,9 @@ eval mode, no grad, in batches) and computes the configured metrics of
   under ``eval.stats_cache``;
 * text: the character n-gram counts of every training line, computed once per run;
   the samples are the argmax symbols of the generator's output. Each ``jsN`` comes with
-  ``jsN_real``, the same divergence for as many real lines drawn from the set: the
-  value a perfect generator would get at that sample size (the official script printed
-  it for a held-out split).
+  ``jsN_real``, the official script's "validation set JSD": as many training lines (at
+  most half the set) against the n-grams of the other lines, the value a generator as
+  good as the data would get at that sample size.
 
 When the Inception weights cannot be had (offline, no ``eval.inception_weights``), one
 warning line says how to provide them and the image metrics are dropped for the rest
@@ -209,7 +209,7 @@ class Evaluator:
         self._real_points: tuple[Tensor, Tensor] | None = None
         self._real_stats: RealStats | None = None
         self._ngrams: dict[int, NgramCounts] | None = None
-        self._real_lines: Tensor | None = None
+        self._floor: dict[str, float] | None = None
 
     # ---------------------------------------------------------------- real data
     def real_points(self) -> tuple[Tensor, Tensor]:
@@ -238,13 +238,23 @@ class Evaluator:
             )
         return self._ngrams
 
-    def real_lines(self) -> Tensor:
-        """A fixed real sample of ``num_samples`` lines (symbol indices, CPU)."""
-        if self._real_lines is None:
+    def real_floor(self) -> dict[str, float]:
+        """``jsN_real``: the official script's "validation set JSD", ``num_samples``
+        training lines (at most half of them), drawn without replacement, against the
+        n-grams of the other lines. What a generator as good as the data would score at
+        this sample size; computed once."""
+        if self._floor is None:
+            lines = self.data.data.cpu()  # type: ignore[attr-defined]
+            n_held = min(self.num_samples, lines.shape[0] // 2)
             g = torch.Generator().manual_seed(self.cfg.seed + 1)
-            lines = self.data.sample_indices(self.num_samples, generator=g)  # type: ignore[attr-defined]
-            self._real_lines = lines.cpu()
-        return self._real_lines
+            held = lines[torch.randperm(lines.shape[0], generator=g)[:n_held]]
+            v = self.data.sample_shape[0]
+            rest = {
+                n: counts.without(NgramCounts.from_sequences(held, n, v))
+                for n, counts in self.reference_ngrams().items()
+            }
+            self._floor = text_metrics(held, rest, self.names)
+        return self._floor
 
     def _real_source(self) -> DataSource:
         split = self.cfg.split
@@ -325,8 +335,7 @@ class Evaluator:
             fake = torch.cat([x.argmax(dim=1).cpu() for x in self._fakes(generator)])
             reference = self.reference_ngrams()
             out = text_metrics(fake, reference, self.names)
-            real = text_metrics(self.real_lines(), reference, self.names)
-            out.update({f"{k}_real": v for k, v in real.items()})
+            out.update({f"{k}_real": v for k, v in self.real_floor().items()})
             return out
         if self.is_points:
             fake = torch.cat(list(self._fakes(generator))).cpu()

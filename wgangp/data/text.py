@@ -225,10 +225,6 @@ class TextSource(TensorSource):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self._one_hot(super().sample(n, generator))
 
-    def sample_indices(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` random lines as ``(n, L)`` indices (for texts and n-gram statistics)."""
-        return super().sample(n, generator)
-
     def describe(self) -> str:
         n, length = self.data.shape
         return (

@@ -186,6 +186,30 @@ class NgramCounts:
             counts = dense[keys]
         return cls(keys=keys, counts=counts, n=n, vocab_size=vocab_size)
 
+    def without(self, part: NgramCounts) -> NgramCounts:
+        """These counts less those of ``part``, the counts of some of the same sequences:
+        the n-grams of the other sequences (a held-out split's complement).
+
+        Raises :class:`ValueError` when ``part`` has another order or vocabulary, or an
+        n-gram more often than these counts do (it is not a part of them).
+        """
+        if (part.n, part.vocab_size) != (self.n, self.vocab_size):
+            raise ValueError(
+                f"cannot subtract n={part.n}, V={part.vocab_size} counts from "
+                f"n={self.n}, V={self.vocab_size} counts"
+            )
+        pos = torch.searchsorted(self.keys, part.keys).clamp_max(max(len(self) - 1, 0))
+        counts = self.counts.clone()
+        if len(part) and (
+            not len(self)
+            or not bool((self.keys[pos] == part.keys).all())
+            or not bool((counts[pos] >= part.counts).all())
+        ):
+            raise ValueError("the counts to subtract are not a part of these counts")
+        counts[pos] -= part.counts
+        keep = counts > 0
+        return NgramCounts(self.keys[keep], counts[keep], self.n, self.vocab_size)
+
     @property
     def total(self) -> int:
         """Number of n-grams counted (the sum of ``counts``)."""
