@@ -376,6 +376,20 @@ def test_the_text_step_under_the_trainer_options(tmp_path, options):
     assert set(params) - constant <= changed
 
 
+def test_resuming_on_another_vocabulary_is_refused(tmp_path):
+    from wgangp.errors import CheckpointError
+
+    write_shards(tmp_path, [60])
+    Trainer(
+        tiny_run(tmp_path, "trainer.steps=1", "trainer.sample_every=0"), tmp_path / "a", CPU
+    ).fit()
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)
+    # another corpus with as many symbols: the same shapes, other meanings
+    ckpt["vocab"]["symbols"] = ("unk", *reversed(ckpt["vocab"]["symbols"][1:]))
+    with pytest.raises(CheckpointError, match="vocabulary .* differs .* from index 1 on"):
+        Trainer(tiny_run(tmp_path), tmp_path / "c", CPU).load_state_dict(ckpt)
+
+
 def test_detached_masks_give_the_plain_penalty_gradients(tmp_path):
     """The trainer's penalty path (ReLU masks detached) against plain autograd."""
     write_shards(tmp_path, [40])
@@ -416,6 +430,7 @@ def test_wgangp_sample_writes_text_and_indices(tmp_path):
     assert sorted(p.name for p in both) == ["samples.npz", "samples.txt"]
     with pytest.raises(ConfigError, match="a .txt or .npz file"):
         sample([f"checkpoint={run}", "n=3", f"out={tmp_path / 's.png'}"])
+    assert not (tmp_path / "s.png").exists()
 
 
 def test_wgangp_eval_scores_a_text_checkpoint(tmp_path, capsys):

@@ -218,13 +218,10 @@ def write(
     """Write ``samples`` (of classes ``labels``, class-conditional runs) to ``out`` in the
     format its name asks for; returns the files."""
     written: list[Path] = []
+    check_format(out, ckpt)
     if ckpt.get("vocab"):
         return _write_text(
             samples, out, Vocabulary(tuple(ckpt["vocab"]["symbols"]), ckpt["vocab"]["unit"])
-        )
-    if out.suffix == ".txt":
-        raise ConfigError(
-            "out", str(out), "a .png or .npz file, or a directory", ".txt is for text runs"
         )
     is_points = samples.dim() == 2
     num_classes = int(ckpt.get("num_classes") or 0)
@@ -264,12 +261,22 @@ def write(
     return written
 
 
-def _write_text(samples: Tensor, out: Path, vocab: Vocabulary) -> list[Path]:
-    """A text run's samples (``(N, V, L)`` distributions) as lines and/or indices."""
-    if out.suffix == ".png":
+def check_format(out: Path, ckpt: dict) -> None:
+    """``out``'s format fits the checkpoint's data: ``.txt`` only for text runs,
+    ``.png`` never for them (checked before any sample is generated)."""
+    text = bool(ckpt.get("vocab"))
+    if text and out.suffix == ".png":
         raise ConfigError(
             "out", str(out), "a .txt or .npz file, or a directory", "this is a text run"
         )
+    if not text and out.suffix == ".txt":
+        raise ConfigError(
+            "out", str(out), "a .png or .npz file, or a directory", ".txt is for text runs"
+        )
+
+
+def _write_text(samples: Tensor, out: Path, vocab: Vocabulary) -> list[Path]:
+    """A text run's samples (``(N, V, L)`` distributions) as lines and/or indices."""
     indices = samples.argmax(dim=1)
     written: list[Path] = []
     if out.suffix in ("", ".txt"):
@@ -313,6 +320,7 @@ def sample(argv: list[str]) -> list[Path]:
         check_bn_mode("bn", cfg.bn)
     device = resolve_device(cfg.device)
     gen, ckpt = load_generator(cfg.checkpoint, cfg.ema, device)
+    check_format(Path(cfg.out).expanduser(), ckpt)
     bn = cfg.bn or (ckpt["config"].get("eval") or {}).get("bn", "running")
     z = latents(cfg, gen.z_dim, device)
     labels = sample_labels(cfg, int(ckpt.get("num_classes") or 0), len(z), device)

@@ -935,6 +935,19 @@ def _check_same_architecture(ckpt: dict[str, Any], trainer: Trainer, path: Any) 
                 problems.append(f"{name}.{k}: not in the configured model")
             elif have[k] != got[k]:
                 problems.append(f"{name}.{k}: checkpoint {got[k]} vs configured {have[k]}")
+    vocab = ckpt.get("vocab")
+    if vocab and trainer.vocab is not None and tuple(vocab["symbols"]) != trainer.vocab.symbols:
+        # text: the same index must mean the same symbol, or the networks' inputs and
+        # outputs change meaning
+        old, new = tuple(vocab["symbols"]), trainer.vocab.symbols
+        same = zip(old, new, strict=False)
+        at = next((i for i, (a, b) in enumerate(same) if a != b), min(len(old), len(new)))
+        raise CheckpointError(
+            path,
+            f"its vocabulary ({len(old)} symbols, {vocab['unit']}s) differs from this data "
+            f"set's ({len(new)}, {trainer.vocab.unit}s) from index {at} on; resume with the "
+            f"data it was trained on (dataset.root, .max_examples, .max_vocab, .unit)",
+        )
     if problems:
         shown = "; ".join(problems[:12]) + (
             f"; … {len(problems) - 12} more" if len(problems) > 12 else ""
