@@ -243,7 +243,7 @@ def test_conditional_run_resumes_bitwise(cifar):
         (
             ["conditional.enabled=true"],
             "conditional.enabled",
-            "dataset=mnist, fashion_mnist, cifar10, or image_folder",
+            "dataset=mnist, mnist_pkl, fashion_mnist, cifar10, or image_folder",
         ),
         (
             ["dataset=celeba", "conditional.enabled=true"],

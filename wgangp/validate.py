@@ -128,7 +128,7 @@ def validate_conditional(cfg: Any) -> None:
             True,
             f"false for dataset={cfg.dataset.name}, which has no class labels",
             "class-conditional training needs a labelled data set: dataset=mnist, "
-            "fashion_mnist, cifar10, or image_folder with one sub-folder per class",
+            "mnist_pkl, fashion_mnist, cifar10, or image_folder with one sub-folder per class",
         )
     from wgangp.models import registry
 

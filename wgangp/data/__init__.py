@@ -34,4 +34,5 @@ def build_data(cfg: Any, batch_size: int, device: torch.device, seed: int) -> Da
 __all__ = ["DATASETS", "DataSource", "TensorSource", "build_data", "register_dataset"]
 
 import wgangp.data.images  # noqa: E402, F401  (registration)
+import wgangp.data.mnist_pkl  # noqa: E402, F401
 import wgangp.data.text  # noqa: E402, F401

@@ -150,7 +150,7 @@ def _open_torchvision(
 
 #: the image sets with class labels (class-conditional training: conditional.enabled);
 #: an image_folder has them when its images are in class sub-folders
-LABELED = ("mnist", "fashion_mnist", "cifar10", "image_folder")
+LABELED = ("mnist", "mnist_pkl", "fashion_mnist", "cifar10", "image_folder")
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "mnist": ("train", "test"),
