@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -80,3 +81,26 @@ def toy_trainer_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *base: 
         return Trainer(compose_cfg(*base, *overrides), tmp_path / "run", torch.device("cpu"))
 
     return make
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path):
+    """``directory`` over HTTP on 127.0.0.1 (a free port) for download tests; yields the
+    base URL, shut down on exit."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

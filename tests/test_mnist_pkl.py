@@ -3,18 +3,15 @@ exactly as stored, through an unpickler that builds arrays and nothing else."""
 
 from __future__ import annotations
 
-import functools
 import gzip
-import http.server
 import pickle
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, serve_directory
 from wgangp.data import build_data
 from wgangp.data import mnist_pkl as mnist_pkl_lib
 from wgangp.errors import ConfigError, DataError
@@ -103,21 +100,13 @@ def test_what_the_file_cannot_honour_is_refused(tmp_path, override, key):
 def test_download(tmp_path, monkeypatch):
     served = tmp_path / "served"
     write_pkl(served)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
-        monkeypatch.setattr(mnist_pkl_lib, "URL", f"http://127.0.0.1:{port}/mnist.pkl.gz")
+    with serve_directory(served) as url:
+        monkeypatch.setattr(mnist_pkl_lib, "URL", f"{url}/mnist.pkl.gz")
         src = build_data(cfg_for(tmp_path / "data", "dataset.download=true").dataset, 10, CPU, 0)
         assert src.data.shape[0] == SIZES["train"]
-        monkeypatch.setattr(mnist_pkl_lib, "URL", f"http://127.0.0.1:{port}/none.gz")
+        monkeypatch.setattr(mnist_pkl_lib, "URL", f"{url}/none.gz")
         with pytest.raises(DataError, match="none.gz into .* failed"):
             build_data(cfg_for(tmp_path / "d2", "dataset.download=true").dataset, 10, CPU, 0)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_the_official_mnist_run_on_its_own_file(tmp_path):

@@ -5,18 +5,15 @@ from a checkpoint, and the errors. The n-gram JS metric itself: tests/test_text_
 from __future__ import annotations
 
 import collections
-import functools
-import http.server
 import math
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, serve_directory
 from wgangp import losses
 from wgangp.data import build_data
 from wgangp.data import text as text_lib
@@ -176,11 +173,7 @@ def test_download_fetches_and_unpacks_the_archive(tmp_path, monkeypatch):
     archive = tmp_path / "bw.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(src / BILLION_WORD_DIR, arcname=BILLION_WORD_DIR)
-    handler = functools.partial(QuietHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_directory(tmp_path) as url:
         monkeypatch.setattr(text_lib, "BILLION_WORD_URL", f"{url}/{archive.name}")
         root = tmp_path / "data"
         data = build_data(dataset_cfg(root, "dataset.download=true"), 8, CPU, seed=0)
@@ -190,14 +183,6 @@ def test_download_fetches_and_unpacks_the_archive(tmp_path, monkeypatch):
         monkeypatch.setattr(text_lib, "BILLION_WORD_URL", f"{url}/none.tgz")
         with pytest.raises(DataError, match="none.tgz into .* failed.*download and unpack it"):
             build_data(dataset_cfg(tmp_path / "empty", "dataset.download=true"), 8, CPU, seed=0)
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 # --------------------------------------------------------------------------- networks
