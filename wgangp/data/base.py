@@ -144,6 +144,9 @@ class TensorSource(DataSource):
         idx = torch.randint(0, self.data.shape[0], (n,), generator=generator)
         return self.data[idx.to(self.data.device)]
 
+    def describe(self) -> str:
+        return f"{self.name}: {self.data.shape[0]} samples of shape {self.sample_shape}"
+
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index}
 
