@@ -15,6 +15,7 @@ from wgangp.config import schema_keys
 from wgangp.data import build_data
 from wgangp.errors import UserError
 from wgangp.models import build_critic, build_generator
+from wgangp.overrides import check_value_overrides
 from wgangp.train import _resume_run_dir, check_group_overrides, config_dir
 from wgangp.validate import validate
 
@@ -30,9 +31,11 @@ GROUPS = {
         "lsun",
         "celeba",
         "fashion_mnist",
+        "billion_word",
+        "mnist_pkl",
     ],
-    "critic": ["mlp"],
-    "generator": ["mlp"],
+    "critic": ["mlp", "language"],
+    "generator": ["mlp", "language"],
     "optim": ["paper"],
     "gp": ["paper"],
     "trainer": ["default"],
@@ -127,7 +130,8 @@ def override(draw: st.DrawFn) -> str:
 def setup_like_the_cli(overrides: list[str], root: str) -> None:
     """What the CLI does before training, in-process: compose, resolve the run dir,
     validate, open the checkpoint/data, build the networks."""
-    if check_group_overrides(overrides, config_dir()):
+    groups = {d.name for d in config_dir().iterdir() if d.is_dir() and not d.name.startswith("_")}
+    if check_group_overrides(overrides, config_dir()) or check_value_overrides(overrides, groups):
         return  # refused by wgangp-train before Hydra composes
     try:
         cfg = compose_cfg(*overrides)

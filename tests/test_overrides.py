@@ -5,8 +5,11 @@ and a fix; everything else is left to the later checks and to Hydra."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import TINY, cli
+from tests.test_fuzz_config import override
 from wgangp.overrides import check_value_overrides
 from wgangp.train import config_dir
 
@@ -96,3 +99,10 @@ def test_the_cli_says_it_before_hydra(tmp_path):
         "e.g. critic.dim=512"
     )
     assert not list(tmp_path.rglob("*.pt")) and not (tmp_path / "outputs").exists()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.one_of(override(), st.text(max_size=20), st.just("-m")), max_size=5))
+def test_any_argument_list_gives_a_message_or_none_never_an_exception(args):
+    result = check_value_overrides(args, GROUPS)
+    assert result is None or result.startswith("invalid value for ")
