@@ -103,11 +103,24 @@ class AdamConfig:
 
 @dataclass
 class OptimConfig:
+    # adam (the paper's) | rmsprop (TF1's RMSProp, wgangp/optim.py: the weight-clipping
+    # baseline's, loss=wgan); betas are Adam's and unused by rmsprop
+    name: str = "adam"
     critic: AdamConfig = field(default_factory=AdamConfig)
     generator: AdamConfig = field(default_factory=AdamConfig)
     # none | linear: both learning rates fall linearly to 0 at trainer.steps (the
     # paper's CIFAR ResNet); a function of the step, so resume needs no extra state
     lr_decay: str = "none"
+
+
+@dataclass
+class LossConfig:
+    """How the critic is kept Lipschitz: ``wgan-gp`` (the gradient penalty, ``gp.*``; the
+    paper's) or ``wgan`` (weight clipping to ±``clip`` after every critic update, Arjovsky
+    et al. 2017: the official scripts' ``MODE = 'wgan'`` baseline, ``loss=wgan``)."""
+
+    name: str = "wgan-gp"
+    clip: float = 0.01
 
 
 @dataclass
@@ -260,6 +273,7 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     gp: GPConfig = field(default_factory=GPConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     conditional: ConditionalConfig = field(default_factory=ConditionalConfig)

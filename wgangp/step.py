@@ -52,6 +52,8 @@ class StepSettings:
     num_classes: int  # class-conditional (conditional.enabled): the data's classes, else 0
     acgan_scale: float
     acgan_scale_g: float
+    penalty: bool  # loss.name=wgan-gp; else the weight-clipping baseline (no penalty)
+    clip: float  # loss.name=wgan: critic weights clipped to ±clip after each update; 0: off
 
     @classmethod
     def from_cfg(cls, cfg: Any, num_classes: int = 0) -> StepSettings:  # noqa: ANN401
@@ -71,6 +73,8 @@ class StepSettings:
             num_classes=num_classes,
             acgan_scale=float(cond.acgan_scale),
             acgan_scale_g=float(cond.acgan_scale_g),
+            penalty=cfg.loss.name == "wgan-gp",
+            clip=float(cfg.loss.clip) if cfg.loss.name == "wgan" else 0.0,
         )
 
 

@@ -55,6 +55,8 @@ INCOMPATIBLE = (
     "dataset.channels",
     "dataset.pixel_range",
     "conditional.enabled",
+    "loss.name",  # another method, and with it
+    "optim.name",  # another optimizer state
 )
 
 

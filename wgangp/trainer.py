@@ -35,6 +35,7 @@ from wgangp.host_memory import keep_freed_host_memory
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
 from wgangp.models.sampling import sampling_mode
+from wgangp.optim import TFRMSprop
 from wgangp.pixels import as_signed, pixel_range
 from wgangp.plots import image_grid, save_figure, scatter_figure
 from wgangp.tblog import EventLog, EventLogError
@@ -67,6 +68,16 @@ def _adam_lr(lr: Any, device: torch.device, graphed: bool) -> float | Tensor:  #
     (the graph reads it, linear decay writes into it), else a float."""
     value = float(lr)
     return torch.tensor(value, device=device) if graphed else value
+
+
+def _optimizer(
+    name: str, params: Any, node: Any, device: torch.device, graphed: bool
+) -> torch.optim.Optimizer:
+    """``optim.name``'s optimizer: Adam (the paper's), or TF1's RMSProp (the weight-
+    clipping baseline's, wgangp/optim.py)."""
+    if name == "rmsprop":
+        return TFRMSprop(params, lr=float(node.lr))
+    return _adam(params, node, device, graphed)
 
 
 def _adam(params: Any, node: Any, device: torch.device, graphed: bool) -> torch.optim.Adam:
@@ -135,7 +146,8 @@ class Trainer:
         nan_check = (
             t.nan_check
             if t.nan_check != "auto"
-            else ("iteration" if device.type == "cuda" else "step")
+            # the deferred check skips updates through fused Adam's found_inf
+            else ("iteration" if device.type == "cuda" and cfg.optim.name == "adam" else "step")
         )
         self.deferred_nan_check = nan_check == "iteration"
         # fp16: GradScaler with the AMP "gradient penalty" recipe. The penalty's double
@@ -143,8 +155,15 @@ class Trainer:
         self.scaler = (
             torch.amp.GradScaler(device.type, init_scale=2.0**10) if t.precision == "fp16" else None
         )
-        self.opt_c = _adam(self.critic.parameters(), cfg.optim.critic, device, t.cuda_graph)
-        self.opt_g = _adam(self.generator.parameters(), cfg.optim.generator, device, t.cuda_graph)
+        opt = cfg.optim.name
+        self.opt_c = _optimizer(
+            opt, self.critic.parameters(), cfg.optim.critic, device, t.cuda_graph
+        )
+        self.opt_g = _optimizer(
+            opt, self.generator.parameters(), cfg.optim.generator, device, t.cuda_graph
+        )
+        # loss=wgan: the weights clipped after every critic update
+        self._clipped = [p for p in self.critic.parameters()] if self.hot.clip else []
         # trainer.subpixel_convs: few-channel transposed convolutions (wgangp/subpixel.py)
         use_subpixel = subpixel.resolve(t.subpixel_convs, device)
         if self.dist.enabled:
@@ -337,6 +356,10 @@ class Trainer:
         # (it lowers the scale); a genuine NaN still shows in the forward terms
         check = None if self.scaler is None else w
         self._apply(loss, self.opt_c, "critic", terms, check=check)
+        if self._clipped:  # loss=wgan: weight clipping, after the update as the official code
+            with torch.no_grad():
+                torch._foreach_clamp_min_(self._clipped, -hot.clip)
+                torch._foreach_clamp_max_(self._clipped, hot.clip)
         return {
             "loss/critic": terms["critic loss"],
             "wasserstein": w,
@@ -505,7 +528,7 @@ class Trainer:
             elif i == 0:  # all n_critic batches from one generator forward
                 fake_z.append(self.noise(t.batch_size * t.n_critic))
             # lazy penalty: on every k-th critic update (counted over the whole run)
-            if (self.step * t.n_critic + i) % every == 0:
+            if t.penalty and (self.step * t.n_critic + i) % every == 0:
                 eps.append(
                     losses.interpolation_weights(
                         real.shape[0],
@@ -615,7 +638,8 @@ class Trainer:
                     last["perf/steps_per_sec"] = count / max(now - tick, 1e-9)
                     last["perf/global_batch_size"] = float(self.global_batch_size)
                     self._log(writer, last)
-                    bar.set_postfix({k: f"{last[k]:.3g}" for k in ("wasserstein", "gp")})
+                    shown = [k for k in ("wasserstein", "gp") if k in last]
+                    bar.set_postfix({k: f"{last[k]:.3g}" for k in shown})
                     sums.clear()
                     count, tick = 0, now
                 if self.evaluator and self.step % self.cfg.eval.every == 0:

@@ -180,6 +180,42 @@ def validate_text(cfg: Any) -> None:
             )
 
 
+LOSSES = ("wgan-gp", "wgan")
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+def validate_loss(cfg: Any) -> None:
+    """``loss.*`` and ``optim.name``: a known method and optimizer, a positive clip, and
+    no option that needs what the method lacks (a penalty, fused Adam)."""
+    loss, optim = cfg.loss, cfg.optim
+    if loss.name not in LOSSES:
+        raise ConfigError(
+            "loss.name",
+            loss.name,
+            " | ".join(LOSSES),
+            "wgan-gp is the paper's method; loss=wgan picks the weight-clipping baseline",
+        )
+    if optim.name not in OPTIMIZERS:
+        raise ConfigError("optim.name", optim.name, " | ".join(OPTIMIZERS))
+    if loss.name == "wgan":
+        if _finite("loss.clip", loss.clip) <= 0:
+            raise ConfigError("loss.clip", loss.clip, "a number > 0", "the official value is 0.01")
+        if cfg.gp.every != 1:
+            raise ConfigError(
+                "gp.every",
+                cfg.gp.every,
+                "1 with loss.name=wgan",
+                "weight clipping takes no penalty, so there is none to take lazily",
+            )
+    if optim.name != "adam" and cfg.trainer.nan_check == "iteration":
+        raise ConfigError(
+            "trainer.nan_check",
+            "iteration",
+            f"step (or auto) with optim.name={optim.name}",
+            "the deferred check skips a bad update on the device through fused Adam",
+        )
+
+
 def check_resolvable(cfg: Any) -> None:
     """Every value present and every ``${...}`` interpolation resolvable, else ConfigError."""
     try:
@@ -296,6 +332,7 @@ def validate(cfg: Any) -> torch.device:
     validate_pixels(cfg)
     validate_conditional(cfg)
     validate_text(cfg)
+    validate_loss(cfg)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)
@@ -380,6 +417,11 @@ def validate_cuda_graph(cfg: Any, device: torch.device) -> None:
             f"gp.every={cfg.gp.every}",
             f"the lazy penalty changes the iteration from one step to the next; "
             f"use gp.every=1 {off}",
+        ),
+        (
+            cfg.optim.name != "adam",
+            f"optim.name={cfg.optim.name}",
+            f"a captured iteration steps Adam (capturable); use optim.name=adam {off}",
         ),
         (
             t.nan_check == "step",
