@@ -16,7 +16,7 @@ from wgangp.data import build_data
 from wgangp.errors import UserError
 from wgangp.models import build_critic, build_generator
 from wgangp.overrides import check_value_overrides
-from wgangp.train import _resume_run_dir, check_group_overrides, config_dir
+from wgangp.train import _resume_run_dir, check_group_overrides, config_dir, config_groups
 from wgangp.validate import validate
 
 GROUPS = {
@@ -130,7 +130,7 @@ def override(draw: st.DrawFn) -> str:
 def setup_like_the_cli(overrides: list[str], root: str) -> None:
     """What the CLI does before training, in-process: compose, resolve the run dir,
     validate, open the checkpoint/data, build the networks."""
-    groups = {d.name for d in config_dir().iterdir() if d.is_dir() and not d.name.startswith("_")}
+    groups = config_groups(config_dir())
     if check_group_overrides(overrides, config_dir()) or check_value_overrides(overrides, groups):
         return  # refused by wgangp-train before Hydra composes
     try:

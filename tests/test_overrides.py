@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from tests.conftest import TINY, cli
 from tests.test_fuzz_config import override
 from wgangp.overrides import check_value_overrides
-from wgangp.train import config_dir
+from wgangp.train import config_dir, config_groups
 
-GROUPS = {d.name for d in config_dir().iterdir() if d.is_dir() and not d.name.startswith("_")}
+GROUPS = config_groups(config_dir())
 
 
 @pytest.mark.parametrize(

@@ -210,6 +210,7 @@ class Evaluator:
         self._real_stats: RealStats | None = None
         self._ngrams: dict[int, NgramCounts] | None = None
         self._floor: dict[str, float] | None = None
+        self._cpu_lines: Tensor | None = None
 
     # ---------------------------------------------------------------- real data
     def real_points(self) -> tuple[Tensor, Tensor]:
@@ -223,10 +224,16 @@ class Evaluator:
             )
         return self._real_points
 
+    def _lines(self) -> Tensor:
+        """Every training line as symbol indices on the CPU (text; copied once)."""
+        if self._cpu_lines is None:
+            self._cpu_lines = self.data.data.cpu()  # type: ignore[attr-defined]
+        return self._cpu_lines
+
     def reference_ngrams(self) -> dict[int, NgramCounts]:
         """The n-gram counts of every training line (text), for the orders asked."""
         if self._ngrams is None:
-            lines = self.data.data.cpu()  # type: ignore[attr-defined]
+            lines = self._lines()
             orders = sorted({int(n.removeprefix("js")) for n in self.names})
             tick = time.perf_counter()
             self._ngrams = reference_ngrams(lines, self.data.sample_shape[0], orders)
@@ -244,7 +251,7 @@ class Evaluator:
         n-grams of the other lines. What a generator as good as the data would score at
         this sample size; computed once."""
         if self._floor is None:
-            lines = self.data.data.cpu()  # type: ignore[attr-defined]
+            lines = self._lines()
             n_held = min(self.num_samples, lines.shape[0] // 2)
             g = torch.Generator().manual_seed(self.cfg.seed + 1)
             held = lines[torch.randperm(lines.shape[0], generator=g)[:n_held]]

@@ -541,6 +541,11 @@ def _required_keys() -> set[str]:
 SEARCHPATH_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
 
 
+def config_groups(conf_dir: Path) -> set[str]:
+    """The config groups under ``conf_dir`` (its sub-folders, ``dataset``, ``critic``, …)."""
+    return {d.name for d in conf_dir.iterdir() if d.is_dir() and not d.name.startswith("_")}
+
+
 def _group_options(conf_dir: Path, group: str) -> list[str]:
     """The options of config group ``group``: its YAML files, and any in the ConfigStore."""
     import contextlib
@@ -616,7 +621,7 @@ def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    groups = {d.name for d in conf_dir.iterdir() if d.is_dir() and not d.name.startswith("_")}
+    groups = config_groups(conf_dir)
     required = _required_keys()
     parser = OverridesParser.create()
     parsed = []
@@ -723,10 +728,9 @@ def check_sweep_jobs(args: list[str]) -> str | None:
 
 def main() -> None:
     args, conf_dir = sys.argv[1:], config_dir()
-    groups = {d.name for d in conf_dir.iterdir() if d.is_dir() and not d.name.startswith("_")}
     bad = (
         check_group_overrides(args, conf_dir)
-        or check_value_overrides(args, groups)
+        or check_value_overrides(args, config_groups(conf_dir))
         or check_sweep_jobs(args)
     )
     if bad:

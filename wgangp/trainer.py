@@ -163,7 +163,7 @@ class Trainer:
             opt, self.generator.parameters(), cfg.optim.generator, device, t.cuda_graph
         )
         # loss=wgan: the weights clipped after every critic update
-        self._clipped = [p for p in self.critic.parameters()] if self.hot.clip else []
+        self._clipped = list(self.critic.parameters()) if self.hot.clip else []
         # trainer.subpixel_convs: few-channel transposed convolutions (wgangp/subpixel.py)
         use_subpixel = subpixel.resolve(t.subpixel_convs, device)
         if self.dist.enabled:

@@ -32,7 +32,6 @@ from wgangp.pixels import UNIT, pixel_range
 FILE = "mnist.pkl.gz"
 URL = "http://www.iro.umontreal.ca/~lisa/deep/data/mnist/mnist.pkl.gz"
 SPLITS = ("train", "dev", "test")
-SIZES = {"train": 50_000, "dev": 10_000, "test": 10_000}
 
 #: the globals an array pickle needs (numpy 1 and 2 module names; ``_codecs.encode``
 #: rebuilds the bytes of a protocol-2 pickle written by Python 3)
