@@ -134,6 +134,30 @@ def test_preset_is_the_official_conditional_model(cifar):
     assert cfg == plain
 
 
+def test_a_dcgan_baseline_with_a_batchnorm_critic_carries_the_acgan_terms(cifar):
+    """loss=dcgan critic.norm=batchnorm: the class term on top of the standard GAN loss,
+    with D(x) and D(x̃) normalised apart (by hand: two calls in train mode)."""
+    t = trainer(cifar, "loss=dcgan", "critic.norm=batchnorm")
+    assert not t.hot.fuse_real_fake
+    inputs = t.draw_inputs()
+    real, y = inputs.reals[0], inputs.real_labels[0]
+    with torch.no_grad():
+        fake = t.generator(inputs.fake_z[0], y)
+        d_real, l_real = t.critic(real, with_logits=True)
+        d_fake = t.critic(fake)
+        ce = F.cross_entropy(l_real, y)
+        want = losses.dcgan_critic_loss(d_real, d_fake) + 1.0 * ce
+    stats = t.critic_step(real, fake, labels=y, penalty=False)
+    assert float(stats["loss/critic"]) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
+    assert float(stats["acgan/critic"]) == pytest.approx(float(ce), rel=1e-6)
+    gz, gy = inputs.gen_z, inputs.gen_labels
+    with torch.no_grad():
+        score, logits = t.critic(t.generator(gz, gy), with_logits=True)
+        want_g = losses.dcgan_generator_loss(score) + 0.1 * F.cross_entropy(logits, gy)
+    stats = t.generator_step(gz, gy)
+    assert float(stats["loss/generator"]) == pytest.approx(float(want_g), rel=1e-5, abs=1e-6)
+
+
 def test_the_losses_carry_the_acgan_terms_and_the_fakes_take_the_real_labels(cifar):
     t = trainer(cifar)
     inputs = t.draw_inputs()

@@ -618,7 +618,7 @@ def test_resnet101_refusals() -> None:
         compose_and_build("critic.dim=6")
     assert e.value.key == "critic.dim" and "a multiple of 4" in str(e.value)
     with pytest.raises(ConfigError) as e:
-        compose_and_build("critic.norm=batchnorm")
+        compose_and_build("critic.norm=groupnorm")
     assert e.value.key == "critic.norm"
     cfg = compose_cfg("experiment=fig2_resnet101", "dataset=lsun", *TINY)
     with pytest.raises(ConfigError) as e:

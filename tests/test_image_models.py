@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from tests.conftest import compose_cfg
 from wgangp.config import CriticConfig, GeneratorConfig
 from wgangp.errors import ConfigError
 from wgangp.losses import critic_loss, generator_loss, gradient_penalty
@@ -23,6 +24,7 @@ from wgangp.models.resnet import (
     LargeResNetCritic,
     LargeResNetGenerator,
 )
+from wgangp.validate import validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIZES = {"dcgan": (16, 28, 32, 64, 128), "resnet": (16, 32, 64, 128), "mlp": (16, 32, 64, 128)}
@@ -185,19 +187,28 @@ def test_wgan_gp_step_updates_parameters(arch: str, size: int) -> None:
 
 BATCHNORM_MESSAGE = (
     "invalid value for critic.norm: 'batchnorm' (allowed: none | layernorm | instancenorm | "
-    "auto); batch norm couples the samples of a batch, so the critic's gradient at one "
-    "interpolate depends on the others and the per-sample penalty no longer constrains a "
-    "1-Lipschitz function (Gulrajani et al. 2017, §4); use layernorm"
+    "auto with loss.name=wgan-gp); batch norm couples the samples of a batch, so the "
+    "critic's gradient at one interpolate depends on the others and the per-sample penalty "
+    "no longer constrains a 1-Lipschitz function (Gulrajani et al. 2017, §4); use layernorm "
+    "(batch norm is for the baselines: loss=wgan|dcgan|lsgan)"
 )
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 @pytest.mark.parametrize("size", [32, 64])
-def test_batchnorm_critic_refused(arch: str, size: int) -> None:
+def test_a_batchnorm_critic_sits_where_layernorm_does(arch: str, size: int) -> None:
+    """critic.norm=batchnorm (the official baseline modes' critics): a BatchNorm2d at
+    each place layer norm takes, refused with the penalty before any model is built."""
+    bn = build_critic(critic_cfg(arch, norm="batchnorm"), (3, size, size))
+    ln = build_critic(critic_cfg(arch, norm="layernorm"), (3, size, size))
+    bns = [n for n, m in bn.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    lns = [n for n, m in ln.named_modules() if isinstance(m, LayerNorm2d)]
+    assert bns == lns and len(bns) >= 2
     with pytest.raises(ConfigError) as e:
-        build_critic(critic_cfg(arch, norm="batchnorm"), (3, size, size))
+        validate(compose_cfg(f"critic={arch}", "critic.norm=batchnorm"))
     assert str(e.value) == BATCHNORM_MESSAGE
     assert e.value.key == "critic.norm"
+    validate(compose_cfg(f"critic={arch}", "critic.norm=batchnorm", "loss=dcgan"))
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])

@@ -127,7 +127,7 @@ def test_checkpoints_from_before_the_loss_group_resume_and_a_change_is_refused(t
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        (["loss.name=lsgan"], "loss.name"),
+        (["loss.name=hinge"], "loss.name"),
         (["loss=wgan", "loss.clip=0"], "loss.clip"),
         (["optim.name=sgd"], "optim.name"),
         (["loss=wgan", "gp.every=2"], "gp.every"),

@@ -115,9 +115,11 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """How the critic is kept Lipschitz: ``wgan-gp`` (the gradient penalty, ``gp.*``; the
-    paper's) or ``wgan`` (weight clipping to ±``clip`` after every critic update, Arjovsky
-    et al. 2017: the official scripts' ``MODE = 'wgan'`` baseline, ``loss=wgan``)."""
+    """The objective: ``wgan-gp`` (the paper's: the Wasserstein loss with the gradient
+    penalty, ``gp.*``), ``wgan`` (weight clipping to ±``clip`` after every critic update,
+    Arjovsky et al. 2017), or the standard GAN (``dcgan``) or least-squares GAN
+    (``lsgan``) objective: the official scripts' ``MODE`` baselines (``loss=<name>``,
+    wgangp/losses.py)."""
 
     name: str = "wgan-gp"
     clip: float = 0.01
@@ -187,6 +189,8 @@ class TrainerConfig:
     max_nan_skips: int = 10
     # --- speed (wgangp/step.py; scripts/bench.py measures each) ---
     # D(real) and D(fake) from one critic forward (changes float rounding only)
+    # (a critic with batch norm, loss=wgan|dcgan|lsgan, always scores them apart: each
+    # batch is normalised by its own statistics, as the official code)
     fuse_real_fake: bool = True
     # all n_critic fake batches from one generator forward (changes the noise order,
     # and batch-norm statistics of the generator: opt-in)

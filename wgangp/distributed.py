@@ -38,6 +38,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from wgangp.models.sampling import has_batchnorm
+
 log = logging.getLogger(__name__)
 
 #: how long a rank waits for the others in a collective before failing (not hanging)
@@ -208,8 +210,7 @@ def wrap(module: nn.Module, device: torch.device, *, sync_bn: bool = False) -> n
                 "torchrun with several ranks); BatchNorm stays as it is"
             )
         return module
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-    if sync_bn and has_bn:
+    if sync_bn and has_batchnorm(module):
         if device.type == "cuda":
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         else:

@@ -206,6 +206,61 @@ def generator_loss(d_fake: Tensor) -> Tensor:
     return -d_fake.float().mean()
 
 
+# ---------------------------------------------------------------- the baselines
+# The official image scripts' other modes (MODE = 'dcgan' in gan_cifar.py, gan_mnist.py
+# and gan_64x64.py; 'lsgan' in gan_64x64.py), the objectives the paper compares WGAN-GP with (§5.2,
+# Figure 2). Their critic is a classifier or regressor of real against fake: no
+# Lipschitz constraint, one critic update per generator update (loss=dcgan|lsgan).
+
+
+def _real_label(d: Tensor) -> Tensor:
+    return torch.ones_like(d, dtype=torch.float32)
+
+
+def dcgan_critic_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    r"""The standard GAN discriminator loss on logits, halved as the official code:
+    :math:`\tfrac12\big(\mathrm{BCE}(\sigma(D(x)), 1) + \mathrm{BCE}(\sigma(D(\tilde x)), 0)\big)
+    = \tfrac12\big(\mathbb{E}[\log(1 + e^{-D(x)})] + \mathbb{E}[\log(1 + e^{D(\tilde x)})]\big)`
+    (sigmoid cross-entropy on the logits, in fp32)."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    real, fake = d_real.float(), d_fake.float()
+    return 0.5 * (bce(real, _real_label(real)) + bce(fake, torch.zeros_like(fake)))
+
+
+def dcgan_generator_loss(d_fake: Tensor) -> Tensor:
+    r"""The non-saturating generator loss :math:`\mathrm{BCE}(\sigma(D(G(z))), 1) =
+    \mathbb{E}[\log(1 + e^{-D(G(z))})]` (the official ``gen_cost`` in ``dcgan`` mode)."""
+    fake = d_fake.float()
+    return torch.nn.functional.binary_cross_entropy_with_logits(fake, _real_label(fake))
+
+
+def lsgan_critic_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    r"""Least squares (Mao et al. 2017, a = 0, b = c = 1), halved as the official code:
+    :math:`\tfrac12\big(\mathbb{E}[(D(x) - 1)^2] + \mathbb{E}[D(\tilde x)^2]\big)`."""
+    return 0.5 * ((d_real.float() - 1).pow(2).mean() + d_fake.float().pow(2).mean())
+
+
+def lsgan_generator_loss(d_fake: Tensor) -> Tensor:
+    r""":math:`\mathbb{E}[(D(G(z)) - 1)^2]` (the official ``gen_cost`` in ``lsgan`` mode)."""
+    return (d_fake.float() - 1).pow(2).mean()
+
+
+class ScoreLoss(NamedTuple):
+    """A baseline objective: the critic's loss of (D(x), D(x̃)), the generator's of D(G(z)),
+    and how the critic's raw outputs are shown in the logs (``dcgan``: as probabilities)."""
+
+    critic: Callable[[Tensor, Tensor], Tensor]
+    generator: Callable[[Tensor], Tensor]
+    shown: Callable[[Tensor], Tensor]
+
+
+#: loss.name → the baseline objective (the Wasserstein ones, wgan-gp and wgan, are above)
+SCORE_LOSSES: dict[str, ScoreLoss] = {
+    "dcgan": ScoreLoss(dcgan_critic_loss, dcgan_generator_loss, torch.sigmoid),
+    "lsgan": ScoreLoss(lsgan_critic_loss, lsgan_generator_loss, lambda d: d),
+}
+
+
 def class_loss(logits: Tensor, labels: Tensor) -> Tensor:
     r"""The AC-GAN term (Odena et al. 2017): mean cross-entropy
     :math:`-\mathbb{E}[\log \mathrm{softmax}(\ell)_y]` of class ``logits`` ``(N, K)``

@@ -52,7 +52,8 @@ class StepSettings:
     num_classes: int  # class-conditional (conditional.enabled): the data's classes, else 0
     acgan_scale: float
     acgan_scale_g: float
-    penalty: bool  # loss.name=wgan-gp; else the weight-clipping baseline (no penalty)
+    objective: str  # loss.name: wgan-gp | wgan | dcgan | lsgan
+    penalty: bool  # loss.name=wgan-gp; the baselines take no penalty
     clip: float  # loss.name=wgan: critic weights clipped to ±clip after each update; 0: off
 
     @classmethod
@@ -73,6 +74,7 @@ class StepSettings:
             num_classes=num_classes,
             acgan_scale=float(cond.acgan_scale),
             acgan_scale_g=float(cond.acgan_scale_g),
+            objective=str(cfg.loss.name),
             penalty=cfg.loss.name == "wgan-gp",
             clip=float(cfg.loss.clip) if cfg.loss.name == "wgan" else 0.0,
         )

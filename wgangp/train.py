@@ -408,23 +408,25 @@ def optimized_value(cfg: DictConfig, last: dict[str, float]) -> float | None:
             return float("nan")
         return float(value)
     key = cfg.get("optimized_metric") or "wasserstein"
+    if key not in last and key == "wasserstein" and cfg.loss.name in ("dcgan", "lsgan"):
+        return None  # said when the run started (check_optimized_metric)
     if key not in last:
         log.error("optimized_metric=%s was not logged; logged: %s", key, ", ".join(sorted(last)))
         return None
     return float(last[key])
 
 
-#: what ``Trainer.fit`` returns whatever the config (the training scalars, logged every
-#: ``trainer.log_every`` steps); ``eval.every`` > 0 adds ``metrics/<name>`` for each metric
-LOGGED_SCALARS = (
-    "wasserstein",
-    "gp",
-    "grad_norm",
-    "loss/critic",
-    "loss/generator",
-    "perf/steps_per_sec",
-    "perf/global_batch_size",
-)
+#: the training scalars that ``Trainer.fit`` logs every ``trainer.log_every`` steps and
+#: returns, by ``loss.name``; ``eval.every`` > 0 adds ``metrics/<name>`` for each metric
+_PERF = ("perf/steps_per_sec", "perf/global_batch_size")
+_LOSSES = ("loss/critic", "loss/generator")
+LOGGED_SCALARS: dict[str, tuple[str, ...]] = {
+    "wgan-gp": ("wasserstein", "gp", "grad_norm", *_LOSSES, *_PERF),
+    "wgan": ("wasserstein", *_LOSSES, *_PERF),
+    # no Wasserstein estimate: the critic's mean output on real and fake instead
+    "dcgan": ("d_real", "d_fake", *_LOSSES, *_PERF),
+    "lsgan": ("d_real", "d_fake", *_LOSSES, *_PERF),
+}
 #: metrics logged with a companion value (``metrics/kid`` and ``metrics/kid_std``, ...)
 METRIC_COMPANIONS = {
     "wasserstein": "wasserstein_real",
@@ -444,7 +446,7 @@ def loggable_names(cfg: DictConfig) -> list[str]:
 
     from wgangp.evaluate import default_metrics
 
-    names = list(LOGGED_SCALARS)
+    names = list(LOGGED_SCALARS.get(cfg.loss.name, LOGGED_SCALARS["wgan-gp"]))
     e = cfg.get("eval")
     if e is None or not e.get("every"):
         return names
@@ -471,6 +473,16 @@ def check_optimized_metric(cfg: DictConfig) -> None:
     key = cfg.get("optimized_metric") or "wasserstein"
     names = loggable_names(cfg)
     if key in names:
+        return
+    if key == "wasserstein" and cfg.loss.name in ("dcgan", "lsgan"):
+        # the default, for an objective without the estimate: a plain run or a grid
+        # sweep needs no value, so say what is missing instead of refusing to train
+        log.info(
+            "loss.name=%s logs no Wasserstein estimate: this run returns no "
+            "optimized_metric; to rank runs set one it logs (%s)",
+            cfg.loss.name,
+            ", ".join(names),
+        )
         return
     from wgangp.metrics import METRIC_NAMES
 

@@ -34,7 +34,7 @@ from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
 from wgangp.host_memory import keep_freed_host_memory
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
-from wgangp.models.sampling import sampling_mode
+from wgangp.models.sampling import has_batchnorm, sampling_mode
 from wgangp.optim import TFRMSprop
 from wgangp.pixels import as_signed, pixel_range
 from wgangp.plots import image_grid, save_figure, scatter_figure
@@ -105,6 +105,10 @@ def conditional_classes(cfg: DictConfig, data: Any) -> int:  # noqa: ANN401
     return int(data.num_classes)
 
 
+#: the critic's logged values by their names in a non-finite-loss message
+_TERMS = {"wasserstein": "W estimate", "d_real": "mean D(x)", "d_fake": "mean D(x̃)"}
+
+
 class Trainer:
     """Holds everything about a run and trains it; ``fit()`` runs to ``trainer.steps``."""
 
@@ -126,6 +130,16 @@ class Trainer:
             self.data.shard(self.dist.rank, self.dist.world_size)
         shape = self.data.sample_shape
         self.critic = build_critic(cfg.critic, shape, self.num_classes).to(device)
+        if has_batchnorm(self.critic):
+            if self.hot.penalty:  # validate refuses it too; this also covers custom critics
+                raise ConfigError(
+                    "critic.norm",
+                    "batchnorm",
+                    "no batch norm in the critic with loss.name=wgan-gp",
+                    "the per-sample penalty needs a per-sample critic: use layernorm",
+                )
+            # each batch normalised by its own statistics (the official code's two calls)
+            self.hot = dataclasses.replace(self.hot, fuse_real_fake=False)
         self.generator = build_generator(cfg.generator, shape, self.num_classes).to(device)
         # the layout before DDP: its gradient buckets take the parameters' strides
         self.memory_format = self._resolve_memory_format(shape)
@@ -162,6 +176,8 @@ class Trainer:
         self.opt_g = _optimizer(
             opt, self.generator.parameters(), cfg.optim.generator, device, t.cuda_graph
         )
+        # loss=dcgan|lsgan: the baseline's two losses (None: the Wasserstein ones)
+        self.score_loss = losses.SCORE_LOSSES.get(self.hot.objective)
         # loss=wgan: the weights clipped after every critic update
         self._clipped = list(self.critic.parameters()) if self.hot.clip else []
         # trainer.subpixel_convs: few-channel transposed convolutions (wgangp/subpixel.py)
@@ -337,24 +353,30 @@ class Trainer:
                     generator=self.rng,
                     output_scale=self._loss_scale(),
                 )
-        # the loss is λ·GP − W: its two means are computed once, for both
-        w = losses.wasserstein_estimate(d_real, d_fake)
-        if penalty:
-            lam = hot.gp_lambda * lam_scale
-            loss = losses.critic_loss(d_real, d_fake, gp.penalty, lam, estimate=w)
-            self._gp_stats = {"gp": gp.penalty.detach(), "grad_norm": gp.grad_norm.detach().mean()}
+        if self.score_loss is not None:  # loss=dcgan|lsgan: no Wasserstein estimate
+            loss, shown = self._score_critic_loss(d_real, d_fake)
         else:
-            loss = losses.critic_loss(d_real, d_fake, w.new_zeros(()), 0.0, estimate=w)
+            # the loss is λ·GP − W: its two means are computed once, for both
+            w = losses.wasserstein_estimate(d_real, d_fake)
+            if penalty:
+                lam = hot.gp_lambda * lam_scale
+                loss = losses.critic_loss(d_real, d_fake, gp.penalty, lam, estimate=w)
+                self._gp_stats = {
+                    "gp": gp.penalty.detach(),
+                    "grad_norm": gp.grad_norm.detach().mean(),
+                }
+            else:
+                loss = losses.critic_loss(d_real, d_fake, w.new_zeros(()), 0.0, estimate=w)
+            shown = {"wasserstein": w.detach()}
         if acgan:
             loss = loss + hot.acgan_scale * acgan["acgan/critic"]
             acgan["acgan/critic"] = acgan["acgan/critic"].detach()
-        w = w.detach()
-        terms = {"critic loss": loss.detach(), "W estimate": w}
+        terms = {"critic loss": loss.detach(), **{_TERMS[k]: v for k, v in shown.items()}}
         if "gp" in self._gp_stats:
             terms["GP"] = self._gp_stats["gp"]
         # fp16: a penalty that overflowed under loss scaling is GradScaler's to skip
         # (it lowers the scale); a genuine NaN still shows in the forward terms
-        check = None if self.scaler is None else w
+        check = None if self.scaler is None else next(iter(shown.values()))
         self._apply(loss, self.opt_c, "critic", terms, check=check)
         if self._clipped:  # loss=wgan: weight clipping, after the update as the official code
             with torch.no_grad():
@@ -362,10 +384,23 @@ class Trainer:
                 torch._foreach_clamp_max_(self._clipped, hot.clip)
         return {
             "loss/critic": terms["critic loss"],
-            "wasserstein": w,
+            **shown,
             **self._gp_stats,  # the latest penalty (lazy penalty: from an earlier step)
             **acgan,
         }
+
+    def _score_critic_loss(
+        self, d_real: Tensor, d_fake: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """loss=dcgan|lsgan: the critic's loss, and its mean outputs on real and fake
+        (``dcgan``: as probabilities) for the logs."""
+        score = self.score_loss
+        assert score is not None
+        shown = {
+            "d_real": score.shown(d_real.detach().float()).mean(),
+            "d_fake": score.shown(d_fake.detach().float()).mean(),
+        }
+        return score.critic(d_real, d_fake), shown
 
     def generator_step(
         self, z: Tensor | None = None, labels: Tensor | None = None
@@ -388,17 +423,23 @@ class Trainer:
                 # under DDP the plain critic: its frozen parameters are no reducer's business
                 if labels is None:
                     fake = self._fmt(self.generator_fwd(z))
-                    loss = losses.generator_loss(self.critic_frozen_fwd(fake))
+                    loss = self._generator_loss(self.critic_frozen_fwd(fake))
                 else:
                     fake = self._fmt(self.generator_fwd(z, labels))
                     score, logits = self.critic_frozen_fwd(fake, with_logits=True)
                     ce = losses.class_loss(logits, labels)
-                    loss = losses.generator_loss(score) + hot.acgan_scale_g * ce
+                    loss = self._generator_loss(score) + hot.acgan_scale_g * ce
                     stats["acgan/generator"] = ce.detach()
             self._apply(loss, self.opt_g, "generator", {"generator loss": loss.detach()})
         finally:
             self.critic.requires_grad_(True)
         return {"loss/generator": loss.detach(), **stats}
+
+    def _generator_loss(self, d_fake: Tensor) -> Tensor:
+        """L_G: −E[D(G(z))], or the baseline's (loss=dcgan|lsgan)."""
+        if self.score_loss is None:
+            return losses.generator_loss(d_fake)
+        return self.score_loss.generator(d_fake)
 
     def _loss_scale(self) -> Tensor | None:
         """fp16: GradScaler's current scale as a device tensor (no host sync)."""
@@ -638,7 +679,7 @@ class Trainer:
                     last["perf/steps_per_sec"] = count / max(now - tick, 1e-9)
                     last["perf/global_batch_size"] = float(self.global_batch_size)
                     self._log(writer, last)
-                    shown = [k for k in ("wasserstein", "gp") if k in last]
+                    shown = [k for k in ("wasserstein", "gp", "d_real", "d_fake") if k in last]
                     bar.set_postfix({k: f"{last[k]:.3g}" for k in shown})
                     sums.clear()
                     count, tick = 0, now

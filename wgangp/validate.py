@@ -26,7 +26,12 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "fp16")
 NAN_POLICIES = ("stop", "skip")
 NAN_CHECKS = ("auto", "step", "iteration")
-CRITIC_NORMS = ("none", "layernorm", "instancenorm", "auto")
+CRITIC_NORMS = ("none", "layernorm", "instancenorm", "auto", "batchnorm")
+BATCHNORM_FIX = (
+    "batch norm couples the samples of a batch, so the critic's gradient at one "
+    "interpolate depends on the others and the per-sample penalty no longer "
+    "constrains a 1-Lipschitz function (Gulrajani et al. 2017, §4); use layernorm"
+)
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -180,7 +185,7 @@ def validate_text(cfg: Any) -> None:
             )
 
 
-LOSSES = ("wgan-gp", "wgan")
+LOSSES = ("wgan-gp", "wgan", "dcgan", "lsgan")
 OPTIMIZERS = ("adam", "rmsprop")
 
 
@@ -193,20 +198,21 @@ def validate_loss(cfg: Any) -> None:
             "loss.name",
             loss.name,
             " | ".join(LOSSES),
-            "wgan-gp is the paper's method; loss=wgan picks the weight-clipping baseline",
+            "wgan-gp is the paper's method; loss=wgan, loss=dcgan and loss=lsgan pick the "
+            "official scripts' baselines (weight clipping, the standard and the "
+            "least-squares GAN)",
         )
     if optim.name not in OPTIMIZERS:
         raise ConfigError("optim.name", optim.name, " | ".join(OPTIMIZERS))
-    if loss.name == "wgan":
-        if _finite("loss.clip", loss.clip) <= 0:
-            raise ConfigError("loss.clip", loss.clip, "a number > 0", "the official value is 0.01")
-        if cfg.gp.every != 1:
-            raise ConfigError(
-                "gp.every",
-                cfg.gp.every,
-                "1 with loss.name=wgan",
-                "weight clipping takes no penalty, so there is none to take lazily",
-            )
+    if loss.name == "wgan" and _finite("loss.clip", loss.clip) <= 0:
+        raise ConfigError("loss.clip", loss.clip, "a number > 0", "the official value is 0.01")
+    if loss.name != "wgan-gp" and cfg.gp.every != 1:
+        raise ConfigError(
+            "gp.every",
+            cfg.gp.every,
+            f"1 with loss.name={loss.name}",
+            "this objective takes no gradient penalty, so there is none to take lazily",
+        )
     if optim.name != "adam" and cfg.trainer.nan_check == "iteration":
         raise ConfigError(
             "trainer.nan_check",
@@ -370,14 +376,14 @@ def validate(cfg: Any) -> torch.device:
             "trainer.ema.decay", t.ema.decay, "null (off) or 0 < decay < 1", "e.g. 0.999"
         )
     norm = cfg.critic.norm
-    if norm == "batchnorm" or norm not in CRITIC_NORMS:
+    if norm not in CRITIC_NORMS:
+        raise ConfigError("critic.norm", norm, " | ".join(n for n in CRITIC_NORMS))
+    if norm == "batchnorm" and cfg.loss.name == "wgan-gp":
         raise ConfigError(
             "critic.norm",
             norm,
-            " | ".join(n for n in CRITIC_NORMS),
-            "batch norm couples the samples of a batch, so the critic's gradient at one "
-            "interpolate depends on the others and the per-sample penalty no longer "
-            "constrains a 1-Lipschitz function (Gulrajani et al. 2017, §4); use layernorm",
+            " | ".join(n for n in CRITIC_NORMS if n != "batchnorm") + " with loss.name=wgan-gp",
+            BATCHNORM_FIX + " (batch norm is for the baselines: loss=wgan|dcgan|lsgan)",
         )
     device = resolve_device(t.device)
     if t.precision in ("fp16",) and device.type != "cuda":

@@ -24,6 +24,8 @@ Critic, ``(N, C, S, S) → (N,)``::
 Critic norm: ``gan_cifar.py`` drops the critic's batch norm in WGAN-GP mode (the
 default here, ``norm: none``); ``gan_64x64.py`` swaps it for layer norm over (C, H, W)
 (``critic.norm=layernorm``). Either way the norm is on every conv but the first.
+The official scripts' baseline modes keep batch norm there (``critic.norm=batchnorm``,
+allowed with ``loss=wgan|dcgan|lsgan`` only).
 The generator keeps batch norm (the penalty only involves the critic). The linear
 layer's output is normalised per channel after the reshape, as in ``gan_64x64.py``
 (``generator.input_norm=channel``, the default); ``gan_cifar.py`` normalises it per
@@ -178,7 +180,8 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANCritic(nn.Module):
-    """D: R^{C×S×S} → R, one linear score per sample (no sigmoid, no batch norm).
+    """D: R^{C×S×S} → R, one linear score per sample (no sigmoid; batch norm only for
+    the baselines without a penalty, ``loss=wgan|dcgan|lsgan``).
 
     ``gated``: ``act`` is the channel-halving gate and every conv has twice the
     channels (``MultiplicativeDCGANDiscriminator``); the linear layer still reads

@@ -55,6 +55,9 @@ def activation(group: str, name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+MLP_CRITIC_NORMS = ("none", "layernorm", "batchnorm")
+
+
 def mlp(
     in_dim: int, out_dim: int, width: int, depth: int, act: Any, norm: str = "none"
 ) -> nn.Sequential:
@@ -65,6 +68,8 @@ def mlp(
         layers.append(tag(nn.Linear(d, width), "he"))  # the toy script's ReLULayer
         if norm == "layernorm":
             layers.append(nn.LayerNorm(width))
+        elif norm == "batchnorm":
+            layers.append(nn.BatchNorm1d(width))
         layers.append(act())
         d = width
     layers.append(nn.Linear(d, out_dim))  # untagged: glorot, tflib's default
@@ -116,14 +121,9 @@ def _check_width_depth(group: str, cfg: Any) -> None:
 def build_mlp_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
     _check_width_depth("critic", cfg)
     norm = cfg.norm
-    if norm not in ("none", "layernorm"):
-        raise ConfigError(
-            "critic.norm",
-            norm,
-            "none | layernorm",
-            "batch norm couples the samples of a batch, which breaks the per-sample "
-            "gradient penalty (Gulrajani et al. 2017, §4); use layernorm or none",
-        )
+    if norm not in MLP_CRITIC_NORMS:
+        # batchnorm: the baselines' only (loss=wgan|dcgan|lsgan; wgangp.validate checks)
+        raise ConfigError("critic.norm", norm, " | ".join(MLP_CRITIC_NORMS))
     act_name = cfg.activation
     activation("critic", act_name)  # validate
     init = check_init("critic", getattr(cfg, "init", "tflib"))

@@ -38,7 +38,8 @@ Critic::
 Critic norm (``critic.norm``): ``auto`` (the YAML default) resolves to the official
 choice, ``none`` for the CIFAR variant (``NORMALIZATION_D = False``) and ``layernorm``
 for the 64×64 one (``Normalize`` in WGAN-GP mode); ``none``, ``layernorm`` and
-``instancenorm`` can be forced. It sits at both pre-activation points of every
+``instancenorm`` can be forced, and ``batchnorm`` (``Normalize`` in the other modes)
+with ``loss=wgan|dcgan|lsgan``. It sits at both pre-activation points of every
 :class:`~wgangp.models.blocks.ResidualBlock`, never in the first block/conv. The
 generator uses batch norm there (``generator.norm``).
 

@@ -32,6 +32,12 @@ def check_bn_mode(key: str, bn: str) -> str:
     return bn
 
 
+def has_batchnorm(module: nn.Module) -> bool:
+    """Whether any layer of ``module`` normalises by batch statistics (batch norm, its
+    synchronised and class-conditional forms)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 @contextmanager
 def sampling_mode(generator: nn.Module, bn: str = "running") -> Iterator[nn.Module]:
     """``generator`` in eval mode for sampling; with ``bn="batch"`` its batch norms use
@@ -55,4 +61,4 @@ def sampling_mode(generator: nn.Module, bn: str = "running") -> Iterator[nn.Modu
         generator.train(was_training)
 
 
-__all__ = ["BN_MODES", "check_bn_mode", "sampling_mode"]
+__all__ = ["BN_MODES", "check_bn_mode", "has_batchnorm", "sampling_mode"]
