@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 from tests.conftest import TINY, cli, compose_cfg
 from wgangp.checkpoint import load_checkpoint
 from wgangp.errors import ConfigError
+from wgangp.sweep_report import find_jobs, load_job, read_scalars, sample_sheet, sheet_layout
 from wgangp.sweep_report import main as report_main
-from wgangp.sweep_report import read_scalars
 from wgangp.train import (
     LOGGED_SCALARS,
     _short_dirname,
@@ -346,3 +346,41 @@ def test_optimized_metric_errors_say_how_to_fix_them(overrides, fix):
 )
 def test_optimized_metrics_the_run_logs_are_accepted(overrides):
     check_optimized_metric(compose_cfg(*overrides))
+
+
+def test_the_sample_sheet_lays_a_two_key_sweep_out_as_a_table():
+    """Figure 2's layout: the first swept key's values down, the second's across."""
+    vary = [
+        ["experiment=fig2_tanh", "loss=dcgan"],
+        ["experiment=fig2_tanh", "loss=wgan_gp"],
+        ["experiment=fig2_no_norm", "loss=dcgan"],
+        ["experiment=fig2_no_norm", "loss=wgan_gp"],
+        ["experiment=fig2_gated", "loss=wgan_gp"],  # a cell of the table left empty
+    ]
+    where, down, across = sheet_layout(vary)
+    assert where == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 1)]
+    assert down == ["experiment=fig2_tanh", "experiment=fig2_no_norm", "experiment=fig2_gated"]
+    assert across == ["loss=dcgan", "loss=wgan_gp"]
+    # one key, three keys, or a pair twice: the jobs in order, ⌈√n⌉ to a row, no titles
+    assert sheet_layout([["a=1"], ["a=2"], ["a=3"]]) == ([(0, 0), (0, 1), (1, 0)], [], [])
+    assert sheet_layout([["a=1", "b=1", "c=1"], ["a=2", "b=1", "c=2"]])[1:] == ([], [])
+    assert sheet_layout([["a=1", "b=1"], ["a=1", "b=1"]])[1:] == ([], [])
+    assert sheet_layout([["a=1", "b=1"], ["a=2"]])[1:] == ([], [])
+
+
+def test_the_report_puts_every_jobs_last_picture_on_one_sheet(tmp_path, capsys):
+    from PIL import Image
+
+    cli("-m", *QUICK, "loss=dcgan,wgan_gp", "trainer.seed=0,1", cwd=tmp_path, check=True)
+    sweep = sweep_dir(tmp_path)
+    assert report_main([str(sweep), "--metric", "loss/critic"]) == 0
+    assert "sweep_samples.png" in capsys.readouterr().out
+    with Image.open(sweep / "sweep_samples.png") as im:
+        assert im.size == (600, 600)  # 2 × 2 cells of 3 inches at 100 dpi
+    # jobs that drew no picture (text runs write .txt samples): no sheet
+    jobs = [load_job(p, sweep) for p in find_jobs(sweep)]
+    for job in jobs:
+        for png in (job.path / "samples").glob("*.png"):
+            png.unlink()
+    assert not sample_sheet(jobs, tmp_path / "sheet.png")
+    assert not (tmp_path / "sheet.png").exists()

@@ -11,7 +11,10 @@ Every job directory under ``DIR`` (a directory holding ``checkpoints/last.pt``, 
 
 Writes ``sweep_report.md``, ``sweep_report.csv`` and ``sweep_report.png`` (the metric
 against the step, one curve per job) into ``DIR`` (or ``--out``), and prints the
-Markdown table. For an Optuna sweep the best trial (``optimization_results.yaml``) is
+Markdown table. Where the jobs drew pictures, ``sweep_samples.png`` puts each job's last
+one on a sheet; a sweep over two keys makes it a table (the first key's values down,
+the second's across: ``-m experiment=fig2_... loss=dcgan,lsgan,wgan,wgan_gp`` lays out
+the paper's Figure 2). For an Optuna sweep the best trial (``optimization_results.yaml``) is
 listed under the table. ``tensorboard --logdir DIR`` shows the same runs side by side.
 """
 
@@ -170,6 +173,72 @@ def plot(jobs: list[Job], rows: list[dict[str, Any]], metric: str, path: Path) -
     plt.close(fig)
 
 
+def latest_picture(job: Job) -> Path | None:
+    """The job's last sample picture (``samples/step_*.png``); None if it drew none
+    (text runs write ``.txt`` samples)."""
+    found = sorted(job.path.glob("samples/step_*.png"))  # zero-padded steps sort in order
+    return found[-1] if found else None
+
+
+def sheet_layout(vary: list[list[str]]) -> tuple[list[tuple[int, int]], list[str], list[str]]:
+    """Where each job's picture goes: ``(cells, row titles, column titles)``.
+
+    With exactly two varying keys, set in every job and no pair twice, a table: the
+    first key's values down, the second's across, in the order the jobs bring them.
+    Otherwise the jobs in order, ⌈√n⌉ to a row, with no titles (each cell has its own).
+    """
+    pairs = [dict(o.split("=", 1) for o in v) for v in vary]
+    keys = list(dict.fromkeys(k for p in pairs for k in p))
+    if len(keys) == 2 and all(len(p) == 2 for p in pairs):
+        cells = [(p[keys[0]], p[keys[1]]) for p in pairs]
+        if len(set(cells)) == len(cells):
+            down = list(dict.fromkeys(r for r, _ in cells))
+            across = list(dict.fromkeys(c for _, c in cells))
+            where = [(down.index(r), across.index(c)) for r, c in cells]
+            return where, [f"{keys[0]}={r}" for r in down], [f"{keys[1]}={c}" for c in across]
+    ncols = max(1, math.ceil(math.sqrt(len(vary))))
+    return [divmod(i, ncols) for i in range(len(vary))], [], []
+
+
+def sample_sheet(jobs: list[Job], path: Path) -> bool:
+    """Each job's last sample picture on one sheet (:func:`sheet_layout`); False, and
+    nothing written, if no job drew one."""
+    pictures = [latest_picture(j) for j in jobs]
+    if not any(pictures):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    vary = varying_overrides(jobs)
+    where, down, across = sheet_layout(vary)
+    nrows = 1 + max(r for r, _ in where)
+    ncols = 1 + max(c for _, c in where)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for job, pic, labels, (r, c) in zip(jobs, pictures, vary, where, strict=True):
+        ax = axes[r][c]
+        if pic is None:
+            ax.text(0.5, 0.5, "no samples", ha="center", va="center", fontsize=8)
+        else:
+            with Image.open(pic) as im:
+                ax.imshow(im.convert("RGB"))
+        if not down:  # no table: each cell says which job it is
+            ax.set_title(" ".join(labels)[:50] or job.name[:50], fontsize=7)
+    for r, title in enumerate(down):
+        axes[r][0].text(-0.05, 0.5, title, transform=axes[r][0].transAxes, rotation=90,
+                        ha="right", va="center", fontsize=8)  # fmt: skip
+    for c, title in enumerate(across):
+        axes[0][c].set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def optuna_summary(root: Path) -> str:
     """The best trial of an Optuna sweep (``optimization_results.yaml``), as Markdown."""
     found = sorted(root.rglob("optimization_results.yaml"))
@@ -222,6 +291,8 @@ def report(
     files["md"].write_text(markdown(rows, str(root), optuna_summary(root)))
     write_csv(rows, files["csv"])
     plot(jobs, rows, metric, files["png"])
+    if sample_sheet(jobs, out / "sweep_samples.png"):
+        files["samples"] = out / "sweep_samples.png"
     return rows, files
 
 
@@ -253,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wgangp-sweep-report: error: {e}", file=sys.stderr)
         return 2
     print(files["md"].read_text(), end="")
-    print(f"\nwrote {files['md']}, {files['csv']}, {files['png']}")
+    print("\nwrote " + ", ".join(str(f) for f in files.values()))
     return 0
 
 
