@@ -38,6 +38,9 @@ class DatasetConfig:
     crop: str = "center"
     category: str = "bedroom"
     split: str = "train"
+    # image sets: train on a random subset of N samples of the split (the same N for
+    # every run, whatever trainer.seed; the paper's Figure 4b: 1000 MNIST digits); null: all
+    subset: int | None = None
     on_device: bool = False
     # training batches as (x + U[0, 1)) / 128 - 1 instead of x / 127.5 - 1 (gan_cifar_resnet.py)
     dequantize: bool = False
@@ -69,7 +72,8 @@ class CriticConfig:
     # channels)·tanh(odd channels) after layers of doubled width (gan_64x64.py)
     activation: str = "relu"
     # none | layernorm | instancenorm | auto (conv critics: the architecture's default
-    # for the image size); batchnorm is refused, it breaks the per-sample penalty
+    # for the image size) | batchnorm (loss=wgan|dcgan|lsgan only: it breaks the
+    # per-sample penalty)
     norm: str = "none"
     # weight init: tflib (the official code's) | dcgan (U, std 0.02) | pytorch
     init: str = "tflib"
@@ -229,7 +233,8 @@ class EvalConfig:
 
     ``every`` 0 turns evaluation off. ``metrics`` null picks defaults by data type:
     points with known modes → modes_captured, high_quality, reverse_kl, wasserstein;
-    other points → wasserstein; images → fid, kid, is. ``keep_best`` names one of the
+    other points → wasserstein; images → fid, kid, is; ``critic_loss`` (opt-in) is the
+    critic's loss on held-out data (``split``). ``keep_best`` names one of the
     metrics: the best value so far is kept as ``checkpoints/best.pt`` and is what the
     Hydra task returns (for sweepers).
     """

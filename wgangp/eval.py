@@ -30,7 +30,7 @@ from wgangp.config import EvalConfig
 from wgangp.data import build_data
 from wgangp.errors import ConfigError, MetricUnavailable, UserError
 from wgangp.evaluate import Evaluator
-from wgangp.metrics import METRIC_DIRECTION, METRIC_NAMES
+from wgangp.metrics import CRITIC_METRICS, METRIC_DIRECTION, METRIC_NAMES
 from wgangp.models.sampling import check_bn_mode
 from wgangp.sample import check_output, load_generator
 from wgangp.validate import resolve_device
@@ -102,14 +102,23 @@ def eval_config(args: Any, ckpt: dict[str, Any]) -> Any:
     if run_eval:
         base = OmegaConf.merge(base, run_eval)
     base.keep_best = None
+    # critic_loss is measured in training, where the critic and its loss are at hand
+    sample_metrics = [n for n in METRIC_NAMES if n not in CRITIC_METRICS]
     if args.metrics:
         names = [n.strip() for n in args.metrics.split(",") if n.strip()]
-        unknown = [n for n in names if n not in METRIC_NAMES]
+        unknown = [n for n in names if n not in sample_metrics]
         if unknown or not names:
             raise ConfigError(
-                "metrics", args.metrics, "a comma-separated list of: " + ", ".join(METRIC_NAMES)
+                "metrics",
+                args.metrics,
+                "a comma-separated list of: " + ", ".join(sample_metrics),
+                "critic_loss is logged during training (eval.every)"
+                if set(unknown) & set(CRITIC_METRICS)
+                else "",
             )
         base.metrics = names
+    elif base.metrics is not None:  # the run's: its sample metrics (none left: defaults)
+        base.metrics = [n for n in base.metrics if n not in CRITIC_METRICS] or None
     for key in ("num_samples", "inception_weights", "stats_cache", "split", "bn"):
         if args[key] is not None:
             base[key] = args[key]

@@ -9,6 +9,9 @@ eval mode, no grad, in batches) and computes the configured metrics of
 * images: real feature statistics from :func:`~wgangp.metrics.load_or_compute_real_stats`,
   computed once per (data set, resolution, split, sample count, extractor) and cached
   under ``eval.stats_cache``;
+* ``critic_loss`` (any data but text): the critic's loss, as its update computes it, on
+  held-out real data and the generator's samples, beside ``critic_loss_train``, the same
+  on training data (:meth:`Evaluator.critic_losses`);
 * text: the character n-gram counts of every training line, computed once per run;
   the samples are the argmax symbols of the generator's output. Each ``jsN`` comes with
   ``jsN_real``, the official script's "validation set JSD": as many training lines (at
@@ -31,7 +34,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +46,7 @@ from wgangp.data.base import DataSource
 from wgangp.data.text import is_text
 from wgangp.errors import ConfigError, MetricUnavailable
 from wgangp.metrics import (
+    CRITIC_METRICS,
     IMAGE_METRICS,
     MODE_METRICS,
     POINT_METRICS,
@@ -198,6 +202,9 @@ class Evaluator:
                 "eval.keep_best", eval_cfg.keep_best, "one of the metrics: " + ", ".join(self.names)
             )
         self.is_text = is_text(data.sample_shape)
+        # the metrics of samples alone, and whether the critic's loss is measured too
+        self.sample_names = [n for n in self.names if n not in CRITIC_METRICS]
+        self.measures_critic = len(self.sample_names) < len(self.names)
         default_n = (
             DEFAULT_POINT_SAMPLES
             if self.is_points
@@ -211,6 +218,9 @@ class Evaluator:
         self._ngrams: dict[int, NgramCounts] | None = None
         self._floor: dict[str, float] | None = None
         self._cpu_lines: Tensor | None = None
+        self._split_source: DataSource | None = None
+        # critic_loss: where the held-out reals come from, found (or refused) up front
+        self.heldout: DataSource | None = self._heldout_source() if self.measures_critic else None
 
     # ---------------------------------------------------------------- real data
     def real_points(self) -> tuple[Tensor, Tensor]:
@@ -263,20 +273,54 @@ class Evaluator:
             self._floor = text_metrics(held, rest, self.names)
         return self._floor
 
-    def _real_source(self) -> DataSource:
-        split = self.cfg.split
-        if split is None or split == self.dataset_cfg.get("split"):
-            return self.data
-        from wgangp.data import build_data
+    def _other_split(self) -> bool:
+        return self.cfg.split is not None and self.cfg.split != self.dataset_cfg.get("split")
 
-        ds = OmegaConf.merge(self.dataset_cfg, {"split": split})
-        # only sample() is used, never a training batch: batch size 1 fits any set
-        return build_data(ds, 1, self.device, self.cfg.seed)
+    def _real_source(self) -> DataSource:
+        if not self._other_split():
+            return self.data
+        if self._split_source is None:
+            from wgangp.data import build_data
+
+            # the whole split: dataset.subset picks training samples, not held-out ones
+            ds = OmegaConf.merge(self.dataset_cfg, {"split": self.cfg.split, "subset": None})
+            # only sample() is used, never a training batch: batch size 1 fits any set
+            self._split_source = build_data(ds, 1, self.device, self.cfg.seed)
+        return self._split_source
+
+    def _heldout_source(self) -> DataSource:
+        """critic_loss's real data: ``eval.split`` when it differs from the training
+        split, else fresh draws of a toy distribution; a stored set without another
+        split is refused before training (a held-out loss of training data says nothing)."""
+        if self._other_split():
+            return self._real_source()
+        unseen = self.data.unseen()
+        if unseen is not None:
+            return unseen
+        if self.is_points:  # a points file: one set, nothing held out
+            raise ConfigError(
+                "eval.metrics",
+                list(self.names),
+                "sample metrics for a points file",
+                "critic_loss needs real data the critic never trained on: a points file "
+                "has no other split (the toy distributions draw it afresh)",
+            )
+        raise ConfigError(
+            "eval.split",
+            self.cfg.split,
+            f"a split other than dataset.split={self.dataset_cfg.get('split')} with "
+            "eval.metrics containing critic_loss",
+            "the critic's held-out loss needs real data it never trained on: e.g. "
+            "eval.split=test (mnist, fashion_mnist, cifar10, celeba), dev (mnist_pkl)",
+        )
 
     def stats_key(self, extractor: FeatureExtractor) -> StatsKey:
         ds = self.dataset_cfg
+        name = dataset_id(ds)
+        if ds.get("subset") is not None and not self._other_split():
+            name += f"-subset{ds.subset}"  # the training subset's statistics, not the split's
         return StatsKey(
-            dataset=dataset_id(ds),
+            dataset=name,
             resolution=int(ds.get("image_size", self.data.sample_shape[-1])),
             split=str(self.cfg.split or ds.get("split") or "all"),
             num_samples=self.num_samples,
@@ -319,14 +363,14 @@ class Evaluator:
     @property
     def needs_extractor(self) -> bool:
         """Whether the metrics read features of a network (the image metrics)."""
-        return not self.is_points and not self.is_text
+        return any(n in IMAGE_METRICS for n in self.names)
 
     @property
     def active_names(self) -> list[str]:
-        """The metrics still computed (image metrics drop out when unavailable)."""
+        """The sample metrics still computed (image metrics drop out when unavailable)."""
         if self.unavailable is not None:
-            return [n for n in self.names if n not in IMAGE_METRICS]
-        return list(self.names)
+            return [n for n in self.sample_names if n not in IMAGE_METRICS]
+        return list(self.sample_names)
 
     def _fakes(self, generator: nn.Module) -> Iterator[Tensor]:
         """The evaluation's samples of ``generator``: fixed latents, eval.bn's mode."""
@@ -338,6 +382,8 @@ class Evaluator:
 
     def __call__(self, generator: nn.Module) -> dict[str, float]:
         """The metrics of ``generator``'s samples; ``{}`` when none can be computed."""
+        if not self.sample_names:
+            return {}
         if self.is_text:
             fake = torch.cat([x.argmax(dim=1).cpu() for x in self._fakes(generator)])
             reference = self.reference_ngrams()
@@ -348,7 +394,7 @@ class Evaluator:
             fake = torch.cat(list(self._fakes(generator))).cpu()
             real, real_ref = self.real_points()
             return compute_metrics(
-                self.names,
+                self.sample_names,
                 fake,
                 real,
                 real_ref=real_ref,
@@ -356,6 +402,8 @@ class Evaluator:
                 mode_std=self.data.mode_std,
                 seed=self.cfg.seed,
             )
+        if not self.active_names:
+            return {}
         extractor = self._get_extractor()
         if extractor is None:
             return {}
@@ -372,6 +420,38 @@ class Evaluator:
             kid_subset_size=min(1000, self.num_samples),
             seed=self.cfg.seed,
         )
+
+    def critic_losses(
+        self,
+        loss_fn: Callable[[Tensor, Tensor, torch.Generator], Tensor],
+        generator: nn.Module,
+        batch_size: int,
+    ) -> dict[str, float]:
+        """``critic_loss``: the critic's loss on held-out reals and fakes, the official
+        scripts' "dev disc cost" (the paper's Figure 4b: a gap to the same loss on
+        training data shows the critic overfitting); ``critic_loss_train``: the same on
+        training reals and the same fakes.
+
+        ``loss_fn(real, fake, rng)`` is the critic update's loss of one batch, without
+        the update (:meth:`wgangp.trainer.Trainer.measured_critic_loss`; ``rng`` draws
+        the penalty's ε). Each is the mean over ``num_samples // batch_size`` batches of
+        the training batch size (at least one), fakes from fixed latents with each
+        batch's own statistics (as in training), reals drawn with ``eval.seed``.
+        """
+        assert self.heldout is not None
+        n_batches = max(1, self.num_samples // batch_size)
+        out: dict[str, float] = {}
+        for name, source in (("critic_loss", self.heldout), ("critic_loss_train", self.data)):
+            rng = torch.Generator().manual_seed(self.cfg.seed + 2)
+            fakes = generate_batches(
+                generator, n_batches * batch_size, batch_size, self.cfg.seed, self.device, "batch"
+            )
+            total = torch.zeros((), dtype=torch.float64, device=self.device)
+            for fake in fakes:
+                real = source.sample(fake.shape[0], generator=rng).to(self.device)
+                total += loss_fn(real, fake, rng).double()
+            out[name] = float(total) / n_batches  # one host sync per measurement
+        return out
 
 
 def _json_value(v: float) -> float | None:
@@ -398,6 +478,9 @@ def record(trainer: Trainer, writer: SummaryWriter) -> dict[str, float]:
     ev: Evaluator = trainer.evaluator  # type: ignore[assignment]
     tick = time.perf_counter()
     values = ev(evaluated_generator(trainer))
+    if ev.measures_critic:  # against the generator the critic trains with, not the EMA
+        batch = trainer.hot.batch_size
+        values.update(ev.critic_losses(trainer.measured_critic_loss, trainer.generator, batch))
     if not values:
         return {}
     seconds = time.perf_counter() - tick

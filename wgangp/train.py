@@ -430,6 +430,7 @@ LOGGED_SCALARS: dict[str, tuple[str, ...]] = {
 #: metrics logged with a companion value (``metrics/kid`` and ``metrics/kid_std``, ...)
 METRIC_COMPANIONS = {
     "wasserstein": "wasserstein_real",
+    "critic_loss": "critic_loss_train",
     "kid": "kid_std",
     "is": "is_std",
     **{f"js{n}": f"js{n}_real" for n in range(1, 5)},

@@ -157,6 +157,25 @@ def validate_conditional(cfg: Any) -> None:
             )
 
 
+def validate_subset(ds: Any) -> None:
+    """``dataset.subset``: null, or a count ≥ 1 of a stored image set (its size is
+    checked when the set is opened)."""
+    from wgangp.data.images import OPENERS  # torchvision stays unimported until needed
+
+    subset = ds.get("subset")
+    if subset is None:
+        return
+    if ds.name not in (*OPENERS, "mnist_pkl"):
+        raise ConfigError(
+            "dataset.subset",
+            subset,
+            f"null for dataset={ds.name}",
+            "a subset of a stored image set; a toy set's size is dataset.fixed_points, "
+            "text's dataset.max_examples",
+        )
+    _at_least("dataset.subset", subset, 1)
+
+
 def validate_text(cfg: Any) -> None:
     """Text data (``dataset=billion_word``) and the language networks go together; the
     text keys of ``dataset`` are checked before anything is read."""
@@ -339,6 +358,7 @@ def validate(cfg: Any) -> torch.device:
     validate_conditional(cfg)
     validate_text(cfg)
     validate_loss(cfg)
+    validate_subset(cfg.dataset)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)

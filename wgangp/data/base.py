@@ -8,7 +8,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wgangp.errors import DataError
+from wgangp.errors import ConfigError, DataError
+
+#: ``dataset.subset`` is drawn from this seed, not ``trainer.seed``: runs that differ in
+#: their seed train on the same samples
+SUBSET_SEED = 0
+
+
+def subset_indices(n: int, k: int | None, name: str) -> Tensor | None:
+    """The ``k`` of a split's ``n`` samples that ``dataset.subset=k`` keeps (a random
+    choice, the same for every run, in stored order); None (``k`` None): all of them."""
+    if k is None:
+        return None
+    if not 1 <= k <= n:
+        raise ConfigError(
+            "dataset.subset",
+            k,
+            f"1 … {n}, the samples of {name}",
+            "null trains on all of them",
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SUBSET_SEED))
+    return perm[:k].sort().values
 
 
 class DataSource(ABC):
@@ -46,6 +66,11 @@ class DataSource(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
+
+    def unseen(self) -> DataSource | None:
+        """A source of real samples training never reads (a toy distribution's fresh
+        draws), for held-out measurements; None for a stored set (use another split)."""
+        return None
 
     def describe(self) -> str:
         return f"{type(self).__name__}{self.sample_shape}"

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
 from wgangp.data import register_dataset
-from wgangp.data.base import DataSource
+from wgangp.data.base import DataSource, subset_indices
 from wgangp.data.image_folder import ImageFolderImages
 from wgangp.data.image_source import (
     CROPS,
@@ -340,6 +341,9 @@ def build_images(cfg: Any, batch_size: int, device: torch.device, seed: int) -> 
     """The DataSource for an image data set config (see the module docstring)."""
     validate_image_config(cfg)
     base = OPENERS[cfg.name](cfg)
+    keep = subset_indices(len(base), cfg.get("subset"), f"{cfg.name} ({cfg.split})")
+    if keep is not None:
+        base = SubsetOf(base, keep.tolist())
     items = ImageItems(base, ImageTransform(cfg.image_size, cfg.channels, cfg.crop))
     labels, num_classes = class_labels(cfg.name, base)
     source = _source(cfg, items, batch_size, device, seed, labels, num_classes)
@@ -384,6 +388,20 @@ def _source(
         labels=labels,
         num_classes=num_classes,
     )
+
+
+class SubsetOf(Subset):
+    """torch's ``Subset`` (``dataset.subset``) with what the loaders read of the whole
+    set: its labels (``targets``, those of the kept samples), ``classes`` and the rest."""
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return torch.as_tensor(self.dataset.targets)[torch.as_tensor(self.indices)]
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401
+        if name in ("dataset", "indices"):  # not set yet (unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 def class_labels(name: str, base: Any) -> tuple[torch.Tensor | None, int | None]:  # noqa: ANN401

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from wgangp.data import register_dataset
-from wgangp.data.base import DataSource, TensorSource
+from wgangp.data.base import DataSource, TensorSource, subset_indices
 from wgangp.errors import ConfigError, DataError
 from wgangp.paths import expand_path
 from wgangp.pixels import UNIT, pixel_range
@@ -131,6 +131,9 @@ def build_mnist_pkl(cfg: Any, batch_size: int, device: torch.device, seed: int) 
             )
         _download(root)
     images, labels = read_split(path, cfg.split)
+    keep = subset_indices(len(images), cfg.get("subset"), f"mnist_pkl ({cfg.split})")
+    if keep is not None:
+        images, labels = images[keep.numpy()], labels[keep.numpy()]
     x = torch.from_numpy(images).view(-1, 1, 28, 28)
     if pixel_range(cfg) != UNIT:
         x = x * 2 - 1

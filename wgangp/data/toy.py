@@ -45,6 +45,10 @@ class _Generated(DataSource):
     def next_batch(self) -> Tensor:
         return self.sample(self.batch_size)
 
+    def unseen(self) -> DataSource:
+        """Every draw is fresh: an evaluation's own draws are held out."""
+        return self
+
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.get_state()}
 
@@ -124,6 +128,11 @@ class FixedToySet(TensorSource):
             points = source.sample(n, generator=g).cpu()
         device = source.device
         super().__init__(points.to(device), batch_size, seed, "the fixed set", reshuffle=False)
+        self.distribution = source
+
+    def unseen(self) -> DataSource:
+        """Fresh draws from the distribution the fixed set was drawn from."""
+        return self.distribution
 
 
 def fixed_set(cfg: Any, source: MixtureOfGaussians | SwissRoll, batch_size: int, seed: int) -> Any:

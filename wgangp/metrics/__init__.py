@@ -58,7 +58,9 @@ from wgangp.metrics.text import TEXT_METRICS, reference_ngrams, text_metrics
 
 MODE_METRICS = ("modes_captured", "high_quality", "reverse_kl")
 POINT_METRICS = (*MODE_METRICS, "wasserstein")
-METRIC_NAMES = (*POINT_METRICS, *IMAGE_METRICS, *TEXT_METRICS)
+#: measured with the critic, not on samples alone (wgangp.evaluate.Evaluator.critic_losses)
+CRITIC_METRICS = ("critic_loss",)
+METRIC_NAMES = (*POINT_METRICS, *IMAGE_METRICS, *TEXT_METRICS, *CRITIC_METRICS)
 
 #: "max": higher is better, "min": lower is better (drives best-checkpoint selection)
 METRIC_DIRECTION: dict[str, str] = {
@@ -73,6 +75,9 @@ METRIC_DIRECTION: dict[str, str] = {
     "recall": "max",  # fraction of reals on the fake manifold, 0..1
     # text: JS divergence (bits) of the character n-gram distributions, 0..1
     **dict.fromkeys(TEXT_METRICS, "min"),
+    # the critic's loss on held-out real data (the official "dev disc cost"): higher
+    # means the critic tells held-out real from fake less well; compare critic_loss_train
+    "critic_loss": "max",
 }
 
 
@@ -215,6 +220,7 @@ __all__ = [
     "INCEPTION_WEIGHTS_FILES",
     "METRIC_DIRECTION",
     "METRIC_NAMES",
+    "CRITIC_METRICS",
     "MODE_METRICS",
     "POINT_METRICS",
     "TEXT_METRICS",
