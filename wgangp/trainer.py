@@ -458,6 +458,7 @@ class Trainer:
                         target=self.hot.gp_target,
                         one_sided=self.hot.gp_one_sided,
                         eps=eps.to(real.device),
+                        output_scale=self._loss_scale(),  # fp16: as in the update
                     )
                     loss = loss + self.hot.gp_lambda * gp.penalty
                 return loss.detach()
