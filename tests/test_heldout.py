@@ -241,3 +241,36 @@ def test_held_out_data_and_image_statistics_ignore_the_training_subset(tmp_path,
 
 class _Named:
     name = "x"
+
+
+def test_a_training_subset_is_measured_against_the_rest_of_its_split(tmp_path, no_md5):
+    """dataset.subset without eval.split: the held-out data is the split's other samples
+    (the only held-out data an image_folder has)."""
+    from wgangp.evaluate import Evaluator
+
+    write_labeled_cifar10(tmp_path)
+    ev_cfg = compose_cfg("eval.metrics=[critic_loss]").eval
+    ds = make_cfg("cifar10", tmp_path, subset=7, dequantize=False)
+    ev = Evaluator(ev_cfg, ds, build_data(ds, 4, CPU, 0), CPU)
+    keep = set(subset_indices(30, 7, "cifar10 (train)").tolist())
+    rest = [i for i in range(30) if i not in keep]
+    assert len(ev.heldout.items) == 23
+    # image i of the fake CIFAR is filled with 25·label(i) + i mod 5: the rest's values
+    values = sorted(int(v) for v in torch.round((ev.heldout.sample(23)[:, 0, 0, 0] + 1) * 127.5))
+    assert values == sorted(25 * ((i * 7) % 10) + i % 5 for i in rest)
+    # all of the split in the subset: nothing is left to hold out
+    whole = make_cfg("cifar10", tmp_path, subset=30)
+    with pytest.raises(ConfigError) as e:
+        Evaluator(ev_cfg, whole, build_data(whole, 4, CPU, 0), CPU)
+    assert e.value.key == "eval.split" and "dataset.subset=N" in str(e.value)
+
+
+def test_a_mnist_pkl_subset_holds_out_the_rest(tmp_path):
+    arrays = write_pkl(tmp_path)
+    src = build_data(cfg_for(tmp_path, "dataset.subset=5").dataset, 5, CPU, 0)
+    images, labels = arrays["train"]
+    keep = subset_indices(len(images), 5, "mnist_pkl (train)")
+    rest = [i for i in range(len(images)) if i not in set(keep.tolist())]
+    held = src.unseen()
+    assert torch.equal(held.data.flatten(1), torch.from_numpy(images[rest]))
+    assert torch.equal(held.labels, torch.from_numpy(labels[rest]))

@@ -290,8 +290,10 @@ class Evaluator:
 
     def _heldout_source(self) -> DataSource:
         """critic_loss's real data: ``eval.split`` when it differs from the training
-        split, else fresh draws of a toy distribution; a stored set without another
-        split is refused before training (a held-out loss of training data says nothing)."""
+        split, else what training never reads (:meth:`DataSource.unseen`: a toy
+        distribution's fresh draws, the rest of the split after ``dataset.subset``); a
+        whole stored split is refused before training (a held-out loss of training data
+        says nothing)."""
         if self._other_split():
             return self._real_source()
         unseen = self.data.unseen()
@@ -311,7 +313,8 @@ class Evaluator:
             f"a split other than dataset.split={self.dataset_cfg.get('split')} with "
             "eval.metrics containing critic_loss",
             "the critic's held-out loss needs real data it never trained on: e.g. "
-            "eval.split=test (mnist, fashion_mnist, cifar10, celeba), dev (mnist_pkl)",
+            "eval.split=test (mnist, fashion_mnist, cifar10, celeba), dev (mnist_pkl), or "
+            "train on dataset.subset=N and it is measured on the rest of the split",
         )
 
     def stats_key(self, extractor: FeatureExtractor) -> StatsKey:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,6 +32,13 @@ def subset_indices(n: int, k: int | None, name: str) -> Tensor | None:
     return perm[:k].sort().values
 
 
+def left_out(n: int, keep: Tensor) -> Tensor:
+    """The indices of ``range(n)`` not in ``keep`` (a subset's held-out rest), in order."""
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[keep] = False
+    return mask.nonzero().flatten()
+
+
 class DataSource(ABC):
     """An endless stream of real batches on the training device.
 
@@ -47,6 +55,8 @@ class DataSource(ABC):
     #: folders); None: no labels, for the reason ``label_problem`` gives if it is set
     num_classes: int | None = None
     label_problem: str | None = None
+    #: ``dataset.subset``: builds a source of the split's samples left out of it
+    rest_of_split: Callable[[], DataSource] | None = None
 
     @abstractmethod
     def next_batch(self) -> Tensor:
@@ -68,9 +78,10 @@ class DataSource(ABC):
         del state
 
     def unseen(self) -> DataSource | None:
-        """A source of real samples training never reads (a toy distribution's fresh
-        draws), for held-out measurements; None for a stored set (use another split)."""
-        return None
+        """A source of real samples training never reads, for held-out measurements: a
+        toy distribution's fresh draws, the rest of a split after ``dataset.subset``;
+        None for a whole stored split (use another split)."""
+        return None if self.rest_of_split is None else self.rest_of_split()
 
     def describe(self) -> str:
         return f"{type(self).__name__}{self.sample_shape}"

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Subset
 
 from wgangp.data import register_dataset
-from wgangp.data.base import DataSource, subset_indices
+from wgangp.data.base import DataSource, left_out, subset_indices
 from wgangp.data.image_folder import ImageFolderImages
 from wgangp.data.image_source import (
     CROPS,
@@ -340,15 +340,33 @@ OPENERS: dict[str, Callable[[Any], Any]] = {
 def build_images(cfg: Any, batch_size: int, device: torch.device, seed: int) -> DataSource:
     """The DataSource for an image data set config (see the module docstring)."""
     validate_image_config(cfg)
-    base = OPENERS[cfg.name](cfg)
-    keep = subset_indices(len(base), cfg.get("subset"), f"{cfg.name} ({cfg.split})")
+    whole = OPENERS[cfg.name](cfg)
+    base = whole
+    keep = subset_indices(len(whole), cfg.get("subset"), f"{cfg.name} ({cfg.split})")
     if keep is not None:
-        base = SubsetOf(base, keep.tolist())
-    items = ImageItems(base, ImageTransform(cfg.image_size, cfg.channels, cfg.crop))
+        base = SubsetOf(whole, keep.tolist())
+    transform = ImageTransform(cfg.image_size, cfg.channels, cfg.crop)
+    items = ImageItems(base, transform)
     labels, num_classes = class_labels(cfg.name, base)
     source = _source(cfg, items, batch_size, device, seed, labels, num_classes)
     if labels is None and cfg.name == "image_folder":
         source.label_problem = base.labels_problem()
+    if keep is not None and len(keep) < len(whole):
+        rest = left_out(len(whole), keep).tolist()
+
+        def rest_of_split() -> DataSource:
+            # for evaluation's sample() only: streamed, whatever dataset.on_device says
+            return ImageSource(
+                ImageItems(SubsetOf(whole, rest), transform),
+                1,
+                device,
+                seed,
+                cfg.num_workers,
+                name=f"{cfg.name} ({cfg.split}, outside dataset.subset)",
+                pixels=pixel_range(cfg),
+            )
+
+        source.rest_of_split = rest_of_split
     return source
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from wgangp.data import register_dataset
-from wgangp.data.base import DataSource, TensorSource, subset_indices
+from wgangp.data.base import DataSource, TensorSource, left_out, subset_indices
 from wgangp.errors import ConfigError, DataError
 from wgangp.paths import expand_path
 from wgangp.pixels import UNIT, pixel_range
@@ -131,17 +131,23 @@ def build_mnist_pkl(cfg: Any, batch_size: int, device: torch.device, seed: int) 
             )
         _download(root)
     images, labels = read_split(path, cfg.split)
-    keep = subset_indices(len(images), cfg.get("subset"), f"mnist_pkl ({cfg.split})")
-    if keep is not None:
-        images, labels = images[keep.numpy()], labels[keep.numpy()]
-    x = torch.from_numpy(images).view(-1, 1, 28, 28)
-    if pixel_range(cfg) != UNIT:
-        x = x * 2 - 1
-    return TensorSource(
-        x.to(device),
-        batch_size,
-        seed,
-        name=f"mnist_pkl ({cfg.split})",
-        labels=torch.from_numpy(labels),
-        num_classes=10,
-    )
+    signed = pixel_range(cfg) != UNIT
+
+    def source(idx: np.ndarray | None, batch: int, name: str) -> TensorSource:
+        x, y = (images, labels) if idx is None else (images[idx], labels[idx])
+        x = torch.from_numpy(x).view(-1, 1, 28, 28)
+        x = x * 2 - 1 if signed else x
+        y = torch.from_numpy(y)
+        return TensorSource(x.to(device), batch, seed, name=name, labels=y, num_classes=10)
+
+    name = f"mnist_pkl ({cfg.split})"
+    keep = subset_indices(len(images), cfg.get("subset"), name)
+    if keep is None:
+        return source(None, batch_size, name)
+    src = source(keep.numpy(), batch_size, name)
+    if len(keep) < len(images):
+        rest = left_out(len(images), keep).numpy()
+        src.rest_of_split = lambda: source(
+            rest, 1, f"mnist_pkl ({cfg.split}, outside dataset.subset)"
+        )
+    return src
