@@ -152,7 +152,7 @@ def test_an_image_set_measures_on_eval_split_and_refuses_without_one(tmp_path, n
     assert not t.evaluator.needs_extractor  # no Inception for critic_loss alone
 
 
-def test_refusals_for_data_without_held_out_samples(tmp_path, make_trainer):
+def test_refusals_for_data_without_held_out_samples(tmp_path, make_trainer, capsys):
     import numpy as np
 
     path = tmp_path / "pts.npy"
@@ -160,20 +160,33 @@ def test_refusals_for_data_without_held_out_samples(tmp_path, make_trainer):
     with pytest.raises(ConfigError) as e:
         make_trainer("dataset=points", f"dataset.path={path}", *HELD)
     assert e.value.key == "eval.metrics" and "a points file has no other split" in str(e.value)
-
-
-def test_wgangp_eval_leaves_critic_loss_to_training(tmp_path, make_trainer, capsys):
-    t = make_trainer("trainer.steps=1", "eval.every=0", "eval.metrics=[wasserstein,critic_loss]")
-    t.fit()
-    ckpt = str(tmp_path / "run")
-    with pytest.raises(SystemExit) as e:
-        eval_main([f"checkpoint={ckpt}", "metrics=critic_loss"])
-    assert e.value.code == 2
+    # wgangp-eval says the same of a points run's checkpoint, in its own key names
+    make_trainer("dataset=points", f"dataset.path={path}", "trainer.steps=1").fit()
+    with pytest.raises(SystemExit) as exit_:
+        eval_main([f"checkpoint={tmp_path / 'run'}", "metrics=critic_loss"])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "critic_loss is logged during training (eval.every)" in err
-    eval_main([f"checkpoint={ckpt}", "num_samples=200"])  # the run's list, less critic_loss
+    assert err.startswith("wgangp-eval: error: invalid value for metrics: ['critic_loss']")
+    assert "a points file has no other split" in err
+
+
+def test_wgangp_eval_measures_a_checkpoint_as_training_logged_it(tmp_path, make_trainer, capsys):
+    """The checkpoint's critic against its training generator, whatever ema= says: the
+    numbers training logged at that step, from the same draws."""
+    t = make_trainer(
+        "trainer.steps=2", "trainer.seed=3", "trainer.ema.decay=0.9", "dataset.fixed_points=640",
+        "eval.every=2", "eval.metrics=[wasserstein,critic_loss]", "eval.num_samples=192",
+    )  # fmt: skip
+    t.fit()
+    logged = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    ckpt = str(tmp_path / "run")
+    eval_main([f"checkpoint={ckpt}", "json=" + str(tmp_path / "e.json")])
+    got = json.loads((tmp_path / "e.json").read_text())["metrics"]
+    for k in ("critic_loss", "critic_loss_train"):
+        assert got[k] == pytest.approx(logged[k], rel=1e-5), k
     out = capsys.readouterr().out
-    assert "| wasserstein |" in out and "critic_loss" not in out
+    assert "| critic_loss |" in out and "| critic_loss_train |" in out
+    assert "(training data, to compare)" in out
 
 
 # ----------------------------------------------------------------- dataset.subset

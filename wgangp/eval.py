@@ -7,7 +7,10 @@
 ``checkpoint`` is a run directory (its ``checkpoints/last.pt``) or a checkpoint file
 (``checkpoints/best.pt`` …). The metrics, sample count and real data default to the
 run's own ``eval.*`` settings (and those to the defaults for its data type); the
-samples come from the EMA generator when the checkpoint has one. Prints a table;
+samples come from the EMA generator when the checkpoint has one. ``critic_loss``
+reads the checkpoint's critic against its training generator, held-out data from
+``split=`` (or the run's ``eval.split``, the rest of a ``dataset.subset``, a toy
+distribution's fresh draws), as training logs it. Prints a table;
 ``json=PATH`` also writes ``{"checkpoint", "step", "metrics": {...}}``.
 """
 
@@ -30,7 +33,8 @@ from wgangp.config import EvalConfig
 from wgangp.data import build_data
 from wgangp.errors import ConfigError, MetricUnavailable, UserError
 from wgangp.evaluate import Evaluator
-from wgangp.metrics import CRITIC_METRICS, METRIC_DIRECTION, METRIC_NAMES
+from wgangp.metrics import METRIC_DIRECTION, METRIC_NAMES
+from wgangp.models import build_critic
 from wgangp.models.sampling import check_bn_mode
 from wgangp.sample import check_output, load_generator
 from wgangp.validate import resolve_device
@@ -102,23 +106,14 @@ def eval_config(args: Any, ckpt: dict[str, Any]) -> Any:
     if run_eval:
         base = OmegaConf.merge(base, run_eval)
     base.keep_best = None
-    # critic_loss is measured in training, where the critic and its loss are at hand
-    sample_metrics = [n for n in METRIC_NAMES if n not in CRITIC_METRICS]
     if args.metrics:
         names = [n.strip() for n in args.metrics.split(",") if n.strip()]
-        unknown = [n for n in names if n not in sample_metrics]
+        unknown = [n for n in names if n not in METRIC_NAMES]
         if unknown or not names:
             raise ConfigError(
-                "metrics",
-                args.metrics,
-                "a comma-separated list of: " + ", ".join(sample_metrics),
-                "critic_loss is logged during training (eval.every)"
-                if set(unknown) & set(CRITIC_METRICS)
-                else "",
+                "metrics", args.metrics, "a comma-separated list of: " + ", ".join(METRIC_NAMES)
             )
         base.metrics = names
-    elif base.metrics is not None:  # the run's: its sample metrics (none left: defaults)
-        base.metrics = [n for n in base.metrics if n not in CRITIC_METRICS] or None
     for key in ("num_samples", "inception_weights", "stats_cache", "split", "bn"):
         if args[key] is not None:
             base[key] = args[key]
@@ -136,6 +131,8 @@ def format_table(values: dict[str, float]) -> str:
             better = "(real vs real, for scale)"
         elif k.endswith("_std"):
             better = "(std)"
+        elif k.endswith("_train"):
+            better = "(training data, to compare)"
         shown = "inf" if math.isinf(v) else f"{v:.6g}"
         rows.append(f"| {k} | {shown} | {better} |")
     return "\n".join(rows)
@@ -149,7 +146,7 @@ def evaluate_checkpoint(args: Any) -> tuple[dict[str, float], dict[str, Any]]:
     ev_cfg = eval_config(args, ckpt)
     # the evaluator only draws data.sample(n), never a training batch: batch size 1
     # builds any set the run trained on, however small
-    data = build_data(cfg.dataset, 1, device, seed=0)
+    data = build_data(cfg.dataset, 1, device, seed=int(cfg.trainer.seed))  # its fixed sets
     evaluator = Evaluator(ev_cfg, cfg.dataset, data, device)
     if evaluator.needs_extractor:  # load Inception here: the evaluator's warning is training's
         try:
@@ -157,6 +154,8 @@ def evaluate_checkpoint(args: Any) -> tuple[dict[str, float], dict[str, Any]]:
         except MetricUnavailable as e:
             evaluator.unavailable = own_names(str(e))
     values = evaluator(gen)
+    if evaluator.measures_critic:
+        values.update(checkpoint_critic_losses(evaluator, args, ckpt, cfg, device))
     if evaluator.unavailable is not None:
         if not values:
             raise MetricUnavailable(evaluator.unavailable)
@@ -165,6 +164,30 @@ def evaluate_checkpoint(args: Any) -> tuple[dict[str, float], dict[str, Any]]:
             file=sys.stderr,
         )
     return values, ckpt
+
+
+def checkpoint_critic_losses(
+    evaluator: Evaluator,
+    args: Any,
+    ckpt: dict[str, Any],
+    cfg: Any,
+    device: Any,  # noqa: ANN401
+) -> dict[str, float]:
+    """``critic_loss`` and ``critic_loss_train`` of a checkpoint: its critic and loss
+    settings, against its training generator (not the EMA, whatever ``ema=``), as
+    training measures them (fp32)."""
+    critic = build_critic(
+        cfg.critic, tuple(ckpt["sample_shape"]), int(ckpt.get("num_classes") or 0)
+    )
+    critic.load_state_dict(ckpt["critic"])
+    critic.to(device)
+    gen, _ = load_generator(args.checkpoint, False, device)
+    settings = evaluate.CriticLossSettings.from_cfg(cfg)
+
+    def loss_fn(real: Any, fake: Any, rng: Any) -> Any:  # noqa: ANN401
+        return evaluate.measure_critic_batch(critic, real, fake, rng, settings)
+
+    return evaluator.critic_losses(loss_fn, gen, int(cfg.trainer.batch_size))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,6 +35,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from wgangp import losses
 from wgangp.data.base import DataSource
 from wgangp.data.text import is_text
 from wgangp.errors import ConfigError, MetricUnavailable
@@ -457,6 +459,57 @@ class Evaluator:
         return out
 
 
+@dataclass(frozen=True)
+class CriticLossSettings:
+    """What ``critic_loss`` reads of a run's config: the loss and the penalty's settings."""
+
+    loss: str = "wgan-gp"
+    lam: float = 10.0
+    target: float = 1.0
+    one_sided: bool = False
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> CriticLossSettings:  # noqa: ANN401
+        gp = cfg.gp
+        return cls(
+            str(cfg.get("loss", {}).get("name", "wgan-gp")),  # runs from before loss=
+            float(gp["lambda"]),
+            float(gp.target),
+            bool(gp.one_sided),
+        )
+
+
+def measure_critic_batch(
+    critic: nn.Module,
+    real: Tensor,
+    fake: Tensor,
+    rng: torch.Generator,
+    settings: CriticLossSettings,
+    output_scale: Tensor | None = None,
+) -> Tensor:
+    """One batch of ``critic_loss`` (:func:`wgangp.losses.measured_critic_loss`): ε drawn
+    from ``rng`` (a CPU generator, drawn whatever the loss, so every loss reads the same
+    reals), the critic's batch norms on each batch's statistics with their running ones
+    untouched, no parameter gradient."""
+    eps = losses.interpolation_weights(real.shape[0], real.dim(), generator=rng)
+    critic.requires_grad_(False)  # the penalty's ∇x̂ only: no parameter graph
+    try:
+        with sampling_mode(critic, "batch"):
+            return losses.measured_critic_loss(
+                critic,
+                real,
+                fake.to(real.dtype),
+                loss=settings.loss,
+                lam=settings.lam,
+                target=settings.target,
+                one_sided=settings.one_sided,
+                eps=eps.to(real.device),
+                output_scale=output_scale,
+            )
+    finally:
+        critic.requires_grad_(True)
+
+
 def _json_value(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
@@ -517,12 +570,14 @@ def record(trainer: Trainer, writer: SummaryWriter) -> dict[str, float]:
 __all__ = [
     "DEFAULT_IMAGE_SAMPLES",
     "DEFAULT_POINT_SAMPLES",
+    "CriticLossSettings",
     "METRICS_FILE",
     "Evaluator",
     "default_metrics",
     "evaluated_generator",
     "generate_batches",
     "make_extractor",
+    "measure_critic_batch",
     "record",
     "resolve_metrics",
 ]

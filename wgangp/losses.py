@@ -261,6 +261,41 @@ SCORE_LOSSES: dict[str, ScoreLoss] = {
 }
 
 
+def measured_critic_loss(
+    critic: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    *,
+    loss: str = "wgan-gp",
+    lam: float = 10.0,
+    target: float = 1.0,
+    one_sided: bool = False,
+    eps: Tensor | None = None,
+    output_scale: Tensor | float | None = None,
+) -> Tensor:
+    """The critic update's loss of one batch, as a measurement (detached): ``loss``'s
+    (``loss.name``) E[D(x̃)] − E[D(x)], plus λ·GP at the interpolates of ``eps`` for
+    ``wgan-gp``, or a baseline's (:data:`SCORE_LOSSES`). D(x) and D(x̃) come from two
+    calls (a batch-norm critic normalises each batch by itself, as in its update).
+    Evaluation's ``critic_loss`` on held-out data (wgangp/evaluate.py)."""
+    d_real, d_fake = critic(real), critic(fake)
+    if loss in SCORE_LOSSES:
+        return SCORE_LOSSES[loss].critic(d_real, d_fake).detach()
+    value = -wasserstein_estimate(d_real, d_fake)
+    if loss == "wgan-gp":
+        gp = gradient_penalty(
+            critic,
+            real,
+            fake,
+            target=target,
+            one_sided=one_sided,
+            eps=eps,
+            output_scale=output_scale,
+        )
+        value = value + lam * gp.penalty
+    return value.detach()
+
+
 def class_loss(logits: Tensor, labels: Tensor) -> Tensor:
     r"""The AC-GAN term (Odena et al. 2017): mean cross-entropy
     :math:`-\mathbb{E}[\log \mathrm{softmax}(\ell)_y]` of class ``logits`` ``(N, K)``

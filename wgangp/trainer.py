@@ -442,28 +442,15 @@ class Trainer:
         scored apart, a batch-norm critic normalising each by its own statistics
         without touching its running ones; the plain critic, on this process alone."""
         real, fake = self._fmt(real), self._fmt(fake.to(real.dtype))
-        self.critic.requires_grad_(False)  # the penalty's ∇x̂ only: no parameter graph
-        try:
-            with self._autocast(), sampling_mode(self.critic, "batch"):
-                d_real, d_fake = self.critic(real), self.critic(fake)
-                if self.score_loss is not None:
-                    return self.score_loss.critic(d_real, d_fake).detach()
-                loss = -losses.wasserstein_estimate(d_real, d_fake)
-                if self.hot.penalty:
-                    eps = losses.interpolation_weights(real.shape[0], real.dim(), generator=rng)
-                    gp = losses.gradient_penalty(
-                        self.critic,
-                        real,
-                        fake,
-                        target=self.hot.gp_target,
-                        one_sided=self.hot.gp_one_sided,
-                        eps=eps.to(real.device),
-                        output_scale=self._loss_scale(),  # fp16: as in the update
-                    )
-                    loss = loss + self.hot.gp_lambda * gp.penalty
-                return loss.detach()
-        finally:
-            self.critic.requires_grad_(True)
+        with self._autocast():
+            return evaluate.measure_critic_batch(
+                self.critic,
+                real,
+                fake,
+                rng,
+                evaluate.CriticLossSettings.from_cfg(self.cfg),
+                output_scale=self._loss_scale(),  # fp16: as in the update
+            )
 
     def _generator_loss(self, d_fake: Tensor) -> Tensor:
         """L_G: −E[D(G(z))], or the baseline's (loss=dcgan|lsgan)."""
