@@ -445,18 +445,20 @@ class Evaluator:
         """
         assert self.heldout is not None
         n_batches = max(1, self.num_samples // batch_size)
-        out: dict[str, float] = {}
-        for name, source in (("critic_loss", self.heldout), ("critic_loss_train", self.data)):
-            rng = torch.Generator().manual_seed(self.cfg.seed + 2)
-            fakes = generate_batches(
-                generator, n_batches * batch_size, batch_size, self.cfg.seed, self.device, "batch"
-            )
-            total = torch.zeros((), dtype=torch.float64, device=self.device)
-            for fake in fakes:
-                real = source.sample(fake.shape[0], generator=rng).to(self.device)
-                total += loss_fn(real, fake, rng).double()
-            out[name] = float(total) / n_batches  # one host sync per measurement
-        return out
+        sources = {"critic_loss": self.heldout, "critic_loss_train": self.data}
+        # each source its own draws (reals, then ε), the same sequence for both
+        rngs = {name: torch.Generator().manual_seed(self.cfg.seed + 2) for name in sources}
+        totals = {
+            name: torch.zeros((), dtype=torch.float64, device=self.device) for name in sources
+        }
+        fakes = generate_batches(
+            generator, n_batches * batch_size, batch_size, self.cfg.seed, self.device, "batch"
+        )
+        for fake in fakes:  # generated once, measured against both
+            for name, source in sources.items():
+                real = source.sample(fake.shape[0], generator=rngs[name]).to(self.device)
+                totals[name] += loss_fn(real, fake, rngs[name]).double()
+        return {name: float(t) / n_batches for name, t in totals.items()}  # the host syncs
 
 
 @dataclass(frozen=True)

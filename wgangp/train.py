@@ -408,7 +408,7 @@ def optimized_value(cfg: DictConfig, last: dict[str, float]) -> float | None:
             return float("nan")
         return float(value)
     key = cfg.get("optimized_metric") or "wasserstein"
-    if key not in last and key == "wasserstein" and cfg.loss.name in ("dcgan", "lsgan"):
+    if key not in last and key == "wasserstein" and not _logs_wasserstein(cfg):
         return None  # said when the run started (check_optimized_metric)
     if key not in last:
         log.error("optimized_metric=%s was not logged; logged: %s", key, ", ".join(sorted(last)))
@@ -437,6 +437,16 @@ METRIC_COMPANIONS = {
 }
 
 
+def _logged_scalars(cfg: DictConfig) -> tuple[str, ...]:
+    """:data:`LOGGED_SCALARS` of the run's loss."""
+    return LOGGED_SCALARS.get(cfg.loss.name, LOGGED_SCALARS["wgan-gp"])
+
+
+def _logs_wasserstein(cfg: DictConfig) -> bool:
+    """Whether the run's loss has a Wasserstein estimate to log (not the baselines')."""
+    return "wasserstein" in _logged_scalars(cfg)
+
+
 def loggable_names(cfg: DictConfig) -> list[str]:
     """The names ``optimized_metric`` may take for ``cfg``, known before training.
 
@@ -447,7 +457,7 @@ def loggable_names(cfg: DictConfig) -> list[str]:
 
     from wgangp.evaluate import default_metrics
 
-    names = list(LOGGED_SCALARS.get(cfg.loss.name, LOGGED_SCALARS["wgan-gp"]))
+    names = list(_logged_scalars(cfg))
     e = cfg.get("eval")
     if e is None or not e.get("every"):
         return names
@@ -475,7 +485,7 @@ def check_optimized_metric(cfg: DictConfig) -> None:
     names = loggable_names(cfg)
     if key in names:
         return
-    if key == "wasserstein" and cfg.loss.name in ("dcgan", "lsgan"):
+    if key == "wasserstein" and not _logs_wasserstein(cfg):
         # the default, for an objective without the estimate: a plain run or a grid
         # sweep needs no value, so say what is missing instead of refusing to train
         log.info(

@@ -448,7 +448,12 @@ class Trainer:
                 real,
                 fake,
                 rng,
-                evaluate.CriticLossSettings.from_cfg(self.cfg),
+                evaluate.CriticLossSettings(
+                    self.hot.objective,
+                    self.hot.gp_lambda,
+                    self.hot.gp_target,
+                    self.hot.gp_one_sided,
+                ),
                 output_scale=self._loss_scale(),  # fp16: as in the update
             )
 
