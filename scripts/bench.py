@@ -65,17 +65,14 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-
 from wgangp import losses  # noqa: E402
-from wgangp.config import register_configs  # noqa: E402
 from wgangp.cuda_graph import WARMUP, capture, on_side_stream  # noqa: E402
 from wgangp.data import TensorSource, register_dataset  # noqa: E402
 from wgangp.kernels import count_ops, kernel_ms, synchronize  # noqa: E402
 from wgangp.memory import LiveBytes, state_bytes  # noqa: E402
 from wgangp.models import CRITICS, GENERATORS  # noqa: E402
 from wgangp.models.registry import register_critic, register_generator  # noqa: E402
-from wgangp.train import config_dir, register_resolvers  # noqa: E402
+from wgangp.train import compose_config, config_dir  # noqa: E402
 from wgangp.trainer import Trainer  # noqa: E402
 from wgangp.validate import validate  # noqa: E402
 
@@ -180,10 +177,7 @@ CONFIGS = [
 
 
 def compose_cfg(overrides: list[str]) -> Any:
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    return compose_config(overrides)
 
 
 # --------------------------------------------------------------------------- reference

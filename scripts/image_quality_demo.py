@@ -98,46 +98,39 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from hydra import compose, initialize_config_dir
-
-    from wgangp.config import register_configs
-    from wgangp.train import config_dir, register_resolvers
+    from wgangp.train import compose_config
     from wgangp.trainer import Trainer
 
     work = Path(args.out or tempfile.mkdtemp(prefix="wgangp-image-demo-"))
     data = make_shapes(work / "shapes")
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "dataset=image_folder",
-                f"dataset.root={data}",
-                "dataset.image_size=16",
-                "dataset.channels=1",
-                "dataset.num_workers=0",
-                "dataset.on_device=true",
-                "critic.dim=16",
-                "generator.dim=16",
-                "generator.z_dim=32",
-                "trainer.batch_size=32",
-                "trainer.n_critic=5",
-                f"trainer.steps={args.steps}",
-                "trainer.log_every=50",
-                "trainer.sample_every=0",
-                "trainer.ckpt_every=0",
-                "trainer.progress=false",
-                "trainer.device=cpu",
-                "optim.critic.lr=2e-4",
-                "optim.generator.lr=2e-4",
-                f"eval.every={args.every}",
-                f"eval.num_samples={args.num_samples}",
-                "eval.metrics=[fid,kid,is]",
-                "eval.keep_best=fid",
-                f"eval.stats_cache={work / 'stats'}",
-            ],
-        )
+    cfg = compose_config(
+        [
+            "dataset=image_folder",
+            f"dataset.root={data}",
+            "dataset.image_size=16",
+            "dataset.channels=1",
+            "dataset.num_workers=0",
+            "dataset.on_device=true",
+            "critic.dim=16",
+            "generator.dim=16",
+            "generator.z_dim=32",
+            "trainer.batch_size=32",
+            "trainer.n_critic=5",
+            f"trainer.steps={args.steps}",
+            "trainer.log_every=50",
+            "trainer.sample_every=0",
+            "trainer.ckpt_every=0",
+            "trainer.progress=false",
+            "trainer.device=cpu",
+            "optim.critic.lr=2e-4",
+            "optim.generator.lr=2e-4",
+            f"eval.every={args.every}",
+            f"eval.num_samples={args.num_samples}",
+            "eval.metrics=[fid,kid,is]",
+            "eval.keep_best=fid",
+            f"eval.stats_cache={work / 'stats'}",
+        ],
+    )
     run_dir = work / "run"
     trainer = Trainer(cfg, run_dir, torch.device("cpu"))
     assert trainer.evaluator is not None

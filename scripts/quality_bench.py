@@ -52,26 +52,18 @@ METRICS = ["modes_captured", "high_quality", "reverse_kl", "wasserstein"]
 
 
 def compose(dataset: str, seed: int, extra: list[str]) -> Any:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from wgangp.train import compose_config
 
-    from wgangp.config import register_configs
-    from wgangp.train import config_dir, register_resolvers
-
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return hydra_compose(
-            "config",
-            overrides=[
-                "experiment=toy_quality",
-                f"dataset={dataset}",
-                f"trainer.seed={seed}",
-                "trainer.progress=false",
-                "trainer.device=cpu",
-                *extra,
-            ],
-        )
+    return compose_config(
+        [
+            "experiment=toy_quality",
+            f"dataset={dataset}",
+            f"trainer.seed={seed}",
+            "trainer.progress=false",
+            "trainer.device=cpu",
+            *extra,
+        ]
+    )
 
 
 def run_one(

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from wgangp.config import register_configs
-from wgangp.train import config_dir, register_resolvers
+from wgangp.train import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,10 +53,7 @@ def cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None, ch
 
 
 def compose_cfg(*overrides: str):
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose_config(list(overrides))
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ OmegaConf before any work starts. Semantic checks that a type cannot express
 
 Groups mirror the code: ``dataset`` → :mod:`wgangp.data`, ``critic``/``generator`` →
 :mod:`wgangp.models`, ``optim``, ``gp`` → :mod:`wgangp.losses`, ``trainer`` →
-:mod:`wgangp.trainer`, ``eval`` → :mod:`wgangp.evaluate`.
+:mod:`wgangp.trainer`, ``eval`` → :mod:`wgangp.evaluate`, ``diagnostics`` →
+:mod:`wgangp.diagnostics`.
 """
 
 from __future__ import annotations
@@ -276,6 +277,20 @@ class ConditionalConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    """The critic's health in TensorBoard (:mod:`wgangp.diagnostics`), every ``every``
+    generator steps (0: off), on a fixed batch (its own seeds: the training stream is
+    untouched). ``layer_grads``: ‖∂L/∂a_k‖₂ of the critic loss without its penalty at
+    each weight layer's input (``layer_grad/<k>_<module>``; the paper's Figure 1b,
+    left). ``histograms``: the critic's and generator's weights (``weights/...``;
+    Figure 1b, right), and with ``loss=wgan`` the fraction at the clipping bound."""
+
+    every: int = 0
+    layer_grads: bool = True
+    histograms: bool = True
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
@@ -286,6 +301,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     # a run directory, a checkpoint file, or "auto" (latest checkpoint of this run dir)
     resume: str | None = None
     # the logged value the Hydra task returns (what an Optuna sweep optimises)

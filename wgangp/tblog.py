@@ -143,6 +143,9 @@ class EventLog:
     def add_text(self, *args: Any, **kwargs: Any) -> None:
         self._call("add_text", *args, **kwargs)
 
+    def add_histogram(self, *args: Any, **kwargs: Any) -> None:
+        self._call("add_histogram", *args, **kwargs)
+
     def add_figure(
         self, tag: str, figure: Any, *args: Any, close: bool = True, **kwargs: Any
     ) -> None:

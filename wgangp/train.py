@@ -125,6 +125,17 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config ``wgangp-train`` would compose from ``overrides`` (no run directory,
+    nothing validated): for scripts and tests that build a Trainer themselves."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
 def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 

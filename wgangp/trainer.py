@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from wgangp import distributed, evaluate, layout, losses, subpixel
+from wgangp import diagnostics, distributed, evaluate, layout, losses, subpixel
 from wgangp import step as step_lib
 from wgangp.checkpoint import CheckpointManager
 from wgangp.conv_grad import with_native_conv_grads
@@ -680,6 +680,7 @@ class Trainer:
             desc="wgangp",
         )
         handlers = self._install_signal_handlers()
+        diag_every = self.cfg.diagnostics.every
         try:
             while self.step < t.steps:
                 if self.cfg.optim.lr_decay == "linear":
@@ -707,6 +708,8 @@ class Trainer:
                     count, tick = 0, now
                 if self.evaluator and self.step % self.cfg.eval.every == 0:
                     last.update(evaluate.record(self, writer))
+                if diag_every and self.step % diag_every == 0 and main:
+                    last.update(self.diagnose(writer))
                 if t.sample_every and self.step % t.sample_every == 0:
                     self.write_samples(writer)
                 if t.ckpt_every and self.step % t.ckpt_every == 0:
@@ -751,6 +754,46 @@ class Trainer:
         log.info(
             "step %d | %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()))
         )
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostic_batch(self) -> tuple[Tensor, Tensor]:
+        """The fixed (real, fake) batch of ``diagnostics``: ``trainer.batch_size`` real
+        samples and fakes of the training generator (batch norm on the batch's
+        statistics, as in training, its running statistics untouched), each from its
+        own seed, so the training stream is the same with diagnostics on or off."""
+        n, seed = int(self.cfg.trainer.batch_size), int(self.cfg.trainer.seed)
+        real = self.data.sample(n, generator=torch.Generator(self.device).manual_seed(seed + 3))
+        z = torch.randn(
+            n, self.generator.z_dim, generator=torch.Generator().manual_seed(seed + 4)
+        ).to(self.device)
+        with torch.no_grad(), sampling_mode(self.generator, "batch") as g:
+            fake = g(z).float()
+        return real.float(), fake
+
+    def diagnose(self, writer: EventLog | _NullWriter) -> dict[str, float]:
+        """``diagnostics``: the critic loss's gradient norm at each layer's input and the
+        weights' histograms, written to TensorBoard at this step (wgangp/diagnostics.py).
+        Returns the scalars."""
+        d = self.cfg.diagnostics
+        out: dict[str, float] = {}
+        if d.layer_grads:
+            score = self.score_loss
+            loss_fn = score.critic if score is not None else diagnostics.wasserstein_loss
+            res = diagnostics.layer_grad_norms(self.critic, *self.diagnostic_batch(), loss_fn)
+            for k, (name, norm) in enumerate(zip(res.names, res.norms.tolist(), strict=True)):
+                out[f"layer_grad/{k + 1:02d}_{name}"] = norm
+        if d.histograms:
+            for who, model in (("critic", self.critic), ("generator", self.generator)):
+                for name, w in diagnostics.weight_tensors(model):
+                    writer.add_histogram(f"weights/{who}/{name}", w.float().cpu(), self.step)
+            if self._clipped:  # loss=wgan
+                out["weights/critic_at_clip"] = diagnostics.fraction_at_clip(
+                    self._clipped, self.hot.clip
+                )
+        for k, v in out.items():
+            writer.add_scalar(k, v, self.step)
+        writer.flush()
+        return out
 
     # ------------------------------------------------------------------ pictures
     def sampling_generator(self) -> torch.nn.Module:

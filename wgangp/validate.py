@@ -342,6 +342,21 @@ def validate_eval(cfg: Any) -> None:
             )
 
 
+def validate_diagnostics(cfg: Any) -> None:
+    """``diagnostics.every`` ≥ 0, and something to record when it is on."""
+    d = cfg.get("diagnostics")
+    if d is None:
+        return
+    _at_least("diagnostics.every", d.every, 0)
+    if d.every and not (d.layer_grads or d.histograms):
+        raise ConfigError(
+            "diagnostics.every",
+            d.every,
+            "0 while diagnostics.layer_grads and diagnostics.histograms are both false",
+            "turn one of them on, or diagnostics.every=0",
+        )
+
+
 def validate(cfg: Any) -> torch.device:
     """Check ``cfg``; return the training device. Raises :class:`ConfigError`."""
     check_known_keys(cfg)
@@ -359,6 +374,7 @@ def validate(cfg: Any) -> torch.device:
     validate_text(cfg)
     validate_loss(cfg)
     validate_subset(cfg.dataset)
+    validate_diagnostics(cfg)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)

@@ -1,0 +1,142 @@
+"""Critic health: the gradient norm at each layer and the weights' distribution.
+
+The paper's Figure 1b shows why weight clipping is hard to tune: the norm of the
+critic loss's gradient with respect to successive layers' activations explodes
+(c = 0.1) or vanishes (c = 0.01, 0.001) through a 12-layer ReLU critic, while with the
+gradient penalty it stays level; and clipping piles the weights up at ±c. These are the
+two measurements behind that figure, as pure functions; ``diagnostics.every`` records
+them in TensorBoard during training (:meth:`wgangp.trainer.Trainer.diagnose`).
+
+Layer k is the k-th call of a weight layer (``Linear``, ``Conv1d/2d``,
+``ConvTranspose1d/2d``) in the critic's forward, and its activation is that call's
+input: layer 1's is the sample itself, the last one's the input of the output layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+#: the layers whose inputs count as "activations" (one per weight layer call)
+WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+)
+
+#: critic loss of (D(x), D(x̃)) → scalar, without any penalty
+ScoreLossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _promoted(x: Tensor) -> Tensor:
+    """``x`` in fp32, or in fp64 if it is fp64 (a measurement rounds no further)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return _promoted(x.detach())
+
+
+def wasserstein_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """E[D(x̃)] − E[D(x)]: the critic loss of ``wgan-gp`` and ``wgan`` without the penalty."""
+    return _promoted(d_fake).mean() - _promoted(d_real).mean()
+
+
+class LayerGradNorms(NamedTuple):
+    """``norms[k]``: ‖∂L/∂a_k‖₂ over the whole batch (real and fake), for the input
+    a_k of the k-th weight-layer call, named ``names[k]`` (its module's name)."""
+
+    names: list[str]
+    norms: Tensor
+
+
+@contextmanager
+def _captured_inputs(model: nn.Module) -> Iterator[list[tuple[str, Tensor]]]:
+    """The inputs of ``model``'s weight layers, in call order, while in the block."""
+    seen: list[tuple[str, Tensor]] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, args, name=name: seen.append((name, args[0])))
+        for name, m in model.named_modules()
+        if isinstance(m, WEIGHT_LAYERS)
+    ]
+    try:
+        yield seen
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@contextmanager
+def _buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Buffers (batch norm's running statistics) as they were before the block: a
+    measurement must not change the model it measures."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, v in saved:
+                b.copy_(v)
+
+
+def layer_grad_norms(
+    critic: nn.Module, real: Tensor, fake: Tensor, loss: ScoreLossFn = wasserstein_loss
+) -> LayerGradNorms:
+    r"""‖∂L/∂a_k‖₂ for each layer k of ``critic`` (the paper's Figure 1b, left), with
+    :math:`L = \text{loss}(D(x), D(\tilde x))` on this batch, the critic loss without
+    its penalty (``wgan``: :math:`\mathbb{E}[D(\tilde x)] - \mathbb{E}[D(x)]`).
+
+    The norm is over both batches' activations of the layer together. For the
+    Wasserstein loss it is :math:`\sqrt{2/N}` times the root mean square over the 2N
+    samples of :math:`\|\partial D(x_i)/\partial a_{k,i}\|`; at layer 1 that per-sample
+    norm is what the penalty pulls to 1.
+
+    Real and fake go through the critic apart (a batch-norm critic normalises each by
+    itself, as in its update), in its current mode, in fp32 (fp64 inputs: fp64); its
+    buffers are restored afterwards and no parameter gradient is computed or touched.
+    """
+    real, fake = (_at_least_fp32(x).requires_grad_(True) for x in (real, fake))
+    # the buffers are restored after the backward: autograd checks the versions of
+    # the running statistics a batch norm's forward saved
+    with _buffers_kept(critic), torch.enable_grad():
+        with _captured_inputs(critic) as seen:
+            d_real = critic(real)
+            n_real = len(seen)
+            d_fake = critic(fake)
+            value = loss(d_real, d_fake)
+        if len(seen) != 2 * n_real:
+            raise ValueError(
+                f"the critic called its weight layers {n_real} times on the real batch and "
+                f"{len(seen) - n_real} on the fake one: layers cannot be paired"
+            )
+        grads = torch.autograd.grad(value, [a for _, a in seen], allow_unused=True)
+    norms = []
+    for k in range(n_real):
+        # a layer the loss does not reach (unused on this path) has a zero gradient
+        sq = [_at_least_fp32(g).pow(2).sum() for g in grads[k::n_real] if g is not None]
+        norms.append(torch.stack(sq).sum().sqrt() if sq else real.new_zeros(()))
+    names = [name for name, _ in seen[:n_real]]
+    return LayerGradNorms(names, torch.stack(norms).detach())
+
+
+def weight_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """``model``'s weight matrices and kernels (parameters of 2 or more dimensions: not
+    biases, nor the gains and shifts of norm layers), by name."""
+    return [(n, p.detach()) for n, p in model.named_parameters() if p.dim() >= 2]
+
+
+def fraction_at_clip(params: list[Tensor], clip: float) -> float:
+    """The fraction of the entries of ``params`` at the clipping bound, |w| = ``clip``
+    (weight clipping leaves a clipped weight exactly there; the paper's Figure 1b, right,
+    shows clipping piling weights up at ±c)."""
+    total = sum(p.numel() for p in params)
+    if total == 0:
+        return 0.0
+    at = sum(int((p.detach().abs() >= clip).sum()) for p in params)
+    return at / total
