@@ -50,7 +50,7 @@ def wasserstein_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
 
 class LayerGradNorms(NamedTuple):
     """``norms[k]``: ‖∂L/∂a_k‖₂ over the whole batch (real and fake), for the input
-    a_k of the k-th weight-layer call, named ``names[k]`` (its module's name)."""
+    a_k of the k-th weight-layer call, named ``names[k]`` (its module's name); fp64."""
 
     names: list[str]
     norms: Tensor
@@ -118,9 +118,10 @@ def layer_grad_norms(
         grads = torch.autograd.grad(value, [a for _, a in seen], allow_unused=True)
     norms = []
     for k in range(n_real):
-        # a layer the loss does not reach (unused on this path) has a zero gradient
-        sq = [_at_least_fp32(g).pow(2).sum() for g in grads[k::n_real] if g is not None]
-        norms.append(torch.stack(sq).sum().sqrt() if sq else real.new_zeros(()))
+        # squares summed in fp64: a vanishing gradient's entries (1e-24 at c = 0.001)
+        # square to below fp32's range; a layer the loss does not reach counts as zero
+        sq = [g.detach().double().pow(2).sum() for g in grads[k::n_real] if g is not None]
+        norms.append(torch.stack(sq).sum().sqrt() if sq else torch.zeros((), dtype=torch.float64))
     names = [name for name, _ in seen[:n_real]]
     return LayerGradNorms(names, torch.stack(norms).detach())
 
