@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -102,10 +101,10 @@ def deep_run(overrides: list[str], steps: int, work: Path, name: str) -> dict[st
         work / f"b-{name}",
     )
     last = t.fit()
-    keys = sorted(k for k in last if k.startswith("layer_grad/"))
+    keys = sorted(k for k in last if k.startswith(diagnostics.LAYER_GRAD_PREFIX))
     weights = torch.cat([w.flatten() for _, w in diagnostics.weight_tensors(t.critic)[1:-1]])
     return {
-        "layers": [k.removeprefix("layer_grad/") for k in keys],
+        "layers": [k.removeprefix(diagnostics.LAYER_GRAD_PREFIX) for k in keys],
         "norms": [last[k] for k in keys],
         "at_clip": last.get("weights/critic_at_clip"),
         "wasserstein": last["wasserstein"],
@@ -155,19 +154,10 @@ def plot_surfaces(results: dict[tuple[str, str], dict[str, Any]], path: Path) ->
 
 
 def plot_layer_grads(runs: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from wgangp.plots import layer_grad_figure
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for label, r in runs.items():
-        layers = range(1, len(r["norms"]) + 1)
-        ax.plot(layers, [math.log10(max(v, 1e-30)) for v in r["norms"]], marker="o", label=label)
-    ax.set_xlabel("critic layer (1: the input)")
-    ax.set_ylabel("log10 ‖∂L/∂a‖")
-    ax.invert_xaxis()  # the gradient flows from the output (right) to the input (left)
-    ax.legend(fontsize=8)
-    ax.set_title("12-layer ReLU critics on the Swiss roll (the paper's Figure 1b)", fontsize=9)
-    fig.tight_layout()
-    save_small(fig, path)
+    title = "12-layer ReLU critics on the Swiss roll (the paper's Figure 1b)"
+    save_small(layer_grad_figure({k: r["norms"] for k, r in runs.items()}, title), path)
 
 
 def plot_weights(runs: dict[str, dict[str, Any]], path: Path) -> None:

@@ -377,3 +377,34 @@ def test_the_report_puts_every_jobs_last_picture_on_one_sheet(tmp_path, capsys):
             png.unlink()
     assert not sample_sheet(jobs, tmp_path / "sheet.png")
     assert not (tmp_path / "sheet.png").exists()
+
+
+def test_the_report_draws_each_jobs_layer_gradients(tmp_path, capsys):
+    """``-m loss=wgan loss.clip=... diagnostics.every=N``: the paper's Figure 1b from the
+    command line. The profiles are the jobs' last logged values, layer 1 first; with
+    every weight of a 6-layer, 16-wide critic at ±0.001 the gradient shrinks layer by
+    layer toward the input."""
+    from PIL import Image
+
+    from wgangp.sweep_report import layer_grad_profile
+
+    clips = "loss.clip=0.1,0.001"
+    deep = ["critic.depth=6", "diagnostics.every=2"]
+    cli("-m", *QUICK, "loss=wgan", clips, *deep, cwd=tmp_path, check=True)
+    sweep = sweep_dir(tmp_path)
+    assert report_main([str(sweep), "--metric", "wasserstein"]) == 0
+    assert "sweep_layer_grads.png" in capsys.readouterr().out
+    with Image.open(sweep / "sweep_layer_grads.png") as im:
+        assert im.size == (600, 400)
+    jobs = [load_job(p, sweep) for p in find_jobs(sweep)]
+    tags = sorted(t for t in jobs[1].scalars if t.startswith("layer_grad/"))
+    assert tags == [f"layer_grad/0{k}_net.{2 * (k - 1)}" for k in range(1, 8)]
+    small = layer_grad_profile(jobs[1])
+    assert small == [jobs[1].scalars[t][-1][1] for t in tags]
+    assert all(a < b for a, b in zip(small[1:], small[2:], strict=False)), small
+    # runs without diagnostics: no plot
+    from wgangp.sweep_report import layer_grad_plot
+
+    for job in jobs:
+        job.scalars = {k: v for k, v in job.scalars.items() if not k.startswith("layer_grad/")}
+    assert not layer_grad_plot(jobs, tmp_path / "lg.png") and not (tmp_path / "lg.png").exists()

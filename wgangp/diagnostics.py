@@ -48,6 +48,17 @@ def wasserstein_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
     return _promoted(d_fake).mean() - _promoted(d_real).mean()
 
 
+#: TensorBoard tags of the layer gradients: ``layer_grad/<k>_<module name>``
+LAYER_GRAD_PREFIX = "layer_grad/"
+
+
+def layer_tags(names: list[str]) -> list[str]:
+    """The tag of each layer, k from 1, zero-padded alike so that the tags sort in
+    layer order (``layer_grad/001_...`` past 99 layers)."""
+    width = max(2, len(str(len(names))))
+    return [f"{LAYER_GRAD_PREFIX}{k:0{width}d}_{n}" for k, n in enumerate(names, 1)]
+
+
 class LayerGradNorms(NamedTuple):
     """``norms[k]``: ‖∂L/∂a_k‖₂ over the whole batch (real and fake), for the input
     a_k of the k-th weight-layer call, named ``names[k]`` (its module's name); fp64."""

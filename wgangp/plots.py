@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -55,6 +56,28 @@ def scatter_figure(
     ax.legend(loc="upper right", markerscale=4, fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def layer_grad_figure(profiles: dict[str, list[float]], title: str = "") -> plt.Figure:
+    """log10 ‖∂L/∂a_k‖ against the layer k, one line per label (the paper's Figure 1b,
+    left; ``diagnostics``' ``layer_grad/*``). The output layer is on the left and the
+    input on the right: the way the gradient flows. A zero (an underflow) is drawn at
+    the bottom of the axis, at 1e-45."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for label, norms in profiles.items():
+        ks = range(1, len(norms) + 1)
+        logs = [math.log10(max(v, 1e-45)) for v in norms]
+        ax.plot(ks, logs, marker="o", ms=3, label=label[:60])
+    ax.set_xlabel("critic layer (1: the input)")
+    ax.set_ylabel("log10 ‖∂L/∂a‖")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    if profiles:
+        ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 

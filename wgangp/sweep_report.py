@@ -14,8 +14,11 @@ against the step, one curve per job) into ``DIR`` (or ``--out``), and prints the
 Markdown table. Where the jobs drew pictures, ``sweep_samples.png`` puts each job's last
 one on a sheet; a sweep over two keys makes it a table (the first key's values down,
 the second's across: ``-m experiment=fig2_... loss=dcgan,lsgan,wgan,wgan_gp`` lays out
-the paper's Figure 2). For an Optuna sweep the best trial (``optimization_results.yaml``) is
-listed under the table. ``tensorboard --logdir DIR`` shows the same runs side by side.
+the paper's Figure 2). Where the jobs logged ``diagnostics.layer_grads``,
+``sweep_layer_grads.png`` draws each job's last layer-gradient profile (``-m loss=wgan
+loss.clip=0.1,0.01,0.001 diagnostics.every=N`` gives the paper's Figure 1b). For an
+Optuna sweep the best trial (``optimization_results.yaml``) is listed under the table.
+``tensorboard --logdir DIR`` shows the same runs side by side.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from wgangp.checkpoint import load_checkpoint
+from wgangp.diagnostics import LAYER_GRAD_PREFIX
 from wgangp.errors import CheckpointError, ConfigError, UserError
 
 _NUM = re.compile(r"^(\d+)_?")
@@ -239,6 +243,33 @@ def sample_sheet(jobs: list[Job], path: Path) -> bool:
     return True
 
 
+def layer_grad_profile(job: Job) -> list[float]:
+    """The job's last ``layer_grad/*`` values (``diagnostics.layer_grads``), layer 1
+    first; empty if it logged none."""
+    tags = sorted(t for t in job.scalars if t.startswith(LAYER_GRAD_PREFIX))
+    return [job.scalars[t][-1][1] for t in tags]
+
+
+def layer_grad_plot(jobs: list[Job], path: Path) -> bool:
+    """Each job's last layer-gradient profile in one plot (the paper's Figure 1b from a
+    sweep over ``loss.clip``); False, and nothing written, if no job logged one."""
+    profiles = {}
+    for job, vary in zip(jobs, varying_overrides(jobs), strict=True):
+        norms = layer_grad_profile(job)
+        if norms:
+            profiles[" ".join(vary) or job.name] = norms
+    if not profiles:
+        return False
+    import matplotlib.pyplot as plt
+
+    from wgangp.plots import layer_grad_figure
+
+    fig = layer_grad_figure(profiles, "the critic loss's gradient at each layer, last logged")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def optuna_summary(root: Path) -> str:
     """The best trial of an Optuna sweep (``optimization_results.yaml``), as Markdown."""
     found = sorted(root.rglob("optimization_results.yaml"))
@@ -293,6 +324,8 @@ def report(
     plot(jobs, rows, metric, files["png"])
     if sample_sheet(jobs, out / "sweep_samples.png"):
         files["samples"] = out / "sweep_samples.png"
+    if layer_grad_plot(jobs, out / "sweep_layer_grads.png"):
+        files["layer_grads"] = out / "sweep_layer_grads.png"
     return rows, files
 
 

@@ -780,8 +780,7 @@ class Trainer:
             score = self.score_loss
             loss_fn = score.critic if score is not None else diagnostics.wasserstein_loss
             res = diagnostics.layer_grad_norms(self.critic, *self.diagnostic_batch(), loss_fn)
-            for k, (name, norm) in enumerate(zip(res.names, res.norms.tolist(), strict=True)):
-                out[f"layer_grad/{k + 1:02d}_{name}"] = norm
+            out.update(zip(diagnostics.layer_tags(res.names), res.norms.tolist(), strict=True))
         if d.histograms:
             for who, model in (("critic", self.critic), ("generator", self.generator)):
                 for name, w in diagnostics.weight_tensors(model):
