@@ -247,3 +247,29 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
     ck = load_checkpoint(log.parent / "checkpoints" / "last.pt")
     assert ck["step"] >= 3
     assert "SIGTERM" in out + err and "Traceback" not in out + err
+
+
+def test_training_time_adds_up_over_a_resume_and_leaves_the_pause_out(tmp_path, monkeypatch):
+    """perf/train_s: the wall time of fit() up to each log, carried in the checkpoint,
+    so a resumed run continues from it; the pause before the resume does not count."""
+    from tests.conftest import toy_trainer_factory
+
+    make = toy_trainer_factory(tmp_path, monkeypatch, *TINY, "trainer.log_every=2")
+    first = make("trainer.steps=4")
+    tic = time.perf_counter()
+    last = first.fit()
+    took = time.perf_counter() - tic
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert 0 < last["perf/train_s"] == saved["train_seconds"] <= took
+    time.sleep(1.0)  # the pause
+    second = make("trainer.steps=8")
+    second.load_state_dict(saved)
+    tic = time.perf_counter()
+    last = second.fit()
+    took_again = time.perf_counter() - tic
+    grew = last["perf/train_s"] - saved["train_seconds"]
+    assert 0 < grew <= took_again < 1.0 + grew  # this fit's time, not the pause
+    assert (
+        load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["train_seconds"]
+        == (last["perf/train_s"])
+    )

@@ -280,7 +280,8 @@ def test_a_metric_the_run_never_logs_is_refused_before_training(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "wgangp: error: invalid value for optimized_metric: 'nope' (allowed: wasserstein | "
         "gp | grad_norm | loss/critic | loss/generator | perf/steps_per_sec | "
-        "perf/global_batch_size); name a value the run logs, e.g. optimized_metric=wasserstein"
+        "perf/global_batch_size | perf/train_s); name a value the run logs, e.g. "
+        "optimized_metric=wasserstein"
     )
     assert "Traceback" not in proc.stdout + proc.stderr
     log = (tmp_path / "run" / "train.log").read_text()
@@ -408,3 +409,32 @@ def test_the_report_draws_each_jobs_layer_gradients(tmp_path, capsys):
     for job in jobs:
         job.scalars = {k: v for k, v in job.scalars.items() if not k.startswith("layer_grad/")}
     assert not layer_grad_plot(jobs, tmp_path / "lg.png") and not (tmp_path / "lg.png").exists()
+
+
+def test_training_time_is_read_from_the_runs_clock():
+    """--x time: the metric placed at the run's perf/train_s, linear between its
+    points (from 0 s at step 0); past the last point there is no time to give."""
+    from wgangp.sweep_report import Job, seconds_at, training_seconds
+
+    job = Job(Path("j"), "j", [], 20, {}, {"perf/train_s": [(10, 4.0), (20, 10.0)]})
+    clock = training_seconds(job)
+    assert clock == [(10, 4.0), (20, 10.0)]
+    got = [seconds_at(clock, s) for s in (0, 5, 10, 15, 20, 21)]
+    assert got == [0.0, 2.0, 4.0, 7.0, 10.0, None]
+    assert training_seconds(Job(Path("o"), "o", [], 2, {}, {})) == []  # an older run
+
+
+def test_the_report_plots_against_training_time(tmp_path, capsys):
+    cli("-m", *QUICK, "trainer.n_critic=1,5", cwd=tmp_path, check=True)
+    sweep = sweep_dir(tmp_path)
+    assert report_main([str(sweep), "--x", "time"]) == 0
+    capsys.readouterr()
+    with open(sweep / "sweep_report.csv") as f:
+        rows = list(csv.DictReader(f))
+    times = {r["overrides"]: float(r["train_s"]) for r in rows}
+    assert set(times) == {"trainer.n_critic=1", "trainer.n_critic=5"} and min(times.values()) > 0
+    for job in jobs_of(sweep):
+        ck = load_checkpoint(job / "checkpoints" / "last.pt")
+        n = ck["config"]["trainer"]["n_critic"]
+        assert ck["train_seconds"] == pytest.approx(times[f"trainer.n_critic={n}"], rel=1e-6)
+    assert (sweep / "sweep_report.png").stat().st_size > 0

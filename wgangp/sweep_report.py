@@ -7,10 +7,12 @@ Every job directory under ``DIR`` (a directory holding ``checkpoints/last.pt``, 
 * the final and best value of the metric (``--metric``, default the runs'
   ``optimized_metric``) and the step of the best, read from the job's TensorBoard
   events, plus the final gradient penalty,
-* the steps reached and the median ``perf/steps_per_sec``.
+* the steps reached, the median ``perf/steps_per_sec`` and the training time
+  (``train_s``: the run's logged ``perf/train_s``, pauses between resumes left out).
 
 Writes ``sweep_report.md``, ``sweep_report.csv`` and ``sweep_report.png`` (the metric
-against the step, one curve per job) into ``DIR`` (or ``--out``), and prints the
+against the step, or with ``--x time`` against the training time, one curve per job)
+into ``DIR`` (or ``--out``), and prints the
 Markdown table. Where the jobs drew pictures, ``sweep_samples.png`` puts each job's last
 one on a sheet; a sweep over two keys makes it a table (the first key's values down,
 the second's across: ``-m experiment=fig2_... loss=dcgan,lsgan,wgan,wgan_gp`` lays out
@@ -98,6 +100,24 @@ def varying_overrides(jobs: list[Job]) -> list[list[str]]:
     return [[f"{k}={d[k]}" for k in vary if k in d] for d in dicts]
 
 
+def training_seconds(job: Job) -> list[tuple[int, float]]:
+    """``(step, seconds of training up to it)``: the run's ``perf/train_s`` (the wall
+    time of training over all its resumes, the pauses between them left out); empty
+    for runs of wgangp versions that did not log it."""
+    return [(s, t) for s, t in job.scalars.get("perf/train_s", []) if math.isfinite(t)]
+
+
+def seconds_at(clock: list[tuple[int, float]], step: int) -> float | None:
+    """Training seconds at ``step``, linear between the clock's points (from (0, 0));
+    None past its last point."""
+    prev_step, prev_t = 0, 0.0
+    for s, t in clock:
+        if step <= s:
+            return prev_t + (t - prev_t) * (step - prev_step) / max(s - prev_step, 1)
+        prev_step, prev_t = s, t
+    return None
+
+
 def summarise(jobs: list[Job], metric: str, mode: str) -> list[dict[str, Any]]:
     """One row per job (see the module docstring)."""
     rows = []
@@ -119,6 +139,7 @@ def summarise(jobs: list[Job], metric: str, mode: str) -> list[dict[str, Any]]:
                 "best_step": best[0],
                 "final_gp": gp[-1][1] if gp else None,
                 "steps_per_sec": statistics.median(speeds) if speeds else None,
+                "train_s": clock[-1][1] if (clock := training_seconds(job)) else None,
                 "all_overrides": " ".join(job.overrides),
                 "dir": job.name,
             }
@@ -153,21 +174,39 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         w.writerows(rows)
 
 
-def plot(jobs: list[Job], rows: list[dict[str, Any]], metric: str, path: Path) -> None:
-    """The metric against the step, one curve per job, labelled by its varying overrides."""
+#: --x time: the unit of the axis for the longest job's training time
+_TIME_UNITS = ((7200.0, 3600.0, "hours"), (120.0, 60.0, "minutes"), (0.0, 1.0, "seconds"))
+
+
+def plot(
+    jobs: list[Job], rows: list[dict[str, Any]], metric: str, path: Path, x: str = "step"
+) -> None:
+    """The metric against the step (``x="time"``: the training time of
+    :func:`training_seconds`), one curve per job, labelled by its varying overrides."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    curves = []
     for job, row in zip(jobs, rows, strict=True):
         series = job.scalars.get(metric, [])
+        if x == "time":
+            clock = training_seconds(job)
+            series = [(t, v) for s, v in series if (t := seconds_at(clock, s)) is not None]
         if series:
-            steps, values = zip(*series, strict=True)
-            label = row["overrides"] or job.name
-            ax.plot(steps, values, marker="o" if len(steps) < 20 else None, ms=3, label=label[:60])
-    ax.set_xlabel("step")
+            curves.append((series, row["overrides"] or job.name))
+    xlabel, scale = "step", 1.0
+    if x == "time":
+        longest = max((c[-1][0] for c, _ in curves), default=0.0)
+        _, scale, unit = next(u for u in _TIME_UNITS if longest > u[0] or u[0] == 0.0)
+        xlabel = f"training time ({unit})"
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for series, label in curves:
+        xs, values = zip(*series, strict=True)
+        xs = [v / scale for v in xs]
+        ax.plot(xs, values, marker="o" if len(xs) < 20 else None, ms=3, label=label[:60])
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -285,7 +324,11 @@ def optuna_summary(root: Path) -> str:
 
 
 def report(
-    root: Path, metric: str | None = None, mode: str = "min", out: Path | None = None
+    root: Path,
+    metric: str | None = None,
+    mode: str = "min",
+    out: Path | None = None,
+    x: str = "step",
 ) -> tuple[list[dict[str, Any]], dict[str, Path]]:
     """Build the report of the sweep under ``root``; returns its rows and the files written."""
     root = Path(root)
@@ -321,7 +364,7 @@ def report(
     }
     files["md"].write_text(markdown(rows, str(root), optuna_summary(root)))
     write_csv(rows, files["csv"])
-    plot(jobs, rows, metric, files["png"])
+    plot(jobs, rows, metric, files["png"], x)
     if sample_sheet(jobs, out / "sweep_samples.png"):
         files["samples"] = out / "sweep_samples.png"
     if layer_grad_plot(jobs, out / "sweep_layer_grads.png"):
@@ -347,12 +390,19 @@ def main(argv: list[str] | None = None) -> int:
         help="whether lower (min) or higher (max) values are best",
     )
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: DIR)")
+    parser.add_argument(
+        "--x",
+        choices=("step", "time"),
+        default="step",
+        help="the plot's axis: generator steps, or training time (the paper's Figure 3, "
+        "right: methods with different costs per step compared at equal time)",
+    )
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         print(f"wgangp-sweep-report: error: {args.dir}: no such directory", file=sys.stderr)
         return 2
     try:
-        _, files = report(args.dir, args.metric, args.mode, args.out)
+        _, files = report(args.dir, args.metric, args.mode, args.out, args.x)
     except (FileNotFoundError, UserError) as e:
         print(f"wgangp-sweep-report: error: {e}", file=sys.stderr)
         return 2

@@ -429,7 +429,7 @@ def optimized_value(cfg: DictConfig, last: dict[str, float]) -> float | None:
 
 #: the training scalars that ``Trainer.fit`` logs every ``trainer.log_every`` steps and
 #: returns, by ``loss.name``; ``eval.every`` > 0 adds ``metrics/<name>`` for each metric
-_PERF = ("perf/steps_per_sec", "perf/global_batch_size")
+_PERF = ("perf/steps_per_sec", "perf/global_batch_size", "perf/train_s")
 _LOSSES = ("loss/critic", "loss/generator")
 LOGGED_SCALARS: dict[str, tuple[str, ...]] = {
     "wgan-gp": ("wasserstein", "gp", "grad_norm", *_LOSSES, *_PERF),

@@ -239,6 +239,7 @@ class Trainer:
         self.step = 0
         self._saved_step: int | None = None  # the step of this process's last checkpoint
         self.nan_skips = 0
+        self.train_seconds = 0.0  # wall time of fit() up to the last log, over resumes
         self.history: list[dict[str, Any]] = []
         self.overrides: list[str] = []
         self.ckpts = CheckpointManager(self.run_dir, t.keep_checkpoints)
@@ -700,6 +701,10 @@ class Trainer:
                     means = distributed.mean_over_ranks(dict(sums))  # averaged over ranks
                     last = {k: float(v) / count for k, v in means.items()}  # the one host sync
                     last["perf/steps_per_sec"] = count / max(now - tick, 1e-9)
+                    # the run's time so far, resumes included and the pauses between
+                    # them not (what the paper's Figure 3, right, plots quality against)
+                    self.train_seconds += now - tick
+                    last["perf/train_s"] = self.train_seconds
                     last["perf/global_batch_size"] = float(self.global_batch_size)
                     self._log(writer, last)
                     shown = [k for k in ("wasserstein", "gp", "d_real", "d_fake") if k in last]
@@ -850,6 +855,7 @@ class Trainer:
             "rng": rng,
             "data": self.data.state_dict(),
             "nan_skips": self.nan_skips,
+            "train_seconds": self.train_seconds,
             "sample_shape": list(self.data.sample_shape),
             "num_classes": self.num_classes,  # class-conditional: the generator's classes
             # text: how wgangp-sample decodes the generator's output without the data
@@ -905,6 +911,7 @@ class Trainer:
         if self.dist.enabled:
             self._load_rank_state(ckpt.get("ranks"), path)
         self.nan_skips = int(ckpt.get("nan_skips", 0))
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # older checkpoints: 0
         self.history = list(ckpt.get("history", []))
         self.best = ckpt.get("best")
         if self.graphed is not None:  # the optimizer-state tensors it points at are new
