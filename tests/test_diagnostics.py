@@ -159,6 +159,13 @@ def test_a_run_with_diagnostics_trains_exactly_as_one_without(make_trainer, tmp_
     ea = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"histograms": 0})
     ea.Reload()
     assert [e.step for e in ea.Scalars(tags[0])] == [2, 4]
+    # and at the end, off the period
+    shutil.rmtree(tmp_path / "run")
+    odd = make_trainer("trainer.steps=3", "trainer.ckpt_every=0", "diagnostics.every=2")
+    assert tags[0] in odd.fit()
+    ea3 = EventAccumulator(str(tmp_path / "run" / "tb"))
+    ea3.Reload()
+    assert [e.step for e in ea3.Scalars(tags[0])] == [2, 3]
     assert ea.Scalars(tags[0])[-1].value == pytest.approx(last[tags[0]])
     hist = ea.Tags()["histograms"]
     assert "weights/critic/net.0.weight" in hist and "weights/generator/net.6.weight" in hist

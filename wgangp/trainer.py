@@ -727,6 +727,8 @@ class Trainer:
                     raise Interrupted(self._stop_signal or signal.SIGTERM, path)
             if self.evaluator and (self.step % self.cfg.eval.every or not last):
                 last.update(evaluate.record(self, writer))
+            if diag_every and main and self.step % diag_every:  # the final state, too
+                last.update(self.diagnose(writer))
             self.write_samples(writer)
             writer.flush()  # before the final checkpoint: a failure is reported like others
             self.save()
