@@ -424,7 +424,7 @@ def test_training_time_is_read_from_the_runs_clock():
     assert training_seconds(Job(Path("o"), "o", [], 2, {}, {})) == []  # an older run
 
 
-def test_the_report_plots_against_training_time(tmp_path, capsys):
+def test_the_report_plots_against_training_time(tmp_path, capsys, monkeypatch):
     cli("-m", *QUICK, "trainer.n_critic=1,5", cwd=tmp_path, check=True)
     sweep = sweep_dir(tmp_path)
     assert report_main([str(sweep), "--x", "time"]) == 0
@@ -438,3 +438,17 @@ def test_the_report_plots_against_training_time(tmp_path, capsys):
         n = ck["config"]["trainer"]["n_critic"]
         assert ck["train_seconds"] == pytest.approx(times[f"trainer.n_critic={n}"], rel=1e-6)
     assert (sweep / "sweep_report.png").stat().st_size > 0
+    # runs that logged no clock (older wgangp): refused by name, nothing written
+    import wgangp.sweep_report as sr
+
+    real_read = sr.read_scalars
+    without = lambda d: {k: v for k, v in real_read(d).items() if k != "perf/train_s"}  # noqa: E731
+    monkeypatch.setattr(sr, "read_scalars", without)
+    assert report_main([str(sweep), "--x", "time", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "wgangp-sweep-report: error: invalid value for --x: 'time' (allowed: step for these "
+        "jobs: none logged its training time (perf/train_s)); runs of wgangp before "
+        "perf/train_s have no clock to plot against; use --x step"
+    )
+    assert not (tmp_path / "r" / "sweep_report.md").exists()

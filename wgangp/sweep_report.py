@@ -354,6 +354,13 @@ def report(
             "a TensorBoard tag the jobs logged: " + (", ".join(logged) or "none logged"),
             "pick one of them with --metric TAG",
         )
+    if x == "time" and not any(training_seconds(job) for job in jobs):
+        raise ConfigError(
+            "--x",
+            "time",
+            "step for these jobs: none logged its training time (perf/train_s)",
+            "runs of wgangp before perf/train_s have no clock to plot against; use --x step",
+        )
     rows = summarise(jobs, metric, mode)
     out = Path(out) if out is not None else root
     out.mkdir(parents=True, exist_ok=True)
