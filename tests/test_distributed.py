@@ -320,3 +320,35 @@ def test_torchrun_channels_last_images_keep_ddp_buckets_in_their_layout(tmp_path
     )
     assert "memory format: torch.channels_last" in out
     assert "Grad strides do not match bucket view strides" not in out
+
+
+def test_ranks_meet_before_leaving_the_group_after_a_run_and_not_after_an_error(monkeypatch):
+    """torchrun: after a finished run every rank waits at a barrier before
+    destroy_process_group (a gloo rank whose peer tore down first could abort with
+    SIGABRT at exit, failing the run); after a user error (the task's sys.exit) it does
+    not wait: the other ranks may never arrive. (Hydra stands in for the run here.)"""
+    import wgangp.train as train_mod
+
+    calls: list[str] = []
+    monkeypatch.setattr(distributed, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed, "cleanup", lambda: calls.append("cleanup"))
+    monkeypatch.setattr(sys, "argv", ["wgangp-train", *TINY])
+
+    def finishing(**kwargs):  # type: ignore[no-untyped-def]
+        return lambda task: lambda: calls.append("run")
+
+    def failing(**kwargs):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            calls.append("run")
+            sys.exit(2)
+
+        return lambda task: run
+
+    monkeypatch.setattr(train_mod.hydra, "main", finishing)
+    train_mod.main()
+    assert calls == ["run", "barrier", "cleanup"]
+    calls.clear()
+    monkeypatch.setattr(train_mod.hydra, "main", failing)
+    with pytest.raises(SystemExit) as e:
+        train_mod.main()
+    assert e.value.code == 2 and calls == ["run", "cleanup"]

@@ -782,6 +782,12 @@ def main() -> None:
                 sys.exit(e.exit_code)
             distributed.start_time()  # one shared run directory name
         hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(task)()
+        # torchrun: every rank done (rank 0 writes the last checkpoint and log after the
+        # others are free) before any tears the group down; a gloo rank whose peer
+        # closed its connections first could abort at exit ("terminate called without
+        # an active exception", SIGABRT), failing a finished run. Not on the error
+        # paths (sys.exit, exceptions): a rank that left early would hang the others.
+        distributed.barrier()
     except KeyboardInterrupt:  # Ctrl-C before training began (signals are handled there)
         print("wgangp: interrupted before training started; no checkpoint written", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
