@@ -306,7 +306,10 @@ def test_stored_data_ranks_split_each_global_batch():
 def test_torchrun_channels_last_images_keep_ddp_buckets_in_their_layout(tmp_path):
     """The image models take their memory format before DDP wraps them: DDP builds its
     gradient buckets from the parameters' strides, and converting afterwards made every
-    backward warn "Grad strides do not match bucket view strides" (and copy)."""
+    backward warn "Grad strides do not match bucket view strides" (and copy).
+    Diagnostics run on rank 0 alone, between steps, while rank 1 waits (no hang)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     data = make_folder(tmp_path / "images", n=32)
     out = finish(
         torchrun(
@@ -315,11 +318,17 @@ def test_torchrun_channels_last_images_keep_ddp_buckets_in_their_layout(tmp_path
             "trainer.sample_every=0",
             "trainer.ckpt_every=0",
             "trainer.channels_last=true",
+            "diagnostics.every=1",
             cwd=tmp_path,
         )
     )
     assert "memory format: torch.channels_last" in out
     assert "Grad strides do not match bucket view strides" not in out
+    acc = EventAccumulator(str(only_run(tmp_path) / "tb"))
+    acc.Reload()
+    grads = [t for t in acc.Tags()["scalars"] if t.startswith("layer_grad/")]
+    assert grads and all([e.step for e in acc.Scalars(t)] == [1, 2] for t in grads)
+    assert any(h.startswith("weights/critic/") for h in acc.Tags()["histograms"])
 
 
 def test_ranks_meet_before_leaving_the_group_after_a_run_and_not_after_an_error(monkeypatch):
