@@ -229,3 +229,17 @@ def test_bad_diagnostics_settings_are_refused_by_name(overrides, message):
     with pytest.raises(ConfigError) as e:
         validate(compose_cfg(*TINY, *overrides))
     assert str(e.value) == message
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_layer_gradients_equal_the_cpus():
+    """The same norms from cuDNN's kernels (TF32 off), the model and batch moved."""
+    critic = build_critic(critic_cfg("dcgan", dim=8), (3, 32, 32))
+    g = torch.Generator().manual_seed(3)
+    real, fake = torch.randn(6, 3, 32, 32, generator=g), torch.randn(6, 3, 32, 32, generator=g)
+    cpu = diagnostics.layer_grad_norms(critic, real, fake).norms
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        gpu = diagnostics.layer_grad_norms(critic.cuda(), real.cuda(), fake.cuda()).norms
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=0)
