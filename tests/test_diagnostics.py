@@ -239,7 +239,11 @@ def test_cuda_layer_gradients_equal_the_cpus():
     g = torch.Generator().manual_seed(3)
     real, fake = torch.randn(6, 3, 32, 32, generator=g), torch.randn(6, 3, 32, 32, generator=g)
     cpu = diagnostics.layer_grad_norms(critic, real, fake).norms
-    with torch.backends.cudnn.flags(allow_tf32=False):
-        torch.backends.cuda.matmul.allow_tf32 = False
-        gpu = diagnostics.layer_grad_norms(critic.cuda(), real.cuda(), fake.cuda()).norms
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # the linear head in fp32 too
+    try:
+        with torch.backends.cudnn.flags(allow_tf32=False):
+            gpu = diagnostics.layer_grad_norms(critic.cuda(), real.cuda(), fake.cuda()).norms
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=0)
