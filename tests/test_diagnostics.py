@@ -170,6 +170,7 @@ def test_a_run_with_diagnostics_trains_exactly_as_one_without(make_trainer, tmp_
     hist = ea.Tags()["histograms"]
     assert "weights/critic/net.0.weight" in hist and "weights/generator/net.6.weight" in hist
     assert not any(h.endswith(".bias") for h in hist)
+    assert [e.step for e in ea.Images("diagnostics/layer_grads")] == [2, 4]
     (h,) = [e for e in ea.Histograms("weights/critic/net.2.weight") if e.step == 4]
     w = on.critic.net[2].weight
     assert h.histogram_value.num == w.numel()

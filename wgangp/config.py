@@ -279,9 +279,10 @@ class ConditionalConfig:
 @dataclass
 class DiagnosticsConfig:
     """The critic's health in TensorBoard (:mod:`wgangp.diagnostics`), every ``every``
-    generator steps and at the end (0: off), on a fixed batch (its own seeds: the training stream is
-    untouched). ``layer_grads``: ‖∂L/∂a_k‖₂ of the critic loss without its penalty at
-    each weight layer's input (``layer_grad/<k>_<module>``; the paper's Figure 1b,
+    generator steps and at the end (0: off), on a fixed batch (its own seeds: the
+    training stream is untouched). ``layer_grads``: ‖∂L/∂a_k‖₂ of the critic loss
+    without its penalty at each weight layer's input (``layer_grad/<k>_<module>``, and
+    the profile as the picture ``diagnostics/layer_grads``; the paper's Figure 1b,
     left). ``histograms``: the critic's and generator's weights (``weights/...``;
     Figure 1b, right), and with ``loss=wgan`` the fraction at the clipping bound."""
 

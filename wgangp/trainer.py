@@ -37,7 +37,7 @@ from wgangp.models.mlp import count_parameters
 from wgangp.models.sampling import has_batchnorm, sampling_mode
 from wgangp.optim import TFRMSprop
 from wgangp.pixels import as_signed, pixel_range
-from wgangp.plots import image_grid, save_figure, scatter_figure
+from wgangp.plots import image_grid, layer_grad_figure, save_figure, scatter_figure
 from wgangp.tblog import EventLog, EventLogError
 
 log = logging.getLogger(__name__)
@@ -787,7 +787,11 @@ class Trainer:
             score = self.score_loss
             loss_fn = score.critic if score is not None else diagnostics.wasserstein_loss
             res = diagnostics.layer_grad_norms(self.critic, *self.diagnostic_batch(), loss_fn)
-            out.update(zip(diagnostics.layer_tags(res.names), res.norms.tolist(), strict=True))
+            norms = res.norms.tolist()
+            out.update(zip(diagnostics.layer_tags(res.names), norms, strict=True))
+            # the profile at this step as one picture (the scalars give each layer's history)
+            fig = layer_grad_figure({f"step {self.step}": norms}, "critic loss gradient")
+            writer.add_figure("diagnostics/layer_grads", fig, self.step, close=True)
         if d.histograms:
             for who, model in (("critic", self.critic), ("generator", self.generator)):
                 for name, w in diagnostics.weight_tensors(model):
