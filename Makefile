@@ -1,6 +1,7 @@
 # make install: the package, its test/lint tools and PyTorch into the active Python
 # make test:    the fast test suite (what CI runs); make test-slow: the long tests
 # make quality: the toy quality benchmark (scripts/quality_bench.py, ~45 min on 2 cores)
+# make fig1:    the paper's Figure 1, clipping against the penalty (scripts/fig1.py, ~6 min)
 PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
