@@ -519,9 +519,7 @@ def _json_value(v: float) -> float | None:
 def evaluated_generator(trainer: Trainer) -> nn.Module:
     """The EMA generator once it has been updated (after ``trainer.ema.start``), else
     the generator: before its start the EMA still holds the initial weights."""
-    if trainer.ema is not None and trainer.step > trainer.cfg.trainer.ema.start:
-        return trainer.sampling_generator()
-    return trainer.generator
+    return trainer.sampling_generator()
 
 
 def record(trainer: Trainer, writer: SummaryWriter) -> dict[str, float]:

@@ -47,7 +47,7 @@ from wgangp.checkpoint import load_checkpoint, resolve_checkpoint_path
 from wgangp.data.text import Vocabulary, write_lines
 from wgangp.errors import ConfigError, UserError
 from wgangp.models import build_generator
-from wgangp.models.sampling import check_bn_mode, sampling_mode
+from wgangp.models.sampling import check_bn_mode, ema_started, sampling_mode
 from wgangp.paths import expand_path, unwritable_reason
 from wgangp.pixels import as_signed, pixel_range
 from wgangp.plots import image_grid, save_figure, scatter_figure
@@ -60,7 +60,7 @@ class SampleConfig:
     n: int = 64
     out: str | None = None
     seed: int = 0
-    ema: bool | None = None  # None: the EMA generator when the checkpoint has one
+    ema: bool | None = None  # None: the EMA generator when the checkpoint has a started one
     batch_size: int = 256
     device: str = "auto"
     interpolate: int = 0
@@ -146,7 +146,18 @@ def load_generator(path: str, ema: bool | None, device: torch.device) -> tuple[n
         raise ConfigError(
             "ema", True, "false for this checkpoint", f"{ckpt_path} was trained without an EMA"
         )
-    if has_ema and ema is not False:
+    # an EMA that has not started (step < trainer.ema.start) holds the initial weights
+    started = has_ema and ema_started(ckpt["ema"].get("n_averaged", 1))
+    if ema and not started:
+        start = cfg.trainer.ema.start
+        raise ConfigError(
+            "ema",
+            True,
+            "false for this checkpoint",
+            f"its EMA has not started: step {ckpt['step']} < trainer.ema.start={start}, so "
+            "it holds the initial weights; the default samples the generator",
+        )
+    if started and ema is not False:
         prefix = "module."
         gen.load_state_dict(
             {k[len(prefix) :]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)}

@@ -34,7 +34,7 @@ from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
 from wgangp.host_memory import keep_freed_host_memory
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
-from wgangp.models.sampling import has_batchnorm, sampling_mode
+from wgangp.models.sampling import ema_started, has_batchnorm, sampling_mode
 from wgangp.optim import TFRMSprop
 from wgangp.pixels import as_signed, pixel_range
 from wgangp.plots import image_grid, layer_grad_figure, save_figure, scatter_figure
@@ -807,8 +807,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ pictures
     def sampling_generator(self) -> torch.nn.Module:
-        """The EMA generator when enabled, else the generator."""
-        return self.ema.module if self.ema is not None else self.generator
+        """The EMA generator once it has averaged a step, else the generator: before
+        ``trainer.ema.start`` the EMA still holds the initial weights, and pictures or
+        metrics of it would show an untrained network."""
+        if self.ema is not None and ema_started(self.ema.n_averaged):
+            return self.ema.module
+        return self.generator
 
     @torch.no_grad()
     def write_samples(self, writer: EventLog) -> None:

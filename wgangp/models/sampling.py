@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from torch import nn
+from torch import Tensor, nn
 
 from wgangp.errors import ConfigError
 
@@ -30,6 +30,13 @@ def check_bn_mode(key: str, bn: str) -> str:
             "sampling batch's statistics (the official code's)",
         )
     return bn
+
+
+def ema_started(n_averaged: Tensor | int) -> bool:
+    """Whether an EMA generator (``AveragedModel``, its ``n_averaged``) has averaged a
+    step: before ``trainer.ema.start`` it holds the initial weights, not a model to
+    sample."""
+    return int(n_averaged) > 0
 
 
 def has_batchnorm(module: nn.Module) -> bool:
