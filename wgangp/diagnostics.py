@@ -21,6 +21,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from wgangp import losses
+from wgangp.models.sampling import sampling_mode
+
 #: the layers whose inputs count as "activations" (one per weight layer call)
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Linear,
@@ -32,20 +35,6 @@ WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (
 
 #: critic loss of (D(x), D(x̃)) → scalar, without any penalty
 ScoreLossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def _promoted(x: Tensor) -> Tensor:
-    """``x`` in fp32, or in fp64 if it is fp64 (a measurement rounds no further)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def _at_least_fp32(x: Tensor) -> Tensor:
-    return _promoted(x.detach())
-
-
-def wasserstein_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
-    """E[D(x̃)] − E[D(x)]: the critic loss of ``wgan-gp`` and ``wgan`` without the penalty."""
-    return _promoted(d_fake).mean() - _promoted(d_real).mean()
 
 
 #: TensorBoard tags of the layer gradients: ``layer_grad/<k>_<module name>``
@@ -83,21 +72,8 @@ def _captured_inputs(model: nn.Module) -> Iterator[list[tuple[str, Tensor]]]:
             h.remove()
 
 
-@contextmanager
-def _buffers_kept(model: nn.Module) -> Iterator[None]:
-    """Buffers (batch norm's running statistics) as they were before the block: a
-    measurement must not change the model it measures."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, v in saved:
-                b.copy_(v)
-
-
 def layer_grad_norms(
-    critic: nn.Module, real: Tensor, fake: Tensor, loss: ScoreLossFn = wasserstein_loss
+    critic: nn.Module, real: Tensor, fake: Tensor, loss: ScoreLossFn = losses.wasserstein_loss
 ) -> LayerGradNorms:
     r"""‖∂L/∂a_k‖₂ for each layer k of ``critic`` (the paper's Figure 1b, left), with
     :math:`L = \text{loss}(D(x), D(\tilde x))` on this batch, the critic loss without
@@ -108,14 +84,13 @@ def layer_grad_norms(
     samples of :math:`\|\partial D(x_i)/\partial a_{k,i}\|`; at layer 1 that per-sample
     norm is what the penalty pulls to 1.
 
-    Real and fake go through the critic apart (a batch-norm critic normalises each by
-    itself, as in its update), in its current mode, in fp32 (fp64 inputs: fp64); its
-    buffers are restored afterwards and no parameter gradient is computed or touched.
+    Real and fake go through the critic apart, in fp32 (fp64 inputs: fp64), a batch
+    norm normalising each by its own statistics as in the update, its running ones
+    untouched (:func:`~wgangp.models.sampling.sampling_mode`, as ``critic_loss``
+    measures); no parameter gradient is computed or touched.
     """
-    real, fake = (_at_least_fp32(x).requires_grad_(True) for x in (real, fake))
-    # the buffers are restored after the backward: autograd checks the versions of
-    # the running statistics a batch norm's forward saved
-    with _buffers_kept(critic), torch.enable_grad():
+    real, fake = (losses.at_least_fp32(x.detach()).requires_grad_(True) for x in (real, fake))
+    with sampling_mode(critic, "batch"), torch.enable_grad():
         with _captured_inputs(critic) as seen:
             d_real = critic(real)
             n_real = len(seen)

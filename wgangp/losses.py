@@ -261,6 +261,24 @@ SCORE_LOSSES: dict[str, ScoreLoss] = {
 }
 
 
+def wasserstein_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """E[D(x̃)] − E[D(x)], the critic loss of ``wgan-gp`` and ``wgan`` without the penalty
+    (−:func:`wasserstein_estimate`, the same float), in fp32, or in fp64 for fp64 scores
+    (a measurement rounds no further)."""
+    return at_least_fp32(d_fake).mean() - at_least_fp32(d_real).mean()
+
+
+def at_least_fp32(x: Tensor) -> Tensor:
+    """``x`` in fp32, or as it is if fp64 (bf16/fp16 scores are averaged in fp32)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def unpenalised_critic_loss(loss: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """``loss.name``'s critic loss of (D(x), D(x̃)) without any penalty: a baseline's
+    (:data:`SCORE_LOSSES`), else :func:`wasserstein_loss`."""
+    return SCORE_LOSSES[loss].critic if loss in SCORE_LOSSES else wasserstein_loss
+
+
 def measured_critic_loss(
     critic: Callable[[Tensor], Tensor],
     real: Tensor,
@@ -279,9 +297,7 @@ def measured_critic_loss(
     calls (a batch-norm critic normalises each batch by itself, as in its update).
     Evaluation's ``critic_loss`` on held-out data (wgangp/evaluate.py)."""
     d_real, d_fake = critic(real), critic(fake)
-    if loss in SCORE_LOSSES:
-        return SCORE_LOSSES[loss].critic(d_real, d_fake).detach()
-    value = -wasserstein_estimate(d_real, d_fake)
+    value = unpenalised_critic_loss(loss)(d_real, d_fake)
     if loss == "wgan-gp":
         gp = gradient_penalty(
             critic,

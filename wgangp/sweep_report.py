@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wgangp.checkpoint import load_checkpoint
 from wgangp.diagnostics import LAYER_GRAD_PREFIX
 from wgangp.errors import CheckpointError, ConfigError, UserError
@@ -110,12 +112,10 @@ def training_seconds(job: Job) -> list[tuple[int, float]]:
 def seconds_at(clock: list[tuple[int, float]], step: int) -> float | None:
     """Training seconds at ``step``, linear between the clock's points (from (0, 0));
     None past its last point."""
-    prev_step, prev_t = 0, 0.0
-    for s, t in clock:
-        if step <= s:
-            return prev_t + (t - prev_t) * (step - prev_step) / max(s - prev_step, 1)
-        prev_step, prev_t = s, t
-    return None
+    if not clock or step > clock[-1][0]:
+        return None
+    steps, times = zip(*clock, strict=True)
+    return float(np.interp(step, (0, *steps), (0.0, *times)))
 
 
 def summarise(jobs: list[Job], metric: str, mode: str) -> list[dict[str, Any]]:
@@ -199,7 +199,7 @@ def plot(
     xlabel, scale = "step", 1.0
     if x == "time":
         longest = max((c[-1][0] for c, _ in curves), default=0.0)
-        _, scale, unit = next(u for u in _TIME_UNITS if longest > u[0] or u[0] == 0.0)
+        _, scale, unit = next(u for u in _TIME_UNITS if longest >= u[0])
         xlabel = f"training time ({unit})"
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for series, label in curves:

@@ -784,8 +784,7 @@ class Trainer:
         d = self.cfg.diagnostics
         out: dict[str, float] = {}
         if d.layer_grads:
-            score = self.score_loss
-            loss_fn = score.critic if score is not None else diagnostics.wasserstein_loss
+            loss_fn = losses.unpenalised_critic_loss(self.hot.objective)
             res = diagnostics.layer_grad_norms(self.critic, *self.diagnostic_batch(), loss_fn)
             norms = res.norms.tolist()
             out.update(zip(diagnostics.layer_tags(res.names), norms, strict=True))
