@@ -161,6 +161,7 @@ CONFIGS = [
         "mlp",
         [
             "dataset=gaussians8",
+            "recipe=paper",  # the paper's constants (the toy data sets pick recipe=toy)
             "critic.dim=512",
             "critic.depth=3",
             "generator.dim=512",

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO, TINY, cli, pythonpath
@@ -60,9 +59,11 @@ def test_a_run_leaves_a_complete_run_directory(tmp_path):
 
 
 def test_multirun_sweep_gives_one_run_directory_per_job(tmp_path):
+    # TINY but trainer.log_every: the names stay under the 120 characters past which
+    # they are shortened with a hash
     cli(
         "-m",
-        *TINY,
+        *(o for o in TINY if not o.startswith("trainer.log_every")),
         "trainer.steps=4",
         "gp.lambda=0.1,10",
         "trainer.n_critic=1,5",
@@ -136,14 +137,6 @@ def test_plain_wheel_install_finds_its_configs(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(str(target)) and lines[1] == str(target / "wgangp" / "configs")
     assert "name: gaussians25" in proc.stdout and "lambda: 0.1" in proc.stdout
-
-
-@pytest.mark.slow
-def test_default_command_finishes(tmp_path):
-    """`wgangp-train` with no arguments: the README's offline default."""
-    cli("trainer.progress=false", cwd=tmp_path, check=True, timeout=600)
-    (run,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
-    assert (run / "checkpoints" / "last.pt").is_file() and list((run / "samples").glob("*.png"))
 
 
 def test_a_config_error_is_reported_before_the_heavy_imports(tmp_path):

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.conftest import REPO, TINY, compose_cfg, pythonpath
+from tests.conftest import REPO, TINY, compose_cfg, paper_recipe, pythonpath
 from tests.test_images_e2e import make_folder, tiny_rgb
 from wgangp import distributed, losses
 from wgangp.checkpoint import load_checkpoint
@@ -194,7 +194,7 @@ def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
         "--nproc_per_node=2",
         "-m",
         "wgangp.train",
-        *args,
+        *paper_recipe(args),
     ]
     return subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TINY, cli, pythonpath
+from tests.conftest import REPO, TINY, cli, paper_recipe, pythonpath
 from wgangp.checkpoint import load_checkpoint
 
 FAULTS = Path(__file__).resolve().parent / "faults"
@@ -34,7 +34,7 @@ def start(run: Path, *args: str, fault: str = "") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": pythonpath(FAULTS, REPO), "WGANGP_FAULT": fault}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "wgangp.train", *args, f"hydra.run.dir={run}"],
+        [sys.executable, "-m", "wgangp.train", *paper_recipe(args), f"hydra.run.dir={run}"],
         cwd=run.parent,
         env=env,
         stdout=subprocess.PIPE,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY, cli, compose_cfg, pythonpath
+from tests.conftest import REPO, TINY, cli, compose_cfg, paper_recipe, pythonpath
 from wgangp.checkpoint import load_checkpoint
 from wgangp.errors import CheckpointError
 from wgangp.trainer import Trainer
@@ -220,7 +220,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
             sys.executable,
             "-m",
             "wgangp.train",
-            *TINY,
+            *paper_recipe(TINY),
             "trainer.steps=100000",
             "trainer.log_every=1",
             "trainer.ckpt_every=0",

@@ -180,6 +180,21 @@ def keys_added_at_default(old: dict[str, Any], changes: dict[str, tuple[Any, Any
     return out
 
 
+def _names_recipe(overrides: list[str]) -> bool:
+    return any(_override_key(o) in ("recipe", "experiment") for o in overrides)
+
+
+def with_recipe(overrides: list[str], chosen: str | None) -> list[str]:
+    """``overrides`` naming the recipe the run starts from, so that a resume recomposes
+    the same constants whatever the data set's default is then: ``recipe=<chosen>``
+    added unless they name a recipe or an experiment (which brings its own).
+    ``chosen`` None: a checkpoint's list, where no recipe means one written before
+    recipes existed, when every run started from the paper's constants."""
+    if _names_recipe(overrides):
+        return overrides
+    return [f"recipe={chosen or 'paper'}", *overrides]
+
+
 def resume_config(
     ckpt: dict[str, Any], path: Path, overrides: list[str]
 ) -> tuple[DictConfig, list[str], dict[str, tuple[Any, Any]]]:
@@ -188,7 +203,7 @@ def resume_config(
     Refuses changes to the networks or the data shape, listing the differing keys.
     """
     merged: dict[str, str] = {}
-    for o in list(ckpt.get("overrides", [])) + overrides:
+    for o in with_recipe(list(ckpt.get("overrides", [])), None) + overrides:
         if _override_key(o) != "resume":
             merged[_override_key(o)] = o
     effective = list(merged.values())
@@ -283,6 +298,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         cfg, overrides, changes = resume_config(ckpt, ckpt_path, overrides)
     else:
         _refuse_to_start_over(run_dir, auto=False)
+    if ckpt is None:
+        overrides = with_recipe(overrides, hc.runtime.choices.get("recipe"))
     if ckpt is not None and ckpt_path is not None:
         done = _check_resume_target(run_dir, ckpt, ckpt_path, int(cfg.trainer.steps))
         if done:
@@ -316,7 +333,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
         dist_info.rank,
         dist_info.world_size,
     )
+    if ckpt is None:
+        log.info("%s", recipe_note(hc.runtime.choices))
     return trainer.fit()
+
+
+def recipe_note(choices: Any) -> str:  # noqa: ANN401
+    """One line saying which constants the run starts from (Hydra's group ``choices``)."""
+    recipe, experiment = choices.get("recipe"), choices.get("experiment")
+    if experiment:
+        return f"recipe: experiment={experiment}"
+    if recipe == "toy":
+        return (
+            f"recipe: toy (dataset={choices.get('dataset')} picks it: tuned to fit within a "
+            "minute; recipe=paper runs the paper's constants: λ=10, Adam 1e-4 β=(0, 0.9), "
+            "n_critic=5)"
+        )
+    return f"recipe: {recipe} (configs/recipe/{recipe}.yaml)"
 
 
 def _report_log_file_write_errors() -> None:
@@ -634,6 +667,31 @@ def _group_value_problem(
     return None
 
 
+def _recipe_problem(parsed: list[tuple[str, Any]]) -> str | None:
+    """``~recipe``, or ``recipe=`` beside ``experiment=``: refused by name.
+
+    ``recipe`` (configs/recipe/) is the set of constants a run starts from: ``paper``
+    (the groups' own) or ``toy`` (what the toy data sets pick). An experiment names
+    its own recipe, and a ``recipe=`` on the command line would replace that one under
+    the experiment's values (``experiment=toy_quality recipe=paper``: toy_quality's
+    lengths on the paper's networks), which no one means.
+    """
+    keys = {o.key_or_group: (arg, o) for arg, o in parsed}
+    if "recipe" in keys and keys["recipe"][1].is_delete():
+        return (
+            f"cannot delete recipe ({keys['recipe'][0]!r}): every run starts from one; "
+            "recipe=paper runs the paper's constants, recipe=toy the toy data sets' tuned "
+            "recipe (configs/recipe/)"
+        )
+    if "recipe" in keys and "experiment" in keys and not keys["experiment"][1].is_delete():
+        return (
+            f"{keys['recipe'][0]!r} with {keys['experiment'][0]!r}: an experiment brings its "
+            "own recipe and recipe= would replace it; drop one of the two (set single keys "
+            "instead, e.g. gp.lambda=10)"
+        )
+    return None
+
+
 def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
     """A message for overrides Hydra would refuse (or run nothing for), checked before it runs.
 
@@ -669,6 +727,9 @@ def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
     other_options = any(
         a == flag or a.startswith(f"{flag}=") for a in args for flag in SEARCHPATH_ARGS
     ) or any(o.key_or_group == "hydra.searchpath" for _, o in parsed)
+    problem = _recipe_problem(parsed)
+    if problem:
+        return problem
     for arg, o in parsed:
         key = o.key_or_group
         if key == "":
@@ -686,7 +747,7 @@ def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
                 o.value(),
                 _group_options(conf_dir, key),
                 complete=key in groups and key != "hydra" and not other_options,
-                optional=key not in required,
+                optional=key not in required and key != "recipe",
             )
             if problem:
                 return problem
