@@ -215,3 +215,16 @@ def test_bench_ab_reports_a_variant_that_cannot_run_and_times_the_rest(tmp_path)
         "CUDA graphs need a CUDA device (trainer.device=cuda)"
     )
     assert "failed: trainer.cuda_graph=true: ConfigError" in proc.stdout
+
+
+def test_every_bench_config_runs_the_paper_constants(monkeypatch):
+    """The configurations start from the toy data set (whose default is recipe=toy):
+    the benchmark pins the paper's constants, so its FLOPs and ratios stay comparable
+    with every earlier run (n_critic 5, λ 10, Adam 1e-4, no EMA, no decay)."""
+    bench = _bench_module(monkeypatch)
+    for bc in bench.CONFIGS:
+        cfg = bench.compose_cfg(bc.overrides)
+        t, o = cfg.trainer, cfg.optim
+        assert (t.n_critic, cfg.gp["lambda"], o.critic.lr, o.lr_decay) == (5, 10.0, 1e-4, "none")
+        assert t.ema.decay is None and cfg.eval.every == 0, bc.name
+        assert t.batch_size == (256 if bc.name == "mlp" else 64), bc.name
