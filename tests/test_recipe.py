@@ -118,6 +118,15 @@ def test_recipe_errors_name_the_fix():
         "invalid option for recipe: 'null' (allowed: paper | toy)"
     )
     assert check_group_overrides(["-m", "recipe=paper,toy", "dataset=swissroll"], conf) is None
+    assert check_group_overrides(["recipe=toy", "dataset=cifar10"], conf) == (
+        "recipe=toy with dataset=cifar10: the toy recipe is for 2-D point sets (gaussians8, "
+        "gaussians25, swissroll, points: MLPs, a 2-d latent); cifar10 runs on recipe=paper "
+        "(the default for it) or an experiment"
+    )
+    assert check_group_overrides(["-m", "recipe=toy", "dataset=points,celeba"], conf).startswith(
+        "recipe=toy with dataset=celeba: "
+    )
+    assert check_group_overrides(["recipe=toy", "dataset=points"], conf) is None
 
 
 def test_with_recipe_records_the_choice_once():

@@ -39,6 +39,7 @@ from wgangp.checkpoint import (
     run_dir_of,
 )
 from wgangp.config import Config, register_configs, schema_keys
+from wgangp.data.toy import TOY_DATASETS
 from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
 from wgangp.overrides import check_value_overrides
 from wgangp.paths import unwritable_reason
@@ -689,7 +690,24 @@ def _recipe_problem(parsed: list[tuple[str, Any]]) -> str | None:
             "own recipe and recipe= would replace it; drop one of the two (set single keys "
             "instead, e.g. gp.lambda=10)"
         )
+    if "recipe" in keys and "dataset" in keys and "toy" in _names(keys["recipe"][1]):
+        other = [d for d in _names(keys["dataset"][1]) if d not in TOY_DATASETS]
+        if other:
+            return (
+                f"recipe=toy with dataset={other[0]}: the toy recipe is for 2-D point sets "
+                f"({', '.join(TOY_DATASETS)}: MLPs, a 2-d latent); {other[0]} runs on "
+                "recipe=paper (the default for it) or an experiment"
+            )
     return None
+
+
+def _names(override: Any) -> list[str]:  # noqa: ANN401
+    """The option names an override's value holds (a sweep's elements, or the one)."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    value = override.value()
+    elements = value.list if isinstance(value, ChoiceSweep) else [value]
+    return [e for e in elements if isinstance(e, str)]
 
 
 def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
