@@ -182,3 +182,16 @@ def test_the_default_command_fits_the_eight_gaussians(tmp_path):
 def test_the_readme_names_the_recipe():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "wgangp-train recipe=paper" in readme
+
+
+def test_extending_a_decayed_run_says_what_the_learning_rate_does(tmp_path):
+    """recipe=toy decays the learning rate to 0 at trainer.steps; resuming with more
+    steps stretches the schedule, and the log says so with the numbers."""
+    run = tmp_path / "run"
+    cli_as_typed(*QUICK, "trainer.steps=4", f"hydra.run.dir={run}", cwd=tmp_path, check=True)
+    proc = cli_as_typed(f"resume={run}", "trainer.steps=8", *QUICK, cwd=tmp_path, check=True)
+    # lr 2e-3: at step 4, 0 of a 4-step schedule, half of an 8-step one
+    assert (
+        "optim.lr_decay=linear over trainer.steps=8 (was 4): the generator's learning rate "
+        "at step 4 goes from 0 to 0.001 and falls linearly to 0 at step 8"
+    ) in proc.stdout

@@ -324,6 +324,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             trainer.history.append(
                 {"step": trainer.step, "changes": {k: [o, n] for k, (o, n) in changes.items()}}
             )
+            note = decay_note(cfg, changes, trainer.step)
+            if note:
+                log.info("%s", note)
         log.info("resumed from %s at step %d", ckpt_path, trainer.step)
     if dist_info.is_main:
         OmegaConf.save(cfg, run_dir / "config.yaml")
@@ -337,6 +340,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if ckpt is None:
         log.info("%s", recipe_note(hc.runtime.choices))
     return trainer.fit()
+
+
+def decay_note(cfg: DictConfig, changes: dict[str, tuple[Any, Any]], step: int) -> str | None:
+    """What a resume that changes ``trainer.steps`` does to a linear learning-rate decay:
+    it is a function of ``step / trainer.steps``, so the rate jumps to the new length's."""
+    if cfg.optim.lr_decay != "linear" or "trainer.steps" not in changes:
+        return None
+    old, new = (int(n) for n in changes["trainer.steps"])
+    lr = float(cfg.optim.generator.lr)
+    before, after = (lr * max(0.0, 1.0 - step / max(n, 1)) for n in (old, new))
+    return (
+        f"optim.lr_decay=linear over trainer.steps={new} (was {old}): the generator's "
+        f"learning rate at step {step} goes from {before:.3g} to {after:.3g} and falls "
+        f"linearly to 0 at step {new}"
+    )
 
 
 def recipe_note(choices: Any) -> str:  # noqa: ANN401
