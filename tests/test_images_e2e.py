@@ -101,6 +101,7 @@ def test_image_run_writes_grids_and_real_data(trained):
 def test_sample_png_grid(trained, tmp_path):
     proc = sample_cli(f"checkpoint={trained}", "n=16", f"out={tmp_path / 'g.png'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"wrote {tmp_path / 'g.png'}\n"
     with Image.open(tmp_path / "g.png") as im:
         assert im.size == (8 * 18 + 2, 2 * 18 + 2)
 
@@ -118,6 +119,7 @@ def test_sample_directory_of_pngs(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == [f"{i:06d}.png" for i in range(5)]
+    assert proc.stdout == f"wrote 5 files into {out}\n"
     with Image.open(files[0]) as im:
         assert im.size == (16, 16) and im.mode == "L"
 

@@ -354,7 +354,15 @@ def main(argv: list[str] | None = None) -> None:
         message = str(e).replace("trainer.device", "device")
         print(f"wgangp-sample: error: {message}", file=sys.stderr)
         sys.exit(e.exit_code)
-    print(f"wrote {len(files)} file(s): {files[0] if len(files) == 1 else files[0].parent}")
+    print(written(files))
+
+
+def written(files: list[Path]) -> str:
+    """The line saying what was written: the files by name, or their folder past four
+    (a directory of one file per sample)."""
+    if len(files) <= 4:
+        return "wrote " + ", ".join(str(p) for p in files)
+    return f"wrote {len(files)} files into {files[0].parent}"
 
 
 if __name__ == "__main__":
