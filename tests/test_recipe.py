@@ -50,9 +50,15 @@ PAPER = (
 )
 
 
+#: recipe=toy_grid, gaussians25's: toy for twice as many steps
+TOY_GRID = (*TOY[:3], (512, 3, 3000, 500, 500), (0.995, 1500, 500))
+
+
 @pytest.mark.parametrize("dataset", TOY_SETS)
 def test_toy_data_sets_start_from_the_toy_recipe(dataset):
-    assert constants(plain(f"dataset={dataset}")) == TOY
+    want = TOY_GRID if dataset == "gaussians25" else TOY
+    assert constants(plain(f"dataset={dataset}")) == want
+    assert constants(plain(f"dataset={dataset}", "recipe=toy")) == TOY
     assert constants(plain(f"dataset={dataset}", "recipe=paper")) == PAPER
     # single keys still win over the recipe
     assert plain(f"dataset={dataset}", "gp.lambda=10")["gp"]["lambda"] == 10.0
@@ -112,20 +118,20 @@ def test_recipe_errors_name_the_fix():
     )
     assert check_group_overrides(["~recipe"], conf) == (
         "cannot delete recipe ('~recipe'): every run starts from one; recipe=paper runs the "
-        "paper's constants, recipe=toy the toy data sets' tuned recipe (configs/recipe/)"
+        "paper's constants, recipe=toy (toy_grid) the toy data sets' tuned one "
+        "(configs/recipe/)"
     )
     assert check_group_overrides(["recipe=null"], conf) == (
-        "invalid option for recipe: 'null' (allowed: paper | toy)"
+        "invalid option for recipe: 'null' (allowed: paper | toy | toy_grid)"
     )
     assert check_group_overrides(["-m", "recipe=paper,toy", "dataset=swissroll"], conf) is None
     assert check_group_overrides(["recipe=toy", "dataset=cifar10"], conf) == (
-        "recipe=toy with dataset=cifar10: the toy recipe is for 2-D point sets (gaussians8, "
+        "recipe=toy with dataset=cifar10: the toy recipes are for 2-D point sets (gaussians8, "
         "gaussians25, swissroll, points: MLPs, a 2-d latent); cifar10 runs on recipe=paper "
         "(the default for it) or an experiment"
     )
-    assert check_group_overrides(["-m", "recipe=toy", "dataset=points,celeba"], conf).startswith(
-        "recipe=toy with dataset=celeba: "
-    )
+    sweep = ["-m", "recipe=paper,toy_grid", "dataset=points,celeba"]
+    assert check_group_overrides(sweep, conf).startswith("recipe=toy_grid with dataset=celeba: ")
     assert check_group_overrides(["recipe=toy", "dataset=points"], conf) is None
 
 

@@ -362,11 +362,11 @@ def recipe_note(choices: Any) -> str:  # noqa: ANN401
     recipe, experiment = choices.get("recipe"), choices.get("experiment")
     if experiment:
         return f"recipe: experiment={experiment}"
-    if recipe == "toy":
+    if recipe != "paper":
         return (
-            f"recipe: toy (dataset={choices.get('dataset')} picks it: tuned to fit within a "
-            "minute; recipe=paper runs the paper's constants: λ=10, Adam 1e-4 β=(0, 0.9), "
-            "n_critic=5)"
+            f"recipe: {recipe} (dataset={choices.get('dataset')} picks it: tuned to fit "
+            "within a minute; recipe=paper runs the paper's constants: λ=10, Adam 1e-4 "
+            "β=(0, 0.9), n_critic=5)"
         )
     return f"recipe: {recipe} (configs/recipe/{recipe}.yaml)"
 
@@ -699,8 +699,8 @@ def _recipe_problem(parsed: list[tuple[str, Any]]) -> str | None:
     if "recipe" in keys and keys["recipe"][1].is_delete():
         return (
             f"cannot delete recipe ({keys['recipe'][0]!r}): every run starts from one; "
-            "recipe=paper runs the paper's constants, recipe=toy the toy data sets' tuned "
-            "recipe (configs/recipe/)"
+            "recipe=paper runs the paper's constants, recipe=toy (toy_grid) the toy data "
+            "sets' tuned one (configs/recipe/)"
         )
     if "recipe" in keys and "experiment" in keys and not keys["experiment"][1].is_delete():
         return (
@@ -708,12 +708,13 @@ def _recipe_problem(parsed: list[tuple[str, Any]]) -> str | None:
             "own recipe and recipe= would replace it; drop one of the two (set single keys "
             "instead, e.g. gp.lambda=10)"
         )
-    if "recipe" in keys and "dataset" in keys and "toy" in _names(keys["recipe"][1]):
+    toy = [r for r in _names(keys["recipe"][1]) if r != "paper"] if "recipe" in keys else []
+    if toy and "dataset" in keys:
         other = [d for d in _names(keys["dataset"][1]) if d not in TOY_DATASETS]
         if other:
             return (
-                f"recipe=toy with dataset={other[0]}: the toy recipe is for 2-D point sets "
-                f"({', '.join(TOY_DATASETS)}: MLPs, a 2-d latent); {other[0]} runs on "
+                f"recipe={toy[0]} with dataset={other[0]}: the toy recipes are for 2-D point "
+                f"sets ({', '.join(TOY_DATASETS)}: MLPs, a 2-d latent); {other[0]} runs on "
                 "recipe=paper (the default for it) or an experiment"
             )
     return None
