@@ -72,7 +72,7 @@ from wgangp.kernels import count_ops, kernel_ms, synchronize  # noqa: E402
 from wgangp.memory import LiveBytes, state_bytes  # noqa: E402
 from wgangp.models import CRITICS, GENERATORS  # noqa: E402
 from wgangp.models.registry import register_critic, register_generator  # noqa: E402
-from wgangp.train import compose_config, config_dir  # noqa: E402
+from wgangp.train import compose_config, config_dir, with_recipe  # noqa: E402
 from wgangp.trainer import Trainer  # noqa: E402
 from wgangp.validate import validate  # noqa: E402
 
@@ -179,8 +179,7 @@ CONFIGS = [
 def compose_cfg(overrides: list[str]) -> Any:
     """The paper's constants (``recipe=paper``: the toy data set the configurations
     start from would pick ``recipe=toy``, n_critic 3 among them) under ``overrides``."""
-    named = any(o.startswith(("recipe=", "experiment=")) for o in overrides)
-    return compose_config(overrides if named else ["recipe=paper", *overrides])
+    return compose_config(with_recipe(overrides, "paper"))
 
 
 # --------------------------------------------------------------------------- reference

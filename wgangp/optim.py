@@ -12,6 +12,8 @@ whatever the gradient), it decays with :math:`\rho = 0.9` (PyTorch: 0.99), and i
     \theta_t = \theta_{t-1} - \eta\, \frac{g_t}{\sqrt{m_t + \epsilon}}.
 
 (TF1 ``momentum = 0``, ``centered = False``, the defaults the scripts use.)
+
+Also :func:`linear_decay`, the factor of ``optim.lr_decay=linear``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+
+def linear_decay(step: int, steps: int) -> float:
+    r"""``optim.lr_decay=linear``: the learning rate's factor at ``step``,
+    :math:`\max(0, 1 - \text{step} / \text{steps})`, 0 at ``trainer.steps``. A function of
+    the step (no scheduler state), so a resume continues it."""
+    return max(0.0, 1.0 - step / max(steps, 1))
 
 
 class TFRMSprop(Optimizer):

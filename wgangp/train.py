@@ -41,6 +41,7 @@ from wgangp.checkpoint import (
 from wgangp.config import Config, register_configs, schema_keys
 from wgangp.data.toy import TOY_DATASETS
 from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
+from wgangp.optim import linear_decay
 from wgangp.overrides import check_value_overrides
 from wgangp.paths import unwritable_reason
 from wgangp.validate import validate
@@ -349,7 +350,7 @@ def decay_note(cfg: DictConfig, changes: dict[str, tuple[Any, Any]], step: int) 
         return None
     old, new = (int(n) for n in changes["trainer.steps"])
     lr = float(cfg.optim.generator.lr)
-    before, after = (lr * max(0.0, 1.0 - step / max(n, 1)) for n in (old, new))
+    before, after = (lr * linear_decay(step, n) for n in (old, new))
     return (
         f"optim.lr_decay=linear over trainer.steps={new} (was {old}): the generator's "
         f"learning rate at step {step} goes from {before:.3g} to {after:.3g} and falls "
@@ -751,7 +752,8 @@ def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     groups = config_groups(conf_dir)
-    required = _required_keys()
+    # the recipe group has no schema key, yet every run needs one (~recipe is refused)
+    required = _required_keys() | {"recipe"}
     parser = OverridesParser.create()
     parsed = []
     for arg in args:
@@ -784,7 +786,7 @@ def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
                 o.value(),
                 _group_options(conf_dir, key),
                 complete=key in groups and key != "hydra" and not other_options,
-                optional=key not in required and key != "recipe",
+                optional=key not in required,
             )
             if problem:
                 return problem

@@ -35,7 +35,7 @@ from wgangp.host_memory import keep_freed_host_memory
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
 from wgangp.models.sampling import ema_started, has_batchnorm, sampling_mode
-from wgangp.optim import TFRMSprop
+from wgangp.optim import TFRMSprop, linear_decay
 from wgangp.pixels import as_signed, pixel_range
 from wgangp.plots import image_grid, layer_grad_figure, save_figure, scatter_figure
 from wgangp.tblog import EventLog, EventLogError
@@ -743,7 +743,7 @@ class Trainer:
 
     def _decay_lr(self) -> None:
         """Linear decay to 0 at ``trainer.steps`` (a function of the step: resume-safe)."""
-        frac = max(0.0, 1.0 - self.step / max(self.cfg.trainer.steps, 1))
+        frac = linear_decay(self.step, self.cfg.trainer.steps)
         o = self.cfg.optim
         for opt, node in ((self.opt_c, o.critic), (self.opt_g, o.generator)):
             for group in opt.param_groups:
