@@ -118,6 +118,21 @@ def test_finite_check_of_loss_and_gradients(make_trainer, loss, bad_grad, finite
     assert bool(tr._nonfinite(torch.tensor(loss), tr.opt_c)) is not finite
 
 
+def test_finite_check_tests_elements_and_leaves_the_gradients_alone(make_trainer):
+    """Every element near the fp32 maximum: finite, though any sum or norm of them
+    overflows to inf; and the check (GradScaler's, "unscaling" by 1) changes no bit."""
+    tr = make_trainer()
+    for p in tr.critic.parameters():
+        p.grad = torch.full_like(p, -3e38)
+        p.grad.view(-1)[::3] = 3e38
+    before = [p.grad.clone() for p in tr.critic.parameters()]
+    assert not bool(tr._nonfinite(torch.tensor(1.0), tr.opt_c))
+    assert all(torch.equal(p.grad, b) for p, b in zip(tr.critic.parameters(), before, strict=True))
+    last = list(tr.critic.parameters())[-1]
+    last.grad.view(-1)[-1] = float("nan")  # the last element of the last tensor
+    assert bool(tr._nonfinite(torch.tensor(1.0), tr.opt_c))
+
+
 def test_inf_generator_gradient_is_caught_and_names_the_generator_loss(make_trainer):
     tr = make_trainer()
     train_to(tr, 2)

@@ -159,3 +159,97 @@ def test_resume_under_the_other_layout_keeps_adam_on_the_same_elements(tmp_path,
             assert torch.equal(pa.detach(), pb.detach())
             for key, value in opt_a.state[pa].items():
                 assert torch.equal(opt_b.state[pb][key], value), key
+
+
+# ------------------------------------------------- the layout seams inside the models
+def _maps(n: int = 5, c: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(n, c, 4, 4, dtype=torch.float64)
+    return x, x.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("out_features", [1, 3])
+def test_map_linear_is_the_flattened_linear_in_either_layout(out_features):
+    """MapLinear reads a channels-last map as it lies (no NCHW copy), with the weight's
+    columns permuted: the same values and gradients as Linear(flatten(x))."""
+    from wgangp.models.blocks import MapLinear
+
+    torch.manual_seed(0)
+    ours = MapLinear(8 * 16, out_features).double()
+    plain = torch.nn.Linear(8 * 16, out_features).double()
+    plain.load_state_dict(ours.state_dict())  # the same parameters, the same keys
+    assert list(ours.state_dict()) == ["weight", "bias"]
+    nchw, nhwc = _maps()
+    want = plain(nchw.flatten(1))
+    for x in (nchw, nhwc):
+        x = x.clone().requires_grad_(True)
+        got = ours(x)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        g_x, g_w = torch.autograd.grad(got.square().sum(), (x, ours.weight))
+        x0 = x.detach().clone().requires_grad_(True)
+        r_x, r_w = torch.autograd.grad(plain(x0.flatten(1)).square().sum(), (x0, plain.weight))
+        torch.testing.assert_close(g_x, r_x, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g_w, r_w, rtol=1e-12, atol=1e-12)
+        if not x.is_contiguous():  # the gradient comes back in the map's own layout
+            assert g_x.is_contiguous(memory_format=torch.channels_last)
+    # a flat input is an ordinary linear layer
+    flat = torch.randn(5, 8 * 16, dtype=torch.float64)
+    torch.testing.assert_close(ours(flat), plain(flat))
+
+
+def test_map_linear_does_not_copy_a_channels_last_map():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from wgangp.models.blocks import MapLinear
+
+    copies: list[tuple[int, ...]] = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            if func in (torch.ops.aten.clone.default, torch.ops.aten.copy_.default):
+                copies.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    lin = MapLinear(64 * 16, 1)
+    _, nhwc = _maps(32, 64)
+    x = nhwc.float().requires_grad_(True)
+    with Watch():
+        lin(x).sum().backward()
+    # only the 64·16-element weight is permuted; the 32×64×4×4 map never is
+    assert (32, 64, 4, 4) not in copies and all(s[0] != 32 for s in copies), copies
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_reshaped_linear_output_takes_the_next_convolutions_layout():
+    from wgangp.models.blocks import in_layout_of
+
+    x = torch.randn(2, 8, 4, 4)
+    w_cl = torch.randn(8, 4, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert in_layout_of(x, w_cl).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(in_layout_of(x, w_cl), x)
+    assert in_layout_of(x, torch.randn(8, 4, 5, 5)) is x  # an NCHW model: untouched
+    assert in_layout_of(x, torch.randn(8, 4)) is x
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_image_models_give_the_same_scores_in_either_layout(arch):
+    """The critic's and the generator's outputs and the critic's input gradient agree
+    across layouts (to float rounding: the kernels sum in other orders)."""
+    from wgangp.models import registry
+
+    cfg = compose_cfg("dataset=cifar10", f"critic={arch}", f"generator={arch}")
+    shape = (3, 32, 32)
+    torch.manual_seed(0)
+    d = registry.build_critic(cfg.critic, shape).double()
+    g = registry.build_generator(cfg.generator, shape).double().eval()
+    d_cl = copy.deepcopy(d).to(memory_format=torch.channels_last)
+    g_cl = copy.deepcopy(g).to(memory_format=torch.channels_last)
+    z = torch.randn(4, g.z_dim, dtype=torch.float64)
+    torch.testing.assert_close(g_cl(z), g(z), rtol=1e-9, atol=1e-9)
+    x = torch.randn(4, *shape, dtype=torch.float64)
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    x = x.clone().requires_grad_(True)
+    s, s_cl = d(x), d_cl(x_cl)
+    torch.testing.assert_close(s_cl, s, rtol=1e-9, atol=1e-9)
+    (gx,) = torch.autograd.grad(s.sum(), x)
+    (gx_cl,) = torch.autograd.grad(s_cl.sum(), x_cl)
+    torch.testing.assert_close(gx_cl, gx, rtol=1e-9, atol=1e-9)

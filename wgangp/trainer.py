@@ -212,6 +212,7 @@ class Trainer:
         # deferred check flag, 1.0 once an update of the iteration was non-finite: float,
         # since fused Adam's found_inf is one (skip the step where it is exactly 1)
         self._bad = torch.zeros((), device=device)
+        self._unit = torch.ones(1, device=device)  # _nonfinite's inv_scale
         self._pending: list[tuple[str, Tensor, dict[str, Tensor]]] = []
         self._gp_stats: dict[str, Tensor] = {}
         self.ema: AveragedModel | None = None
@@ -471,22 +472,26 @@ class Trainer:
         return self.scaler.scale(torch.ones((), device=self.device))
 
     def _nonfinite(self, loss: Tensor, opt: torch.optim.Optimizer) -> Tensor:
-        """A device bool: the loss or a gradient is NaN or ±Inf (no host sync).
+        """A 0-dim device float: 1 if the loss or a gradient is NaN or ±Inf, else 0 (no
+        host sync).
 
         With fp16 loss scaling an overflowing gradient is GradScaler's business (it
         skips that step and lowers the scale), so only the loss is checked then.
         """
-        values = [loss.detach().float()]
+        # x·0 is 0 for every finite x and NaN for ±Inf and NaN
+        found = (loss.detach().float() * 0 != 0).float().reshape(1)
         if self.scaler is None:
-            # one norm per tensor (a foreach kernel): NaN or Inf anywhere makes it
-            # non-finite. L1, not L2: a square overflows fp32 from |g| ≈ 1.8e19 on, which
-            # would call a large but finite gradient non-finite
-            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            if grads:
-                values += torch._foreach_norm(grads, 1)
-        # x·0 is 0 for every finite x and NaN for ±Inf and NaN: one test for all of them
-        # in 4 kernels (torch.isfinite is 4 on its own, and this runs every update)
-        return (torch.stack(values) * 0 != 0).any()
+            by_dtype: dict[torch.dtype, list[Tensor]] = {}
+            for g in opt.param_groups:
+                for p in g["params"]:
+                    if p.grad is not None:
+                        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+            for grads in by_dtype.values():
+                # GradScaler's own test, element by element, "unscaling" by exactly 1
+                # (x·1 is x bitwise): no overflow of a sum, and 5× faster on the CPU
+                # than one norm per tensor (~5 ms of a dcgan32 iteration)
+                torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._unit)
+        return found.squeeze(0)
 
     def _apply(
         self,

@@ -73,10 +73,12 @@ from torch import Tensor, nn
 from wgangp.errors import ConfigError
 from wgangp.models.blocks import (
     ActFactory,
+    MapLinear,
     check_with_logits,
     class_norm_layer,
     generator_labels,
     image_net_args,
+    in_layout_of,
     log2_stages,
     norm_layer,
     run_blocks,
@@ -171,9 +173,9 @@ class DCGANGenerator(nn.Module):
         norm, act = self.input_act
         h = self.input(z)
         if self.norm_per_feature:
-            h = norm(h).view(z.shape[0], self.top_channels, 4, 4)
+            h = in_layout_of(norm(h).view(z.shape[0], self.top_channels, 4, 4), self.body[0].weight)
         else:
-            h = h.view(z.shape[0], self.top_channels, 4, 4)
+            h = in_layout_of(h.view(z.shape[0], self.top_channels, 4, 4), self.body[0].weight)
             h = norm(h) if labels is None else norm(h, labels)
         # the activation after the reshape: a gate pairs channels, not flat features
         return run_blocks(self.body, act(h), labels)
@@ -210,14 +212,14 @@ class DCGANCritic(nn.Module):
             layers += [_down(c, 2 * c * m), norm_layer(norm, 2 * c * m), act()]
             c *= 2
         self.body = nn.Sequential(*layers)
-        self.output = tag(nn.Linear(4 * 4 * c, 1), "glorot")
+        self.output = tag(MapLinear(4 * 4 * c, 1), "glorot")
         if num_classes:  # an AC-GAN class head on the features the score reads
-            self.acgan = tag(nn.Linear(4 * 4 * c, num_classes), "glorot")
+            self.acgan = tag(MapLinear(4 * 4 * c, num_classes), "glorot")
 
     def forward(self, x: Tensor, with_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Score ``(N,)``; with ``with_logits`` also the class logits ``(N, K)``."""
         check_with_logits(self, with_logits)
-        h = self.body(x).flatten(1)
+        h = self.body(x)  # (N, C, 4, 4): MapLinear reads it in its own layout
         score = self.output(h).squeeze(1)
         return (score, self.acgan(h)) if with_logits else score
 
