@@ -73,6 +73,16 @@ def resolve_memory_format(
     return torch.channels_last if use else torch.contiguous_format
 
 
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a 4-D tensor laid out NHWC and not also NCHW-contiguous (a map
+    whose H·W or C is 1 is both, and then either layout reads it as it lies)."""
+    return (
+        t.dim() == 4
+        and t.is_contiguous(memory_format=torch.channels_last)
+        and not t.is_contiguous()
+    )
+
+
 def match_param_layouts(opt: torch.optim.Optimizer) -> int:
     """Give each optimizer state tensor its parameter's layout; returns how many moved.
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from wgangp.layout import is_channels_last
 from wgangp.step import _arg, _pair
 
 SETTINGS = ("auto", "true", "false")
@@ -146,7 +147,7 @@ def conv_transpose2d_subpixel(
     pad = tuple(_pair(padding))  # a cache key of _gather
     out_h, out_w = int(output_size[0]), int(output_size[1])
     weight, eh, ew = _phase_weight(w, s, pad)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         weight = weight.contiguous(memory_format=torch.channels_last)
     th, tw = weight.shape[2:]
     # rows m = 0..M−1 of each phase read x[m + e], e_min ≤ e ≤ e_min + T − 1: pad x by

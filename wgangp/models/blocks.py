@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wgangp.errors import ConfigError
+from wgangp.layout import is_channels_last
 from wgangp.models.init import check_init, tag
 from wgangp.models.mlp import ACTIVATIONS, activation, image_output
 
@@ -52,13 +53,12 @@ class MapLinear(nn.Linear):
     """
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        if x.dim() == 4 and not x.is_contiguous():
-            n, c, h, w = x.shape
-            if x.is_contiguous(memory_format=torch.channels_last):
-                weight = self.weight.view(-1, c, h, w).permute(0, 2, 3, 1)
-                features = x.permute(0, 2, 3, 1).reshape(n, h * w * c)
-                return F.linear(features, weight.reshape(self.out_features, -1), self.bias)
-        return super().forward(x.flatten(1))
+        if not is_channels_last(x):
+            return super().forward(x.flatten(1))
+        n, c, h, w = x.shape
+        weight = self.weight.view(-1, c, h, w).permute(0, 2, 3, 1)
+        features = x.permute(0, 2, 3, 1).reshape(n, h * w * c)
+        return F.linear(features, weight.reshape(self.out_features, -1), self.bias)
 
 
 class LayerNorm2d(nn.GroupNorm):
@@ -82,12 +82,7 @@ def in_layout_of(x: Tensor, weight: Tensor) -> Tensor:
     other layout (on the CPU ``dcgan32``'s first transposed convolution took 7.7 ms
     instead of 6.7 at batch 64). Copying the small map once is cheaper.
     """
-    if (
-        x.dim() == 4
-        and weight.dim() == 4
-        and not weight.is_contiguous()
-        and weight.is_contiguous(memory_format=torch.channels_last)
-    ):
+    if x.dim() == 4 and is_channels_last(weight):
         return x.contiguous(memory_format=torch.channels_last)
     return x
 

@@ -172,10 +172,10 @@ class DCGANGenerator(nn.Module):
         labels = generator_labels(self.num_classes, z, labels)
         norm, act = self.input_act
         h = self.input(z)
-        if self.norm_per_feature:
-            h = in_layout_of(norm(h).view(z.shape[0], self.top_channels, 4, 4), self.body[0].weight)
-        else:
-            h = in_layout_of(h.view(z.shape[0], self.top_channels, 4, 4), self.body[0].weight)
+        if self.norm_per_feature:  # on the flat features, before the reshape
+            h = norm(h)
+        h = in_layout_of(h.view(z.shape[0], self.top_channels, 4, 4), self.body[0].weight)
+        if not self.norm_per_feature:  # per channel, after it
             h = norm(h) if labels is None else norm(h, labels)
         # the activation after the reshape: a gate pairs channels, not flat features
         return run_blocks(self.body, act(h), labels)
