@@ -5,7 +5,7 @@
 PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-slow lint bench gpu-wheels quality quality-quick fig1 train clean
+.PHONY: install test test-avx2 test-slow lint bench gpu-wheels quality quality-quick fig1 train clean
 
 install:
 	$(PYTHON) -m pip install $(TORCH_PINS)
@@ -19,6 +19,11 @@ TEST_WORKERS ?= 2
 
 test:
 	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# the same suite on AVX2 kernels only (as on a CPU without AVX-512): no test may depend
+# on which kernels a CPU has
+test-avx2:
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) test
 
 test-slow:
 	$(PYTHON) -m pytest -q -m slow

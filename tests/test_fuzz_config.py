@@ -162,6 +162,8 @@ def setup_like_the_cli(overrides: list[str], root: str) -> None:
 @example(["resume=0", "~resume"])  # found by this test: a traceback from hydra.run.dir
 @example(["dataset.download=${gp.lambda}"])  # found by this test: in its own set-up
 @example(["dataset.download=${nope}"])
+@example(["resume=${nope}"])  # found by this test: a traceback from hydra.run.dir
+@example(["+resume=${nope}"])
 def test_random_overrides_give_a_clean_message_or_a_valid_setup(tmp_path_factory, overrides):
     root = str(tmp_path_factory.getbasetemp() / "empty-data-root")
     setup_like_the_cli([*TINY, *overrides], root)
@@ -204,6 +206,7 @@ def test_deleting_a_schema_key_is_refused_before_hydra(args, message):
     "args",
     [
         ["gp.lambda=${nope}"],
+        pytest.param(["resume=${nope}"], marks=pytest.mark.slow),
         pytest.param(["trainer.steps=${gp.lambda}"], marks=pytest.mark.slow),
         ["dataset=points", "dataset.path=~nouser/p.npy"],
         pytest.param(["resume=~nouser/run"], marks=pytest.mark.slow),

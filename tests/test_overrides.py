@@ -20,6 +20,11 @@ GROUPS = config_groups(config_dir())
     ("args", "message"),
     [
         (
+            ["resume=${nope}"],
+            "invalid value for resume: '${nope}' (allowed: a checkpoint file, a run "
+            "directory or auto); write the path itself, not an interpolation",
+        ),
+        (
             ["gp.lambda=abc"],
             "invalid value for gp.lambda: 'abc' (allowed: a number); e.g. gp.lambda=10.0",
         ),

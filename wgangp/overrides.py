@@ -65,6 +65,17 @@ def check_value_overrides(args: list[str], groups: set[str]) -> str | None:
     schema = OmegaConf.structured(Config)
     parser = OverridesParser.create()
     for arg in args:
+        if _interpolated_resume(arg):
+            # the run directory is chosen from resume while Hydra starts, before wgangp
+            # can check an interpolation: a missing key would end in Hydra's traceback
+            return str(
+                ConfigError(
+                    "resume",
+                    arg.split("=", 1)[1],
+                    "a checkpoint file, a run directory or auto",
+                    "write the path itself, not an interpolation",
+                )
+            )
         if arg.startswith("-") or "=" not in arg or arg.startswith(("+", "~")):
             continue
         try:
@@ -93,6 +104,12 @@ def check_value_overrides(args: list[str], groups: set[str]) -> str | None:
             if problem:
                 return problem
     return None
+
+
+def _interpolated_resume(arg: str) -> bool:
+    """``resume=${...}`` (also added with ``+`` or ``++``)."""
+    key, _, value = arg.lstrip("+").partition("=")
+    return key.strip() == "resume" and "${" in value
 
 
 def _node(cfg: DictConfig, key: str) -> Any:  # noqa: ANN401
