@@ -15,7 +15,7 @@ medians over repeats are reported:
 * ``gp_step_ratio``: our critic update with the penalty / without it (same batches; on
   ``cuda_graph`` rows each update is captured alone and replayed).
 * ``cuda_graph``: CUDA rows come twice by default (``--cuda-graph both``): our step eager
-  and replayed from a captured graph (``trainer.cuda_graph=true``, wgangp/cuda_graph.py;
+  and replayed from a captured graph (``trainer.cuda_graph=true``, wgangp/fast/cuda_graph.py;
   warm-up and capture happen before the timing). FLOPs and ``kernel_ms`` are counted on
   the eager iteration, which runs the same kernels.
 * ``peak_mem_mb``: CUDA: ``max_memory_allocated`` over one iteration; CPU: parameters and
@@ -65,16 +65,16 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wgangp import losses  # noqa: E402
-from wgangp.cuda_graph import WARMUP, capture, on_side_stream  # noqa: E402
+from wgangp.cli.train import compose_config, config_dir, with_recipe  # noqa: E402
+from wgangp.config.validate import validate  # noqa: E402
+from wgangp.core import losses  # noqa: E402
 from wgangp.data import TensorSource, register_dataset  # noqa: E402
+from wgangp.fast.cuda_graph import WARMUP, capture, on_side_stream  # noqa: E402
 from wgangp.kernels import count_ops, kernel_ms, synchronize  # noqa: E402
 from wgangp.memory import LiveBytes, state_bytes  # noqa: E402
 from wgangp.models import CRITICS, GENERATORS  # noqa: E402
 from wgangp.models.registry import register_critic, register_generator  # noqa: E402
-from wgangp.train import compose_config, config_dir, with_recipe  # noqa: E402
-from wgangp.trainer import Trainer  # noqa: E402
-from wgangp.validate import validate  # noqa: E402
+from wgangp.train.trainer import Trainer  # noqa: E402
 
 
 # --------------------------------------------------------------------------- data/models
@@ -476,11 +476,11 @@ def run_one(
             # ATen operators that do work per iteration: kernel launches of an eager CUDA step
             "ops_per_iter": ops,
             "ref_ops_per_iter": ref_ops,
-            # page faults per iteration (wgangp/host_memory.py: trainer.keep_freed_memory)
+            # page faults per iteration (wgangp/fast/host_memory.py: trainer.keep_freed_memory)
             "minor_faults_per_iter": statistics.median(faults["ours"]),
             "ref_minor_faults_per_iter": statistics.median(faults["ref"]),
             "keep_freed_memory": bool(cfg.trainer.keep_freed_memory),
-            # trainer.channels_last resolved (auto: wgangp/layout.py); textbook: NCHW
+            # trainer.channels_last resolved (auto: wgangp/fast/layout.py); textbook: NCHW
             "memory_format": "channels_last"
             if ours.memory_format == torch.channels_last
             else "contiguous",

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # noqa: E402  (scripts/bench.py: configurations, the textbook loop)
 
-from wgangp.trainer import Trainer  # noqa: E402
-from wgangp.validate import validate  # noqa: E402
+from wgangp.config.validate import validate  # noqa: E402
+from wgangp.train.trainer import Trainer  # noqa: E402
 
 TEXTBOOK = "textbook"
 

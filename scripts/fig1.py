@@ -8,14 +8,14 @@
     a fixed "generator", the real data plus unit Gaussian noise, on 8 Gaussians, 25
     Gaussians and the Swiss roll, with weight clipping (``loss=wgan``: c = 0.01, TF1's
     RMSProp at 5e-5) and with the penalty (``loss=wgan_gp``, λ = 10, Adam 1e-4,
-    β = (0.5, 0.9)). Each update is :meth:`wgangp.trainer.Trainer.critic_step`, the
+    β = (0.5, 0.9)). Each update is :meth:`wgangp.train.trainer.Trainer.critic_step`, the
     training's own. Drawn: the critic's contours over the real points; measured: its
     Wasserstein estimate E D(x) − E D(x̃) and its mean gradient norm ‖∇D‖ at the
     interpolates on fresh batches.
 (b) Layer gradients. WGANs of 12-layer ReLU MLPs (width 512, no batch norm) trained on
     the Swiss roll with c = 0.1, 0.01, 0.001 and with the penalty; at the end, the norm of
     the critic loss's gradient with respect to each layer's input
-    (:func:`wgangp.diagnostics.layer_grad_norms`, what ``diagnostics.every`` logs) and
+    (:func:`wgangp.metrics.diagnostics.layer_grad_norms`, what ``diagnostics.every`` logs) and
     the critic's weights.
 
 Writes ``fig1a_value_surfaces.png``, ``fig1b_layer_grads.png`` and ``fig1b_weights.png``
@@ -38,9 +38,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wgangp import diagnostics, losses  # noqa: E402
-from wgangp.train import compose_config  # noqa: E402
-from wgangp.trainer import Trainer  # noqa: E402
+from wgangp.cli.train import compose_config  # noqa: E402
+from wgangp.core import losses  # noqa: E402
+from wgangp.metrics import diagnostics  # noqa: E402
+from wgangp.train.trainer import Trainer  # noqa: E402
 
 SURFACE_DATA = ("gaussians8", "gaussians25", "swissroll")
 #: label → the overrides of one method (after experiment=toy_paper)
@@ -145,7 +146,7 @@ def save_small(fig: Any, path: Path) -> None:
 def plot_surfaces(results: dict[tuple[str, str], dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from wgangp.plots import critic_grid
+    from wgangp.io.plots import critic_grid
 
     fig, axes = plt.subplots(2, 3, figsize=(10, 6.6), dpi=110)
     for col, dataset in enumerate(SURFACE_DATA):
@@ -169,7 +170,7 @@ def plot_surfaces(results: dict[tuple[str, str], dict[str, Any]], path: Path) ->
 
 
 def plot_layer_grads(runs: dict[str, dict[str, Any]], path: Path) -> None:
-    from wgangp.plots import layer_grad_figure
+    from wgangp.io.plots import layer_grad_figure
 
     title = "12-layer ReLU critics on the Swiss roll (the paper's Figure 1b)"
     save_small(layer_grad_figure({k: r["norms"] for k, r in runs.items()}, title), path)

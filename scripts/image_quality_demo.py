@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from wgangp.train import compose_config
-    from wgangp.trainer import Trainer
+    from wgangp.cli.train import compose_config
+    from wgangp.train.trainer import Trainer
 
     work = Path(args.out or tempfile.mkdtemp(prefix="wgangp-image-demo-"))
     data = make_shapes(work / "shapes")
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     # step 0 (untrained generator) as the starting point
     from torch.utils.tensorboard import SummaryWriter
 
-    from wgangp import evaluate
+    from wgangp.metrics import evaluator as evaluate
 
     with SummaryWriter(str(run_dir / "tb")) as w:
         evaluate.record(trainer, w)

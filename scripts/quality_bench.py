@@ -52,7 +52,7 @@ METRICS = ["modes_captured", "high_quality", "reverse_kl", "wasserstein"]
 
 
 def compose(dataset: str, seed: int, extra: list[str]) -> Any:
-    from wgangp.train import compose_config
+    from wgangp.cli.train import compose_config
 
     return compose_config(
         [
@@ -76,8 +76,8 @@ def run_one(
 
     torch.set_num_threads(threads)
     logging.getLogger("wgangp").setLevel(logging.WARNING)
-    from wgangp.evaluate import Evaluator, evaluated_generator
-    from wgangp.trainer import Trainer
+    from wgangp.metrics.evaluator import Evaluator, evaluated_generator
+    from wgangp.train.trainer import Trainer
 
     cfg = compose(dataset, seed, extra)
     run_dir = Path(out) / f"{dataset}_seed{seed}"
@@ -99,7 +99,7 @@ def run_one(
         **values,
     }
     if figure:
-        from wgangp.evaluate import generate_batches
+        from wgangp.metrics.evaluator import generate_batches
 
         gen = evaluated_generator(trainer)
         fake = next(generate_batches(gen, 2500, 2500, 1234, torch.device("cpu")))
@@ -196,8 +196,8 @@ def draw_figure(results: list[dict[str, Any]], path: Path) -> None:
     import torch
     from omegaconf import OmegaConf
 
+    from wgangp.io.plots import critic_grid
     from wgangp.models import build_critic
-    from wgangp.plots import critic_grid
 
     picked = [r for r in results if "figure_data" in r]
     fig, axes = plt.subplots(1, len(picked), figsize=(4.2 * len(picked), 4.2), dpi=80)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wgangp.train import compose_config
+from wgangp.cli.train import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def paper_recipe(args: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None, check: bool = False):
-    """``wgangp-train ARGS`` as a user runs it (``python -m wgangp.train``), on the
+    """``wgangp-train ARGS`` as a user runs it (``python -m wgangp.cli.train``), on the
     paper's constants unless ``ARGS`` pick a recipe (:func:`paper_recipe`); the bare
     default is :func:`cli_as_typed`'s."""
     return cli_as_typed(*paper_recipe(args), cwd=cwd, timeout=timeout, env=env, check=check)
@@ -58,7 +58,7 @@ def cli_as_typed(
     full_env = {**os.environ, "PYTHONPATH": pythonpath(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "wgangp.train", *args],
+        [sys.executable, "-m", "wgangp.cli.train", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -87,7 +87,7 @@ def _torch_threads():
 def toy_trainer_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *base: str):
     """``make(*overrides)``: a tiny toy Trainer in ``tmp_path/run`` on ``base`` +
     ``overrides`` (the end-of-run picture skipped: speed). For ``make_trainer`` fixtures."""
-    from wgangp.trainer import Trainer
+    from wgangp.train.trainer import Trainer
 
     monkeypatch.setattr(Trainer, "write_samples", lambda self, writer: None)
 

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from tests.conftest import TINY, compose_cfg, toy_trainer_factory
-from wgangp import losses
+from wgangp.config.validate import validate
+from wgangp.core import losses
+from wgangp.core.optim import TFRMSprop
 from wgangp.errors import CheckpointError, ConfigError
-from wgangp.optim import TFRMSprop
-from wgangp.validate import validate
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def test_a_change_of_baseline_on_resume_is_refused(tmp_path):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from wgangp.train import config_dir, resume_config
+    from wgangp.cli.train import config_dir, resume_config
 
     run = [*TINY, "loss=dcgan", "trainer.steps=2"]
     ckpt = {"config": OmegaConf.to_container(compose_cfg(*run), resolve=True), "overrides": run}

@@ -10,7 +10,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO, TINY, cli, pythonpath
-from wgangp.checkpoint import load_checkpoint
+from wgangp.io.checkpoint import load_checkpoint
 
 SCALARS = {
     "loss/critic",
@@ -121,7 +121,7 @@ def test_plain_wheel_install_finds_its_configs(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code = (
-        "import sys, wgangp, wgangp.train as t; "
+        "import sys, wgangp, wgangp.cli.train as t; "
         "print(wgangp.__file__); print(t.config_dir()); sys.argv=['wgangp-train', "
         "'experiment=toy_paper', 'dataset=gaussians25', '--cfg', 'job']; t.main()"
     )
@@ -146,10 +146,10 @@ def test_a_config_error_is_reported_before_the_heavy_imports(tmp_path):
         "import runpy, sys\n"
         "sys.argv = ['wgangp-train', 'gp.lambda=-1', 'trainer.device=cpu']\n"
         "try:\n"
-        "    runpy.run_module('wgangp.train', run_name='__main__')\n"
+        "    runpy.run_module('wgangp.cli.train', run_name='__main__')\n"
         "except SystemExit as e:\n"
         "    print('exit', e.code)\n"
-        "heavy = ('torchvision', 'scipy', 'matplotlib', 'wgangp.trainer', 'wgangp.metrics')\n"
+        "heavy = ('torchvision', 'scipy', 'matplotlib', 'wgangp.train.trainer', 'wgangp.metrics')\n"
         "print('loaded', sorted(m for m in heavy if m in sys.modules))\n"
     )
     env = {**os.environ, "PYTHONPATH": pythonpath(REPO)}

@@ -18,11 +18,11 @@ import torch.nn.functional as F  # noqa: N812
 from tests.conftest import compose_cfg
 from tests.test_image_data import make_cfg
 from tests.test_image_data import no_md5 as _no_md5
-from wgangp import losses
+from wgangp.config.validate import validate
+from wgangp.core import losses
 from wgangp.data import build_data
 from wgangp.errors import ConfigError
-from wgangp.trainer import Trainer
-from wgangp.validate import validate
+from wgangp.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 no_md5 = _no_md5  # the fixture: our fake CIFAR files cannot match torchvision's MD5s
@@ -298,7 +298,7 @@ def test_what_conditional_training_needs_is_checked_before_any_work(overrides, k
 
 
 def test_changing_conditional_on_resume_is_refused():
-    from wgangp.train import INCOMPATIBLE
+    from wgangp.cli.train import INCOMPATIBLE
 
     assert "conditional.enabled".startswith(INCOMPATIBLE)
 
@@ -307,7 +307,7 @@ def test_changing_conditional_on_resume_is_refused():
 
 
 def test_sample_grid_has_a_class_per_column_and_label_picks_one(cifar):
-    from wgangp.sample import sample
+    from wgangp.cli.sample import sample
 
     t = trainer(cifar)
     t.train_step()
@@ -331,7 +331,7 @@ def test_sample_grid_has_a_class_per_column_and_label_picks_one(cifar):
 
 
 def test_label_on_an_unconditional_checkpoint_is_refused(tmp_path):
-    from wgangp.sample import sample
+    from wgangp.cli.sample import sample
 
     t = Trainer(compose_cfg("trainer.progress=false"), tmp_path / "run", CPU)
     path = t.save()
@@ -343,7 +343,7 @@ def test_the_conditional_iteration_holds_nothing_a_graph_cannot_capture(cifar):
     """trainer.cuda_graph captures Trainer.iteration: the labels come in with the inputs
     (drawn by draw_inputs), and the cross-entropy, the accuracies and the balanced
     default labels make no host sync and draw no random number."""
-    from wgangp.cuda_graph import CaptureCheck
+    from wgangp.fast.cuda_graph import CaptureCheck
 
     t = trainer(cifar, "trainer.nan_check=iteration")
     t.train_step()  # optimizer state and other first-call set-up: outside the check
@@ -361,7 +361,7 @@ def test_the_conditional_iteration_holds_nothing_a_graph_cannot_capture(cifar):
 def test_evaluation_samples_each_class_equally():
     """FID/IS of a class-conditional generator: the classes 0 … K−1 in turn across
     batches, so each class is n/K of the samples."""
-    from wgangp.evaluate import generate_batches
+    from wgangp.metrics.evaluator import generate_batches
 
     class Echo(torch.nn.Module):
         z_dim, num_classes = 2, 10
@@ -626,8 +626,8 @@ def test_a_conditional_run_trains_evaluates_and_writes_its_run_dir(tmp_path, mon
     classes (the Inception stand-in of tests/test_eval.py), a 10-row grid of one class
     per column, the AC-GAN scalars among the logged values, a checkpoint that samples."""
     from tests.test_eval import StandIn, jsonl
-    from wgangp import evaluate
-    from wgangp.sample import sample
+    from wgangp.cli.sample import sample
+    from wgangp.metrics import evaluator as evaluate
 
     write_class_folders(tmp_path / "data")
     monkeypatch.setattr(evaluate, "make_extractor", lambda cfg, device: StandIn())

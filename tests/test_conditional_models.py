@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 # the seed and one-thread fixtures are autouse: imported, they apply here too
 from tests.test_image_models import _one_thread, _seed, critic_cfg, generator_cfg  # noqa: F401
-from wgangp.cuda_graph import CaptureCheck
 from wgangp.errors import ConfigError
+from wgangp.fast.cuda_graph import CaptureCheck
 from wgangp.models import build_critic, build_generator, count_parameters
 from wgangp.models.blocks import ConditionalBatchNorm2d, ResidualBlock
 from wgangp.models.init import init_weights

@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from tests.conftest import TINY, cli, compose_cfg
+from wgangp.config.validate import validate
 from wgangp.errors import ConfigError
-from wgangp.validate import validate
 
 
 def test_defaults_reproduce_the_paper():

@@ -1,5 +1,5 @@
 """The penalty's convolutions with the weight-gradient kernel in the double backward
-(wgangp/conv_grad.py) against PyTorch's own conv2d: same values, same first and second
+(wgangp/fast/conv_grad.py) against PyTorch's own conv2d: same values, same first and second
 derivatives to float rounding, fewer FLOPs, nothing computed that is not asked for."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tests.conftest import compose_cfg
 from tests.test_images_e2e import make_folder
-from wgangp import losses
-from wgangp.conv_grad import penalty_conv2d, with_native_conv_grads
+from wgangp.core import losses
+from wgangp.core.step import with_detached_relu_masks
+from wgangp.fast.conv_grad import penalty_conv2d, with_native_conv_grads
 from wgangp.kernels import KernelRecorder
 from wgangp.models.dcgan import DCGANCritic
 from wgangp.models.resnet import CifarResNetCritic
-from wgangp.step import with_detached_relu_masks
-from wgangp.trainer import Trainer
+from wgangp.train.trainer import Trainer
 
 aten = torch.ops.aten
 TOL = {"atol": 1e-5, "rtol": 1e-5}

@@ -12,11 +12,12 @@ import torch
 
 from tests.conftest import TINY, compose_cfg
 from tests.test_images_e2e import make_folder, tiny_rgb
-from wgangp import cuda_graph, losses
-from wgangp.cuda_graph import CaptureCheck, GraphedIteration, check_capturable
+from wgangp.config.validate import validate, validate_cuda_graph
+from wgangp.core import losses
 from wgangp.errors import ConfigError
-from wgangp.trainer import Trainer, _adam, _NonFiniteStep
-from wgangp.validate import validate, validate_cuda_graph
+from wgangp.fast import cuda_graph
+from wgangp.fast.cuda_graph import CaptureCheck, GraphedIteration, check_capturable
+from wgangp.train.trainer import Trainer, _adam, _NonFiniteStep
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

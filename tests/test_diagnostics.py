@@ -13,10 +13,11 @@ from torch import nn
 
 from tests.conftest import TINY, compose_cfg, toy_trainer_factory
 from tests.test_image_models import critic_cfg
-from wgangp import diagnostics, losses
+from wgangp.config.validate import validate
+from wgangp.core import losses
 from wgangp.errors import ConfigError
+from wgangp.metrics import diagnostics
 from wgangp.models import build_critic
-from wgangp.validate import validate
 
 
 def _batches(n: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

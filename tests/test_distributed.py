@@ -2,7 +2,7 @@
 
 * One critic step (with the gradient penalty) and one generator step on 2 gloo
   processes give the gradients and Adam updates of 1 process on the same global batch.
-* ``torchrun --nproc_per_node=2 -m wgangp.train``: one run directory, written by rank 0
+* ``torchrun --nproc_per_node=2 -m wgangp.cli.train``: one run directory, written by rank 0
   alone, and a resume under DDP that continues bitwise where an uninterrupted run goes.
 """
 
@@ -26,9 +26,10 @@ import torch.multiprocessing as mp
 
 from tests.conftest import REPO, TINY, compose_cfg, paper_recipe, pythonpath
 from tests.test_images_e2e import make_folder, tiny_rgb
-from wgangp import distributed, losses
-from wgangp.checkpoint import load_checkpoint
-from wgangp.trainer import Trainer
+from wgangp.core import losses
+from wgangp.io.checkpoint import load_checkpoint
+from wgangp.train import distributed
+from wgangp.train.trainer import Trainer
 
 GLOBAL_BATCH = 16
 # Under DDP the penalty runs plain autograd through the wrapper; the single process
@@ -182,7 +183,7 @@ def test_sync_bn_in_one_process_says_it_does_nothing(caplog):
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
-    """``torchrun --standalone --nproc_per_node=2 -m wgangp.train ARGS`` (loopback only)."""
+    """``torchrun --standalone --nproc_per_node=2 -m wgangp.cli.train ARGS`` (loopback only)."""
     env = {**os.environ, "PYTHONPATH": pythonpath(REPO), "OMP_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
@@ -193,7 +194,7 @@ def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "wgangp.train",
+        "wgangp.cli.train",
         *paper_recipe(args),
     ]
     return subprocess.Popen(
@@ -268,8 +269,8 @@ def test_torchrun_rank0_writes_and_resume_continues_bitwise(tmp_path):
 
 @pytest.mark.parametrize("argv", [["wgangp-train", "-m", "gp.lambda=1,10"]])
 def test_multirun_under_torchrun_is_refused(argv):
+    from wgangp.cli.train import _torchrun_argv
     from wgangp.errors import UserError
-    from wgangp.train import _torchrun_argv
 
     with pytest.raises(UserError, match="torchrun"):
         _torchrun_argv(argv, distributed.DistInfo(rank=1, world_size=2))
@@ -336,7 +337,7 @@ def test_ranks_meet_before_leaving_the_group_after_a_run_and_not_after_an_error(
     destroy_process_group (a gloo rank whose peer tore down first could abort with
     SIGABRT at exit, failing the run); after a user error (the task's sys.exit) it does
     not wait: the other ranks may never arrive. (Hydra stands in for the run here.)"""
-    import wgangp.train as train_mod
+    import wgangp.cli.train as train_mod
 
     calls: list[str] = []
     monkeypatch.setattr(distributed, "barrier", lambda: calls.append("barrier"))

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tests.conftest import TINY, toy_trainer_factory
+from wgangp.cli.sample import load_generator, sample
 from wgangp.errors import ConfigError
-from wgangp.evaluate import evaluated_generator
-from wgangp.sample import load_generator, sample
+from wgangp.metrics.evaluator import evaluated_generator
 
 
 @pytest.fixture

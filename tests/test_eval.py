@@ -14,14 +14,14 @@ from omegaconf import OmegaConf
 
 from tests.conftest import TINY, compose_cfg
 from tests.test_images_e2e import IMG, make_folder
-from wgangp import evaluate
-from wgangp.checkpoint import load_checkpoint
+from wgangp.cli.eval import main as eval_main
+from wgangp.cli.train import optimized_value
+from wgangp.config.validate import validate
 from wgangp.errors import ConfigError
-from wgangp.eval import main as eval_main
-from wgangp.evaluate import Evaluator, resolve_metrics
-from wgangp.train import optimized_value
-from wgangp.trainer import Trainer
-from wgangp.validate import validate
+from wgangp.io.checkpoint import load_checkpoint
+from wgangp.metrics import evaluator as evaluate
+from wgangp.metrics.evaluator import Evaluator, resolve_metrics
+from wgangp.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 TOY_EVAL = [
@@ -160,7 +160,7 @@ def test_validation_names_the_valid_metrics():
 
 
 def test_task_returns_keep_best_metric(monkeypatch):
-    from wgangp import train
+    from wgangp.cli import train
 
     monkeypatch.setattr(
         train,

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import wgangp.checkpoint as ckpt_mod
+import wgangp.io.checkpoint as ckpt_mod
 from tests.conftest import TINY, toy_trainer_factory
-from wgangp.checkpoint import (
+from wgangp.errors import CheckpointError
+from wgangp.io.checkpoint import (
     CheckpointManager,
     latest_good_checkpoint,
     load_checkpoint,
     resolve_checkpoint_path,
 )
-from wgangp.errors import CheckpointError
-from wgangp.trainer import NonFiniteError, Trainer
+from wgangp.train.trainer import NonFiniteError, Trainer
 
 FAST = [*TINY, "trainer.n_critic=1", "trainer.sample_every=0", "trainer.ckpt_every=2"]
 
@@ -354,7 +354,7 @@ def test_a_failed_first_save_does_not_claim_a_previous_checkpoint(tmp_path, monk
 def test_a_save_that_wrote_the_step_file_but_not_last_says_so(tmp_path, monkeypatch):
     """The step file is whole when only last.pt fails: the message names it (and
     resume=auto takes it, being the newest), instead of "none was written yet"."""
-    from wgangp.checkpoint import latest_good_checkpoint
+    from wgangp.io.checkpoint import latest_good_checkpoint
 
     m = CheckpointManager(tmp_path, keep=2)
     real = ckpt_mod.atomic_save

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, TINY, cli, paper_recipe, pythonpath
-from wgangp.checkpoint import load_checkpoint
+from wgangp.io.checkpoint import load_checkpoint
 
 FAULTS = Path(__file__).resolve().parent / "faults"
 LONG = [
@@ -34,7 +34,7 @@ def start(run: Path, *args: str, fault: str = "") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": pythonpath(FAULTS, REPO), "WGANGP_FAULT": fault}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "wgangp.train", *paper_recipe(args), f"hydra.run.dir={run}"],
+        [sys.executable, "-m", "wgangp.cli.train", *paper_recipe(args), f"hydra.run.dir={run}"],
         cwd=run.parent,
         env=env,
         stdout=subprocess.PIPE,
@@ -297,7 +297,7 @@ def test_a_nan_through_the_cli_stops_with_the_step_terms_and_checkpoint(tmp_path
 def test_ctrl_c_before_training_is_one_line_and_exit_130(monkeypatch, capsys):
     """Before Trainer.fit installs its handlers, SIGINT is a KeyboardInterrupt: no
     traceback either (composing the config stands in for the slow start-up here)."""
-    import wgangp.train as train_mod
+    import wgangp.cli.train as train_mod
 
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt

@@ -15,10 +15,11 @@ from omegaconf import OmegaConf
 from tensorboard.compat.tensorflow_stub.io import gfile
 
 from tests.conftest import TINY, compose_cfg, toy_trainer_factory
-from wgangp import paths, train
-from wgangp.checkpoint import load_checkpoint
-from wgangp.tblog import EventLog, EventLogError
-from wgangp.trainer import Trainer
+from wgangp.cli import train
+from wgangp.io import paths
+from wgangp.io.checkpoint import load_checkpoint
+from wgangp.io.tblog import EventLog, EventLogError
+from wgangp.train.trainer import Trainer
 
 FAST = [*TINY, "trainer.n_critic=1", "trainer.sample_every=0", "trainer.log_every=1"]
 ENOSPC = "No space left on device"

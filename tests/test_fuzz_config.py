@@ -10,14 +10,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import TINY, cli, compose_cfg
-from wgangp.checkpoint import load_checkpoint, resolve_checkpoint_path
-from wgangp.config import schema_keys
+from wgangp.cli.train import _resume_run_dir, check_group_overrides, config_dir, config_groups
+from wgangp.config.overrides import check_value_overrides
+from wgangp.config.schema import schema_keys
+from wgangp.config.validate import validate
 from wgangp.data import build_data
 from wgangp.errors import UserError
+from wgangp.io.checkpoint import load_checkpoint, resolve_checkpoint_path
 from wgangp.models import build_critic, build_generator
-from wgangp.overrides import check_value_overrides
-from wgangp.train import _resume_run_dir, check_group_overrides, config_dir, config_groups
-from wgangp.validate import validate
 
 GROUPS = {
     "dataset": [
@@ -176,19 +176,19 @@ def test_random_overrides_give_a_clean_message_or_a_valid_setup(tmp_path_factory
             ["resume=0", "~resume"],
             "cannot delete 'resume' ('~resume'): every wgangp setting is required; set it "
             "to another value instead (resume=VALUE; each key is described in "
-            "wgangp/config.py)",
+            "wgangp/config/schema.py)",
         ),
         (
             ["~trainer.seed=0"],
             "cannot delete 'trainer.seed' ('~trainer.seed=0'): every wgangp setting is "
             "required; set it to another value instead (trainer.seed=VALUE; each key is "
-            "described in wgangp/config.py)",
+            "described in wgangp/config/schema.py)",
         ),
         (
             ["~critic"],
             "cannot delete 'critic' ('~critic'): every wgangp setting is required; "
             "set it to another value instead (critic=VALUE; each key is described in "
-            "wgangp/config.py)",
+            "wgangp/config/schema.py)",
         ),
         # optional groups, Hydra's keys and unknown keys: Hydra answers them cleanly
         (["~hparams_search"], None),

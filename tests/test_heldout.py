@@ -17,14 +17,14 @@ from tests.test_conditional import labels_shown, write_labeled_cifar10
 from tests.test_image_data import make_cfg
 from tests.test_image_data import no_md5 as _no_md5
 from tests.test_mnist_pkl import cfg_for, write_pkl
-from wgangp import losses
+from wgangp.cli.eval import main as eval_main
+from wgangp.cli.train import loggable_names
+from wgangp.config.validate import validate
+from wgangp.core import losses
 from wgangp.data import build_data
 from wgangp.data.base import subset_indices
 from wgangp.errors import ConfigError
-from wgangp.eval import main as eval_main
-from wgangp.train import loggable_names
-from wgangp.trainer import Trainer
-from wgangp.validate import validate
+from wgangp.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 no_md5 = _no_md5
@@ -38,7 +38,7 @@ def make_trainer(tmp_path, monkeypatch):
 
 def _by_hand(t: Trainer, source, seed: int = 0, n_batches: int = 3, lam: float = 10.0):
     """critic_loss as the paper writes it, batch by batch, with the same draws."""
-    from wgangp.evaluate import generate_batches
+    from wgangp.metrics.evaluator import generate_batches
 
     rng = torch.Generator().manual_seed(seed + 2)
     total = 0.0
@@ -238,7 +238,7 @@ def test_a_mnist_pkl_subset_and_the_config_check(tmp_path):
 
 
 def test_held_out_data_and_image_statistics_ignore_the_training_subset(tmp_path, no_md5):
-    from wgangp.evaluate import Evaluator
+    from wgangp.metrics.evaluator import Evaluator
 
     write_labeled_cifar10(tmp_path)
     ds = make_cfg("cifar10", tmp_path, subset=7)
@@ -259,7 +259,7 @@ class _Named:
 def test_a_training_subset_is_measured_against_the_rest_of_its_split(tmp_path, no_md5):
     """dataset.subset without eval.split: the held-out data is the split's other samples
     (the only held-out data an image_folder has)."""
-    from wgangp.evaluate import Evaluator
+    from wgangp.metrics.evaluator import Evaluator
 
     write_labeled_cifar10(tmp_path)
     ev_cfg = compose_cfg("eval.metrics=[critic_loss]").eval

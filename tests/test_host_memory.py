@@ -62,9 +62,9 @@ print(warmup, (use().ru_minflt - f0) / {measured}, (use().ru_maxrss - rss0) / 10
 TRAINER = """
 import tempfile
 from hydra import compose, initialize_config_dir
-from wgangp.config import register_configs
-from wgangp.train import config_dir, register_resolvers
-from wgangp.trainer import Trainer
+from wgangp.config.schema import register_configs
+from wgangp.cli.train import config_dir, register_resolvers
+from wgangp.train.trainer import Trainer
 register_configs(); register_resolvers()
 with initialize_config_dir(str(config_dir()), version_base="1.3"):
     cfg = compose("config", overrides=["trainer.device=cpu", "critic.dim=8",
@@ -99,7 +99,7 @@ def faults_and_growth(setup: str) -> tuple[int, float, float]:
     [
         ("", False),
         (
-            "from wgangp.host_memory import keep_freed_host_memory\n"
+            "from wgangp.fast.host_memory import keep_freed_host_memory\n"
             "assert keep_freed_host_memory() and keep_freed_host_memory()",
             True,
         ),

@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from wgangp.config import DatasetConfig
+from wgangp.config.schema import DatasetConfig
 from wgangp.data import DATASETS, build_data
 from wgangp.data.base import TensorSource
 from wgangp.data.image_source import ImageSource
@@ -630,8 +630,8 @@ def small_preset_trainer(experiment: str, root: Path, *extra: str) -> Any:
     """A Trainer of ``experiment`` shrunk to a test's size (width 8, batch 4, 2 critic
     updates), on the data set written under ``root``."""
     from tests.conftest import compose_cfg
-    from wgangp.trainer import Trainer
-    from wgangp.validate import validate
+    from wgangp.config.validate import validate
+    from wgangp.train.trainer import Trainer
 
     cfg = compose_cfg(
         f"experiment={experiment}",
@@ -825,8 +825,8 @@ def test_pixel_range_unit_scales_by_255_everywhere(tmp_path: Path, no_md5: None)
     """dataset.pixel_range=[0,1]: training batches and samples are x/255 (dequantized:
     (x + u)/256), the same images as the default [-1, 1] scaling mapped back, whether
     streamed or held on the device; and the evaluator's 8-bit view of them is exact."""
+    from wgangp.data.pixels import UNIT, as_signed
     from wgangp.metrics import to_uint8
-    from wgangp.pixels import UNIT, as_signed
 
     write_mnist(tmp_path, n_train=12)
     signed = build_data(make_cfg("mnist", tmp_path, image_size=28), 4, CPU, 7)
@@ -864,7 +864,7 @@ def test_pixel_range_refusals(tmp_path: Path, value: Any) -> None:
 
 def test_pixel_range_and_generator_output_checked_together(caplog: Any) -> None:
     from tests.conftest import compose_cfg
-    from wgangp.validate import validate
+    from wgangp.config.validate import validate
 
     with pytest.raises(ConfigError) as e:
         validate(compose_cfg("dataset=mnist", "generator.output=sigmoid"))

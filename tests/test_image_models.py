@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from tests.conftest import compose_cfg
-from wgangp.config import CriticConfig, GeneratorConfig
+from wgangp.config.schema import CriticConfig, GeneratorConfig
+from wgangp.config.validate import validate
+from wgangp.core.losses import critic_loss, generator_loss, gradient_penalty
 from wgangp.errors import ConfigError
-from wgangp.losses import critic_loss, generator_loss, gradient_penalty
 from wgangp.models import CRITICS, GENERATORS, build_critic, build_generator, count_parameters
 from wgangp.models.blocks import LayerNorm2d, OptimizedDownBlock, ResidualBlock
 from wgangp.models.init import tflib_std
@@ -24,7 +25,6 @@ from wgangp.models.resnet import (
     LargeResNetCritic,
     LargeResNetGenerator,
 )
-from wgangp.validate import validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIZES = {"dcgan": (16, 28, 32, 64, 128), "resnet": (16, 32, 64, 128), "mlp": (16, 32, 64, 128)}

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from tests.conftest import REPO, cli, pythonpath
-from wgangp.checkpoint import load_checkpoint
-from wgangp.sample import sample
+from wgangp.cli.sample import sample
+from wgangp.io.checkpoint import load_checkpoint
 
 IMG = [
     "trainer.device=cpu",
@@ -60,7 +60,7 @@ def tiny_rgb(data: Path) -> list[str]:
 
 def sample_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "wgangp.sample", *args],
+        [sys.executable, "-m", "wgangp.cli.sample", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from wgangp import losses
+from wgangp.core import losses
 from wgangp.kernels import KernelRecorder, OpCounter, _TensorSpec, count_ops, kernel_ms, replay_ms
 
 aten = torch.ops.aten

@@ -10,10 +10,10 @@ import torch
 
 from tests.conftest import compose_cfg
 from tests.test_images_e2e import make_folder, tiny_rgb
-from wgangp import layout
+from wgangp.config.validate import validate
 from wgangp.errors import ConfigError
-from wgangp.trainer import Trainer
-from wgangp.validate import validate
+from wgangp.fast import layout
+from wgangp.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 IMAGE = (3, 32, 32)

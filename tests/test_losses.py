@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from wgangp import losses
+from wgangp.core import losses
 
 
 class Linear(nn.Module):

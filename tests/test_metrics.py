@@ -507,7 +507,7 @@ def test_evaluator_reads_unit_range_runs_in_8_bit(tmp_path: Path) -> None:
     from tests.conftest import compose_cfg
     from tests.test_image_data import write_mnist
     from wgangp.data import build_data
-    from wgangp.evaluate import Evaluator
+    from wgangp.metrics.evaluator import Evaluator
 
     write_mnist(tmp_path / "data", n_train=16)
 

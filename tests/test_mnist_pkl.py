@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg, serve_directory
+from wgangp.config.validate import validate
 from wgangp.data import build_data
 from wgangp.data import mnist_pkl as mnist_pkl_lib
 from wgangp.errors import ConfigError, DataError
-from wgangp.trainer import Trainer
-from wgangp.validate import validate
+from wgangp.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 SIZES = {"train": 60, "dev": 20, "test": 30}

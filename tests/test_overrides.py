@@ -1,4 +1,4 @@
-"""KEY=VALUE overrides checked before Hydra composes (wgangp/overrides.py): an unknown
+"""KEY=VALUE overrides checked before Hydra composes (wgangp/config/overrides.py): an unknown
 key or a value of the wrong type is one line naming the key, the value, what it takes
 and a fix; everything else is left to the later checks and to Hydra."""
 
@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import TINY, cli
 from tests.test_fuzz_config import override
-from wgangp.overrides import check_value_overrides
-from wgangp.train import config_dir, config_groups
+from wgangp.cli.train import config_dir, config_groups
+from wgangp.config.overrides import check_value_overrides
 
 GROUPS = config_groups(config_dir())
 
@@ -55,12 +55,12 @@ GROUPS = config_groups(config_dir())
         (
             ["trainer.stepz=3"],
             "invalid value for trainer.stepz: '3' (allowed: a key of the schema (see "
-            "wgangp/config.py)); did you mean trainer.steps?",
+            "wgangp/config/schema.py)); did you mean trainer.steps?",
         ),
         (
             ["foo=3"],
-            "invalid value for foo: '3' (allowed: a key of the schema (see wgangp/config.py)); "
-            "remove it",
+            "invalid value for foo: '3' (allowed: a key of the schema "
+            "(see wgangp/config/schema.py)); remove it",
         ),
         # a sweep: the element that does not fit
         (

@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import cli, cli_as_typed
-from wgangp.checkpoint import load_checkpoint
-from wgangp.train import check_group_overrides, compose_config, config_dir, with_recipe
+from wgangp.cli.train import check_group_overrides, compose_config, config_dir, with_recipe
+from wgangp.io.checkpoint import load_checkpoint
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 TOY_SETS = ("gaussians8", "gaussians25", "swissroll")

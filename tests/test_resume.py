@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from tests.conftest import REPO, TINY, cli, compose_cfg, paper_recipe, pythonpath
-from wgangp.checkpoint import load_checkpoint
 from wgangp.errors import CheckpointError
-from wgangp.trainer import Trainer
+from wgangp.io.checkpoint import load_checkpoint
+from wgangp.train.trainer import Trainer
 
 
 def run_dir(root: Path) -> Path:
@@ -165,7 +165,7 @@ def test_keys_added_since_a_checkpoint_resume_at_their_default(tmp_path):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from wgangp.train import config_dir, keys_added_at_default, resume_config
+    from wgangp.cli.train import config_dir, keys_added_at_default, resume_config
 
     run = [*TINY, "trainer.steps=2"]
     written = OmegaConf.to_container(compose_cfg(*run), resolve=True)
@@ -219,7 +219,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
         [
             sys.executable,
             "-m",
-            "wgangp.train",
+            "wgangp.cli.train",
             *paper_recipe(TINY),
             "trainer.steps=100000",
             "trainer.log_every=1",

@@ -61,7 +61,7 @@ def test_no_unsafe_loading_or_evaluation_in_the_package():
 def test_run_files_follow_the_umask_and_stay_in_the_run_directory(tmp_path):
     code = (
         "import os, runpy, sys; os.umask(0o027); sys.argv = ['wgangp-train', *sys.argv[1:]]; "
-        "runpy.run_module('wgangp.train', run_name='__main__')"
+        "runpy.run_module('wgangp.cli.train', run_name='__main__')"
     )
     import subprocess
     import sys

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg
-from wgangp.evaluate import evaluated_generator
+from wgangp.metrics.evaluator import evaluated_generator
 from wgangp.metrics.points import high_quality_fraction, modes_captured
-from wgangp.trainer import Trainer
+from wgangp.train.trainer import Trainer
 
 STEPS = int(os.environ.get("WGANGP_SOAK_STEPS", "20000"))
 

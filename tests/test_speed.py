@@ -8,12 +8,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from tests.conftest import TINY, compose_cfg
-from wgangp import losses
+from wgangp.config.validate import validate
+from wgangp.core import losses
+from wgangp.core.step import critic_scores, with_detached_relu_masks
 from wgangp.errors import ConfigError
 from wgangp.memory import LiveBytes
-from wgangp.step import critic_scores, with_detached_relu_masks
-from wgangp.trainer import Trainer, _NonFiniteStep
-from wgangp.validate import validate
+from wgangp.train.trainer import Trainer, _NonFiniteStep
 
 CPU = torch.device("cpu")
 

@@ -1,5 +1,5 @@
 """trainer.subpixel_convs: few-channel strided transposed convolutions as one stride-1
-convolution and a pixel shuffle (wgangp/subpixel.py). Same values and gradients as
+convolution and a pixel shuffle (wgangp/fast/subpixel.py). Same values and gradients as
 PyTorch's transposed convolution (fp64: to 1e-10; fp32: to rounding), used exactly
 where it applies, and wired into the generator and the penalty's input gradient."""
 
@@ -16,13 +16,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.conftest import compose_cfg
 from tests.test_images_e2e import make_folder, tiny_rgb
-from wgangp import losses, subpixel
-from wgangp.conv_grad import with_native_conv_grads
+from wgangp.config.validate import validate
+from wgangp.core import losses
+from wgangp.core.step import with_detached_relu_masks
 from wgangp.errors import ConfigError
+from wgangp.fast import subpixel
+from wgangp.fast.conv_grad import with_native_conv_grads
 from wgangp.models.dcgan import DCGANCritic
-from wgangp.step import with_detached_relu_masks
-from wgangp.trainer import Trainer
-from wgangp.validate import validate
+from wgangp.train.trainer import Trainer
 
 aten = torch.ops.aten
 

@@ -14,11 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import TINY, cli, compose_cfg
-from wgangp.checkpoint import load_checkpoint
-from wgangp.errors import ConfigError
-from wgangp.sweep_report import find_jobs, load_job, sample_sheet, sheet_layout
-from wgangp.sweep_report import main as report_main
-from wgangp.train import (
+from wgangp.cli.sweep_report import find_jobs, load_job, sample_sheet, sheet_layout
+from wgangp.cli.sweep_report import main as report_main
+from wgangp.cli.train import (
     LOGGED_SCALARS,
     _short_dirname,
     check_group_overrides,
@@ -26,6 +24,8 @@ from wgangp.train import (
     config_dir,
     sweep_jobs,
 )
+from wgangp.errors import ConfigError
+from wgangp.io.checkpoint import load_checkpoint
 
 EXTRA = "needs the sweep extra: pip install 'wgangp[sweep]'"
 QUICK = [
@@ -391,7 +391,7 @@ def test_the_report_draws_each_jobs_layer_gradients(tmp_path, capsys):
     layer toward the input."""
     from PIL import Image
 
-    from wgangp.sweep_report import layer_grad_profile
+    from wgangp.cli.sweep_report import layer_grad_profile
 
     clips = "loss.clip=0.1,0.001"
     deep = ["critic.depth=6", "diagnostics.every=2"]
@@ -408,7 +408,7 @@ def test_the_report_draws_each_jobs_layer_gradients(tmp_path, capsys):
     assert small == [jobs[1].scalars[t][-1][1] for t in tags]
     assert all(a < b for a, b in zip(small[1:], small[2:], strict=False)), small
     # runs without diagnostics: no plot
-    from wgangp.sweep_report import layer_grad_plot
+    from wgangp.cli.sweep_report import layer_grad_plot
 
     for job in jobs:
         job.scalars = {k: v for k, v in job.scalars.items() if not k.startswith("layer_grad/")}
@@ -418,7 +418,7 @@ def test_the_report_draws_each_jobs_layer_gradients(tmp_path, capsys):
 def test_training_time_is_read_from_the_runs_clock():
     """--x time: the metric placed at the run's perf/train_s, linear between its
     points (from 0 s at step 0); past the last point there is no time to give."""
-    from wgangp.sweep_report import Job, seconds_at, training_seconds
+    from wgangp.cli.sweep_report import Job, seconds_at, training_seconds
 
     job = Job(Path("j"), "j", [], 20, {}, {"perf/train_s": [(10, 4.0), (20, 10.0)]})
     clock = training_seconds(job)
@@ -443,7 +443,7 @@ def test_the_report_plots_against_training_time(tmp_path, capsys, monkeypatch):
         assert ck["train_seconds"] == pytest.approx(times[f"trainer.n_critic={n}"], rel=1e-6)
     assert (sweep / "sweep_report.png").stat().st_size > 0
     # runs that logged no clock (older wgangp): refused by name, nothing written
-    import wgangp.sweep_report as sr
+    import wgangp.cli.sweep_report as sr
 
     real_read = sr.read_scalars
     without = lambda d: {k: v for k, v in real_read(d).items() if k != "perf/train_s"}  # noqa: E731

@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg, serve_directory
-from wgangp import losses
+from wgangp.config.validate import validate
+from wgangp.core import losses
 from wgangp.data import build_data
 from wgangp.data import text as text_lib
 from wgangp.data.text import BILLION_WORD_DIR, TRAIN_DIR, TRAIN_FILES
 from wgangp.errors import ConfigError, DataError
 from wgangp.models import build_critic, build_generator, count_parameters
-from wgangp.trainer import Trainer
-from wgangp.validate import validate
+from wgangp.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 WORDS = [
@@ -396,7 +396,7 @@ def test_detached_masks_give_the_plain_penalty_gradients(tmp_path):
 
 
 def test_wgangp_sample_writes_text_and_indices(tmp_path):
-    from wgangp.sample import sample
+    from wgangp.cli.sample import sample
 
     write_shards(tmp_path, [40])
     cfg = tiny_run(tmp_path, "trainer.steps=2", "trainer.sample_every=0")
@@ -422,7 +422,7 @@ def test_wgangp_eval_scores_a_text_checkpoint(tmp_path, capsys):
     """No Inception network is looked for: the n-gram metrics need none."""
     import json
 
-    from wgangp.eval import main
+    from wgangp.cli.eval import main
 
     write_shards(tmp_path, [40])
     Trainer(
@@ -492,8 +492,8 @@ def test_the_paper_preset(tmp_path):
     assert (cfg.eval.every, cfg.eval.num_samples) == (100, 640)
     assert list(cfg.eval.metrics) == ["js1", "js2", "js3", "js4"]
     # a sweep optimises js4 (lower is better); keep_best can keep its best checkpoint
+    from wgangp.cli.train import check_optimized_metric
     from wgangp.metrics import is_better
-    from wgangp.train import check_optimized_metric
 
     assert cfg.optimized_metric == "metrics/js4"
     check_optimized_metric(cfg)
@@ -513,7 +513,7 @@ def test_cli_prints_one_line_for_a_missing_data_set(tmp_path):
 def test_text_iteration_can_be_captured_in_a_cuda_graph(tmp_path):
     """trainer.cuda_graph's rule (no host sync, no random draw inside the iteration)
     holds for the text step: the one-hot batches come in with the inputs."""
-    from wgangp.cuda_graph import CaptureCheck
+    from wgangp.fast.cuda_graph import CaptureCheck
 
     write_shards(tmp_path, [40])
     t = Trainer(tiny_run(tmp_path, "trainer.nan_check=iteration"), tmp_path / "run", CPU)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from tests.conftest import TINY, compose_cfg
+from wgangp.config.validate import validate
 from wgangp.data import build_data
 from wgangp.errors import ConfigError, DataError
-from wgangp.trainer import Trainer
-from wgangp.validate import validate
+from wgangp.train.trainer import Trainer
 
 
 def make_trainer(tmp_path, *overrides):

@@ -12,13 +12,13 @@ import torch
 from tests.conftest import TINY, cli, compose_cfg
 from tests.test_eval import StandIn
 from tests.test_images_e2e import IMG, make_folder
-from wgangp import eval as eval_cli
-from wgangp import evaluate
+from wgangp.cli import eval as eval_cli
+from wgangp.cli.sample import main as sample_main
+from wgangp.cli.sweep_report import main as report_main
 from wgangp.data import build_data
 from wgangp.errors import ConfigError, DataError
-from wgangp.sample import main as sample_main
-from wgangp.sweep_report import main as report_main
-from wgangp.trainer import Trainer
+from wgangp.metrics import evaluator as evaluate
+from wgangp.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 SMALL = [*TINY, "critic.dim=16", "generator.dim=16", "trainer.batch_size=8"]
@@ -175,7 +175,7 @@ def test_wgangp_eval_checks_json_before_computing_metrics(toy_run, tmp_path, cap
 
 def test_wgangp_sample_checks_out_before_sampling(toy_run, tmp_path, capsys, monkeypatch):
     afile, _ = bad_places(tmp_path)
-    monkeypatch.setattr("wgangp.sample.load_generator", lambda *a: pytest.fail("sampled"))
+    monkeypatch.setattr("wgangp.cli.sample.load_generator", lambda *a: pytest.fail("sampled"))
     for out, reason in (
         (afile / "x.png", f"{afile} is not a directory"),
         (Path("/proc/x.npz"), "cannot create files in /proc"),

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tests.conftest import TINY, compose_cfg, toy_trainer_factory
+from wgangp.config.validate import validate, validate_cuda_graph
+from wgangp.core.optim import TFRMSprop
 from wgangp.errors import CheckpointError, ConfigError
-from wgangp.optim import TFRMSprop
-from wgangp.validate import validate, validate_cuda_graph
 
 CPU = torch.device("cpu")
 
@@ -109,7 +109,7 @@ def test_checkpoints_from_before_the_loss_group_resume_and_a_change_is_refused(t
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from wgangp.train import config_dir, resume_config
+    from wgangp.cli.train import config_dir, resume_config
 
     run = [*TINY, "trainer.steps=2"]
     written = OmegaConf.to_container(compose_cfg(*run), resolve=True)

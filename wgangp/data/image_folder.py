@@ -36,7 +36,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from wgangp.errors import DataError
-from wgangp.paths import expand_path
+from wgangp.io.paths import expand_path
 
 log = logging.getLogger(__name__)
 

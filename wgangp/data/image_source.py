@@ -43,8 +43,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wgangp.data.base import DataSource, TensorSource
+from wgangp.data.pixels import SIGNED, UNIT
 from wgangp.errors import DataError
-from wgangp.pixels import SIGNED, UNIT
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ _MASK64 = (1 << 64) - 1
 
 def to_unit_range(batch: Tensor, pixels: tuple[float, float] = SIGNED) -> Tensor:
     """``uint8`` images → float32 in ``[-1, 1]`` (0 ↦ -1, 255 ↦ +1), or in ``[0, 1]``
-    (``x / 255``) when ``pixels`` is :data:`~wgangp.pixels.UNIT`."""
+    (``x / 255``) when ``pixels`` is :data:`~wgangp.data.pixels.UNIT`."""
     if pixels == UNIT:
         return batch.float().div_(255.0)
     return batch.float().div_(127.5).sub_(1.0)
@@ -68,7 +68,7 @@ def dequantized(batch: Tensor, seed: int, pixels: tuple[float, float] = SIGNED) 
     """``uint8`` images → float32 ``(x + u) / 128 − 1`` in ``[-1, 1)``, ``u ~ U[0, 1)``
     drawn per value from a generator seeded with ``seed`` (official
     ``gan_cifar_resnet.py``: ``2·(x/256 − 0.5) + U[0, 1/128)``); ``(x + u) / 256`` in
-    ``[0, 1)`` for :data:`~wgangp.pixels.UNIT`."""
+    ``[0, 1)`` for :data:`~wgangp.data.pixels.UNIT`."""
     g = torch.Generator(device=batch.device).manual_seed(seed)
     u = torch.rand(batch.shape, generator=g, device=batch.device)
     if pixels == UNIT:

@@ -42,9 +42,9 @@ from wgangp.data.image_source import (
     ImageTransform,
     load_on_device,
 )
+from wgangp.data.pixels import pixel_range
 from wgangp.errors import ConfigError, DataError
-from wgangp.paths import expand_path
-from wgangp.pixels import pixel_range
+from wgangp.io.paths import expand_path
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import torch
 
 from wgangp.data import register_dataset
 from wgangp.data.base import DataSource, TensorSource, left_out, subset_indices
+from wgangp.data.pixels import UNIT, pixel_range
 from wgangp.errors import ConfigError, DataError
-from wgangp.paths import expand_path
-from wgangp.pixels import UNIT, pixel_range
+from wgangp.io.paths import expand_path
 
 FILE = "mnist.pkl.gz"
 URL = "http://www.iro.umontreal.ca/~lisa/deep/data/mnist/mnist.pkl.gz"

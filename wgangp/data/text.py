@@ -41,7 +41,7 @@ from torch import Tensor
 from wgangp.data import register_dataset
 from wgangp.data.base import DataSource, TensorSource
 from wgangp.errors import ConfigError, DataError
-from wgangp.paths import expand_path
+from wgangp.io.paths import expand_path
 
 log = logging.getLogger(__name__)
 

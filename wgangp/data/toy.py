@@ -21,7 +21,7 @@ from torch import Tensor
 
 from wgangp.data.base import DataSource, TensorSource
 from wgangp.errors import ConfigError, DataError
-from wgangp.paths import expand_path
+from wgangp.io.paths import expand_path
 
 
 def ring_modes(k: int = 8, radius: float = 2.0) -> Tensor:
@@ -57,7 +57,7 @@ class _Generated(DataSource):
 
     def shard(self, rank: int, world_size: int) -> None:
         """Each rank samples its own ``batch_size`` points from its own seed."""
-        from wgangp.distributed import rank_seed
+        from wgangp.train.distributed import rank_seed
 
         del world_size
         self.rng.manual_seed(rank_seed(self.seed, rank))

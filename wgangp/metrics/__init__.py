@@ -58,7 +58,7 @@ from wgangp.metrics.text import TEXT_METRICS, reference_ngrams, text_metrics
 
 MODE_METRICS = ("modes_captured", "high_quality", "reverse_kl")
 POINT_METRICS = (*MODE_METRICS, "wasserstein")
-#: measured with the critic, not on samples alone (wgangp.evaluate.Evaluator.critic_losses)
+#: measured with the critic, not on samples alone (wgangp.metrics.evaluator.Evaluator.critic_losses)
 CRITIC_METRICS = ("critic_loss",)
 METRIC_NAMES = (*POINT_METRICS, *IMAGE_METRICS, *TEXT_METRICS, *CRITIC_METRICS)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wgangp.errors import ConfigError
-from wgangp.layout import is_channels_last
+from wgangp.fast.layout import is_channels_last
 from wgangp.models.init import check_init, tag
 from wgangp.models.mlp import ACTIVATIONS, activation, image_output
 
@@ -27,7 +27,7 @@ ActFactory = Callable[[], nn.Module]
 GATED = "gated"
 
 # batchnorm: for the baselines without a penalty only (loss=wgan|dcgan|lsgan, as the
-# official scripts in those modes); wgangp.validate and the Trainer refuse it with one
+# official scripts in those modes); wgangp.config.validate and the Trainer refuse it with one
 CRITIC_NORMS = ("none", "layernorm", "instancenorm", "auto", "batchnorm")
 GENERATOR_NORMS = ("batchnorm", "none", "layernorm", "instancenorm")
 

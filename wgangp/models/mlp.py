@@ -30,7 +30,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 # an image generator's last layer: tanh for data in [-1, 1], sigmoid for [0, 1]
-# (gan_mnist.py); see wgangp/pixels.py
+# (gan_mnist.py); see wgangp/data/pixels.py
 OUTPUTS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
@@ -122,7 +122,7 @@ def build_mlp_critic(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
     _check_width_depth("critic", cfg)
     norm = cfg.norm
     if norm not in MLP_CRITIC_NORMS:
-        # batchnorm: the baselines' only (loss=wgan|dcgan|lsgan; wgangp.validate checks)
+        # batchnorm: the baselines' only (loss=wgan|dcgan|lsgan; wgangp.config.validate checks)
         raise ConfigError("critic.norm", norm, " | ".join(MLP_CRITIC_NORMS))
     act_name = cfg.activation
     activation("critic", act_name)  # validate

@@ -5,7 +5,7 @@ critic loss's gradient with respect to successive layers' activations explodes
 (c = 0.1) or vanishes (c = 0.01, 0.001) through a 12-layer ReLU critic, while with the
 gradient penalty it stays level; and clipping piles the weights up at ±c. These are the
 two measurements behind that figure, as pure functions; ``diagnostics.every`` records
-them in TensorBoard during training (:meth:`wgangp.trainer.Trainer.diagnose`).
+them in TensorBoard during training (:meth:`wgangp.train.trainer.Trainer.diagnose`).
 
 Layer k is the k-th call of a weight layer (``Linear``, ``Conv1d/2d``,
 ``ConvTranspose1d/2d``) in the critic's forward, and its activation is that call's
@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from wgangp import losses
+from wgangp.core import losses
 from wgangp.models.sampling import sampling_mode
 
 #: the layers whose inputs count as "activations" (one per weight layer call)

@@ -3,12 +3,12 @@
 Hydra composes the YAML files under ``configs/`` on top of these dataclasses, so a
 wrong type (``gp.lambda=abc``) or an unknown key (``trainer.stepz=5``) is refused by
 OmegaConf before any work starts. Semantic checks that a type cannot express
-(``λ ≥ 0``, ``0 ≤ β < 1``, CUDA present, ...) live in :mod:`wgangp.validate`.
+(``λ ≥ 0``, ``0 ≤ β < 1``, CUDA present, ...) live in :mod:`wgangp.config.validate`.
 
 Groups mirror the code: ``dataset`` → :mod:`wgangp.data`, ``critic``/``generator`` →
-:mod:`wgangp.models`, ``optim``, ``gp`` → :mod:`wgangp.losses`, ``trainer`` →
-:mod:`wgangp.trainer`, ``eval`` → :mod:`wgangp.evaluate`, ``diagnostics`` →
-:mod:`wgangp.diagnostics`.
+:mod:`wgangp.models`, ``optim``, ``gp`` → :mod:`wgangp.core.losses`, ``trainer`` →
+:mod:`wgangp.train.trainer`, ``eval`` → :mod:`wgangp.metrics.evaluator`, ``diagnostics`` →
+:mod:`wgangp.metrics.diagnostics`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class DatasetConfig:
     on_device: bool = False
     # training batches as (x + U[0, 1)) / 128 - 1 instead of x / 127.5 - 1 (gan_cifar_resnet.py)
     dequantize: bool = False
-    # image sets: [-1, 1] (x / 127.5 - 1) or [0, 1] (x / 255, gan_mnist.py); see wgangp/pixels.py
+    # image sets: [-1, 1] (x / 127.5 - 1) or [0, 1] (x / 255, gan_mnist.py);
+    # see wgangp/data/pixels.py
     pixel_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     # scale of the on-the-fly toy distributions (None: the official script's value)
     scale: float | None = None
@@ -108,7 +109,7 @@ class AdamConfig:
 
 @dataclass
 class OptimConfig:
-    # adam (the paper's) | rmsprop (TF1's RMSProp, wgangp/optim.py: the weight-clipping
+    # adam (the paper's) | rmsprop (TF1's RMSProp, wgangp/core/optim.py: the weight-clipping
     # baseline's, loss=wgan); betas are Adam's and unused by rmsprop
     name: str = "adam"
     critic: AdamConfig = field(default_factory=AdamConfig)
@@ -124,7 +125,7 @@ class LossConfig:
     penalty, ``gp.*``), ``wgan`` (weight clipping to ±``clip`` after every critic update,
     Arjovsky et al. 2017), or the standard GAN (``dcgan``) or least-squares GAN
     (``lsgan``) objective: the official scripts' ``MODE`` baselines (``loss=<name>``,
-    wgangp/losses.py)."""
+    wgangp/core/losses.py)."""
 
     name: str = "wgan-gp"
     clip: float = 0.01
@@ -145,10 +146,10 @@ class GPConfig:
     # with λ scaled by k so its expected weight is unchanged. 1 = every update (paper).
     every: int = 1
     # ReLU/LeakyReLU masks detached in the penalty's forward: identical gradients,
-    # ~half the double backward's FLOPs (wgangp/step.py explains why)
+    # ~half the double backward's FLOPs (wgangp/core/step.py explains why)
     detach_relu_masks: bool = True
     # 2-D convolutions in the penalty's forward get a double backward that uses the
-    # backend's weight-gradient kernel (wgangp/conv_grad.py): equal to float rounding
+    # backend's weight-gradient kernel (wgangp/fast/conv_grad.py): equal to float rounding
     native_conv_grads: bool = True
 
 
@@ -192,7 +193,7 @@ class TrainerConfig:
     progress: bool = True
     nan_policy: str = "stop"  # stop | skip
     max_nan_skips: int = 10
-    # --- speed (wgangp/step.py; scripts/bench.py measures each) ---
+    # --- speed (wgangp/core/step.py; scripts/bench.py measures each) ---
     # D(real) and D(fake) from one critic forward (changes float rounding only)
     # (a critic with batch norm, loss=wgan|dcgan|lsgan, always scores them apart: each
     # batch is normalised by its own statistics, as the official code)
@@ -201,22 +202,22 @@ class TrainerConfig:
     # and batch-norm statistics of the generator: opt-in)
     batch_fakes: bool = False
     # NHWC memory format for image models: auto = on CPUs with AVX-512 convolution
-    # kernels, where it is faster (wgangp/layout.py); true | false to force
+    # kernels, where it is faster (wgangp/fast/layout.py); true | false to force
     channels_last: str = "auto"
     # strided transposed convolutions into 1–4 channels (the generator's output layer,
     # the critic's first-layer input gradient) as one stride-1 convolution and a
-    # pixel shuffle (wgangp/subpixel.py): equal to float rounding; auto = on the CPU
+    # pixel shuffle (wgangp/fast/subpixel.py): equal to float rounding; auto = on the CPU
     subpixel_convs: str = "auto"
     # torch.compile the generator and the critic's non-penalty path (the penalty's
     # double backward always runs eagerly: inductor does not support it)
     compile: bool = False
     cudnn_benchmark: bool = True  # CUDA only
     # CUDA: capture one whole generator iteration as a CUDA graph after a short eager
-    # warm-up and replay it (wgangp/cuda_graph.py): the eager step's kernels on the same
+    # warm-up and replay it (wgangp/fast/cuda_graph.py): the eager step's kernels on the same
     # inputs, launched at once; not yet run on a GPU
     cuda_graph: bool = False
     # glibc: keep freed host memory mapped instead of unmapping it, so each step does not
-    # page-fault its activations back in (wgangp/host_memory.py); process-wide
+    # page-fault its activations back in (wgangp/fast/host_memory.py); process-wide
     keep_freed_memory: bool = True
     # when non-finite losses are detected: step = host check after every update (a sync
     # per update on CUDA); iteration = device-side flag, updates after a non-finite loss
@@ -230,7 +231,7 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    """Sample-quality metrics during training (:mod:`wgangp.evaluate`).
+    """Sample-quality metrics during training (:mod:`wgangp.metrics.evaluator`).
 
     ``every`` 0 turns evaluation off. ``metrics`` null picks defaults by data type:
     points with known modes → modes_captured, high_quality, reverse_kl, wasserstein;
@@ -278,7 +279,7 @@ class ConditionalConfig:
 
 @dataclass
 class DiagnosticsConfig:
-    """The critic's health in TensorBoard (:mod:`wgangp.diagnostics`), every ``every``
+    """The critic's health in TensorBoard (:mod:`wgangp.metrics.diagnostics`), every ``every``
     generator steps and at the end (0: off), on a fixed batch (its own seeds: the
     training stream is untouched). ``layer_grads``: ‖∂L/∂a_k‖₂ of the critic loss
     without its penalty at each weight layer's input (``layer_grad/<k>_<module>``, and

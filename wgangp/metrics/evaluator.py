@@ -43,8 +43,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from wgangp import losses
+from wgangp.core import losses
 from wgangp.data.base import DataSource
+from wgangp.data.pixels import as_signed, pixel_range
 from wgangp.data.text import is_text
 from wgangp.errors import ConfigError, MetricUnavailable
 from wgangp.metrics import (
@@ -68,12 +69,11 @@ from wgangp.metrics import (
 )
 from wgangp.metrics.text import NgramCounts
 from wgangp.models.sampling import sampling_mode
-from wgangp.pixels import as_signed, pixel_range
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
-    from wgangp.trainer import Trainer
+    from wgangp.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -438,7 +438,7 @@ class Evaluator:
         training reals and the same fakes.
 
         ``loss_fn(real, fake, rng)`` is the critic update's loss of one batch, without
-        the update (:meth:`wgangp.trainer.Trainer.measured_critic_loss`; ``rng`` draws
+        the update (:meth:`wgangp.train.trainer.Trainer.measured_critic_loss`; ``rng`` draws
         the penalty's ε). Each is the mean over ``num_samples // batch_size`` batches of
         the training batch size (at least one), fakes from fixed latents with each
         batch's own statistics (as in training), reals drawn with ``eval.seed``.
@@ -489,7 +489,7 @@ def measure_critic_batch(
     settings: CriticLossSettings,
     output_scale: Tensor | None = None,
 ) -> Tensor:
-    """One batch of ``critic_loss`` (:func:`wgangp.losses.measured_critic_loss`): ε drawn
+    """One batch of ``critic_loss`` (:func:`wgangp.core.losses.measured_critic_loss`): ε drawn
     from ``rng`` (a CPU generator, drawn whatever the loss, so every loss reads the same
     reals), the critic's batch norms on each batch's statistics with their running ones
     untouched, no parameter gradient."""

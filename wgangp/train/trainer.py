@@ -1,7 +1,7 @@
 """The WGAN-GP training loop (Gulrajani et al. 2017, Algorithm 1).
 
 One *step* is ``n_critic`` critic updates, each on a fresh real batch and fresh fakes,
-followed by one generator update. The math lives in :mod:`wgangp.losses`; this module
+followed by one generator update. The math lives in :mod:`wgangp.core.losses`; this module
 owns the state (networks, optimizers, RNGs, data position), its checkpointing, and the
 run directory's logs and pictures.
 """
@@ -23,22 +23,26 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from wgangp import diagnostics, distributed, evaluate, layout, losses, subpixel
-from wgangp import step as step_lib
-from wgangp.checkpoint import CheckpointManager
-from wgangp.conv_grad import with_native_conv_grads
-from wgangp.cuda_graph import GraphedIteration
+from wgangp.core import losses
+from wgangp.core import step as step_lib
+from wgangp.core.optim import TFRMSprop, linear_decay
 from wgangp.data import build_data
+from wgangp.data.pixels import as_signed, pixel_range
 from wgangp.data.text import Vocabulary, as_markdown, write_lines
 from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
-from wgangp.host_memory import keep_freed_host_memory
+from wgangp.fast import layout, subpixel
+from wgangp.fast.conv_grad import with_native_conv_grads
+from wgangp.fast.cuda_graph import GraphedIteration
+from wgangp.fast.host_memory import keep_freed_host_memory
+from wgangp.io.checkpoint import CheckpointManager
+from wgangp.io.plots import image_grid, layer_grad_figure, save_figure, scatter_figure
+from wgangp.io.tblog import EventLog, EventLogError
+from wgangp.metrics import diagnostics
+from wgangp.metrics import evaluator as evaluate
 from wgangp.models import build_critic, build_generator
 from wgangp.models.mlp import count_parameters
 from wgangp.models.sampling import ema_started, has_batchnorm, sampling_mode
-from wgangp.optim import TFRMSprop, linear_decay
-from wgangp.pixels import as_signed, pixel_range
-from wgangp.plots import image_grid, layer_grad_figure, save_figure, scatter_figure
-from wgangp.tblog import EventLog, EventLogError
+from wgangp.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,7 @@ def _optimizer(
     name: str, params: Any, node: Any, device: torch.device, graphed: bool
 ) -> torch.optim.Optimizer:
     """``optim.name``'s optimizer: Adam (the paper's), or TF1's RMSProp (the weight-
-    clipping baseline's, wgangp/optim.py)."""
+    clipping baseline's, wgangp/core/optim.py)."""
     if name == "rmsprop":
         return TFRMSprop(params, lr=float(node.lr))
     return _adam(params, node, device, graphed)
@@ -147,12 +151,12 @@ class Trainer:
         self.generator.to(memory_format=self.memory_format)
         # the modules the training steps call: DDP wrappers under torchrun, else the
         # modules themselves; self.critic/self.generator stay the plain modules
-        # (checkpoints, EMA, pictures). See wgangp.distributed for the GP pattern.
+        # (checkpoints, EMA, pictures). See wgangp.train.distributed for the GP pattern.
         self.critic_ddp = distributed.wrap(self.critic, device)
         self.generator_ddp = distributed.wrap(self.generator, device, sync_bn=t.sync_bn)
         if isinstance(self.generator_ddp, torch.nn.parallel.DistributedDataParallel):
             self.generator = self.generator_ddp.module  # SyncBatchNorm may have replaced layers
-        # --- speed options (wgangp/step.py; measured by scripts/bench.py)
+        # --- speed options (wgangp/core/step.py; measured by scripts/bench.py)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
         if t.keep_freed_memory:
@@ -180,7 +184,7 @@ class Trainer:
         self.score_loss = losses.SCORE_LOSSES.get(self.hot.objective)
         # loss=wgan: the weights clipped after every critic update
         self._clipped = list(self.critic.parameters()) if self.hot.clip else []
-        # trainer.subpixel_convs: few-channel transposed convolutions (wgangp/subpixel.py)
+        # trainer.subpixel_convs: few-channel transposed convolutions (wgangp/fast/subpixel.py)
         use_subpixel = subpixel.resolve(t.subpixel_convs, device)
         if self.dist.enabled:
             # DDP: every critic call of the critic step goes through the wrapper and one
@@ -254,7 +258,7 @@ class Trainer:
             else None
         )
         self.best: dict[str, Any] | None = None
-        # trainer.cuda_graph: train_step replays one captured iteration (wgangp/cuda_graph.py)
+        # trainer.cuda_graph: train_step replays one captured iteration (wgangp/fast/cuda_graph.py)
         self.graphed = GraphedIteration(self) if t.cuda_graph else None
         log.info(
             "data %s | critic %s: %d params | generator %s: %d params",
@@ -272,7 +276,7 @@ class Trainer:
         )
 
     def _resolve_memory_format(self, shape: tuple[int, ...]) -> torch.memory_format:
-        """trainer.channels_last for this machine (wgangp/layout.py). Under torchrun
+        """trainer.channels_last for this machine (wgangp/fast/layout.py). Under torchrun
         every rank takes rank 0's choice: DDP refuses replicas whose parameters'
         strides differ, which ``auto`` could give on a mixed cluster."""
         setting = self.cfg.trainer.channels_last
@@ -618,7 +622,7 @@ class Trainer:
 
         No random draw, data read or host sync happens in here (with
         ``trainer.nan_check=iteration``), which is what lets ``trainer.cuda_graph``
-        capture it whole (wgangp/cuda_graph.py).
+        capture it whole (wgangp/fast/cuda_graph.py).
         """
         t = self.hot
         stats: dict[str, Tensor] = {}
@@ -784,7 +788,7 @@ class Trainer:
 
     def diagnose(self, writer: EventLog | _NullWriter) -> dict[str, float]:
         """``diagnostics``: the critic loss's gradient norm at each layer's input and the
-        weights' histograms, written to TensorBoard at this step (wgangp/diagnostics.py).
+        weights' histograms, written to TensorBoard at this step (wgangp/metrics/diagnostics.py).
         Returns the scalars."""
         d = self.cfg.diagnostics
         out: dict[str, float] = {}

@@ -29,8 +29,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from wgangp import distributed
-from wgangp.checkpoint import (
+from wgangp.config.overrides import check_value_overrides
+from wgangp.config.schema import Config, register_configs, schema_keys
+from wgangp.config.validate import validate
+from wgangp.core.optim import linear_decay
+from wgangp.data.toy import TOY_DATASETS
+from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
+from wgangp.io.checkpoint import (
     checkpoint_files,
     latest_good_checkpoint,
     load_checkpoint,
@@ -38,13 +43,8 @@ from wgangp.checkpoint import (
     resolve_checkpoint_path,
     run_dir_of,
 )
-from wgangp.config import Config, register_configs, schema_keys
-from wgangp.data.toy import TOY_DATASETS
-from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
-from wgangp.optim import linear_decay
-from wgangp.overrides import check_value_overrides
-from wgangp.paths import unwritable_reason
-from wgangp.validate import validate
+from wgangp.io.paths import unwritable_reason
+from wgangp.train import distributed
 
 log = logging.getLogger("wgangp")
 
@@ -64,7 +64,7 @@ INCOMPATIBLE = (
 
 def config_dir() -> Path:
     """The configs shipped in the package (wheel), else the repository's ``configs/``."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     for cand in (here / "configs", here.parent / "configs"):
         if (cand / "config.yaml").is_file():
             return cand
@@ -311,7 +311,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     check_optimized_metric(cfg)  # before training: not only once it is over
     # imported once the config is known to be good: the trainer pulls in scipy,
     # matplotlib and TensorBoard (~1.5 s) that a config error should not wait for
-    from wgangp.trainer import Trainer
+    from wgangp.train.trainer import Trainer
 
     trainer = Trainer(cfg, run_dir, device)
     trainer.overrides = overrides
@@ -519,7 +519,7 @@ def loggable_names(cfg: DictConfig) -> list[str]:
     """
     from types import SimpleNamespace
 
-    from wgangp.evaluate import default_metrics
+    from wgangp.metrics.evaluator import default_metrics
 
     names = list(_logged_scalars(cfg))
     e = cfg.get("eval")
@@ -777,7 +777,7 @@ def check_group_overrides(args: list[str], conf_dir: Path) -> str | None:
             return (
                 f"cannot delete {key!r} ({arg!r}): every wgangp setting is required; "
                 f"set it to another value instead ({key}=VALUE; each key is described in "
-                "wgangp/config.py)"
+                "wgangp/config/schema.py)"
             )
         if (key in groups or "/" in key) and not o.is_delete():
             problem = _group_value_problem(
@@ -901,7 +901,7 @@ register_resolvers()
 
 if __name__ == "__main__":
     # run the importable module, not this __main__ copy: pickled tasks then refer to
-    # wgangp.train.task, which a launcher's worker process can import
-    from wgangp.train import main as _main
+    # wgangp.cli.train.task, which a launcher's worker process can import
+    from wgangp.cli.train import main as _main
 
     _main()

@@ -17,9 +17,10 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from wgangp import distributed, layout, subpixel
+from wgangp.data.pixels import SIGNED, UNIT, pixel_range
 from wgangp.errors import ConfigError
-from wgangp.pixels import SIGNED, UNIT, pixel_range
+from wgangp.fast import layout, subpixel
+from wgangp.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
 
 def check_known_keys(cfg: Any) -> None:
     """Refuse keys the schema does not have (``+trainer.stepz=1`` would be ignored)."""
-    from wgangp.config import schema_keys
+    from wgangp.config.schema import schema_keys
 
     known = set(schema_keys())
     for key in _leaf_keys(cfg):
@@ -295,7 +296,7 @@ def check_known_keys(cfg: Any) -> None:
         raise ConfigError(
             key,
             OmegaConf.select(cfg, key, throw_on_resolution_failure=False),
-            "a key of the schema (see wgangp/config.py)",
+            "a key of the schema (see wgangp/config/schema.py)",
             f"did you mean {close[0]}?" if close else "remove it",
         )
 
@@ -433,7 +434,7 @@ def validate(cfg: Any) -> torch.device:
 
 def validate_cuda_graph(cfg: Any, device: torch.device) -> None:
     """trainer.cuda_graph=true: refuse what a captured iteration cannot hold
-    (wgangp/cuda_graph.py), naming the setting that conflicts and the way out."""
+    (wgangp/fast/cuda_graph.py), naming the setting that conflicts and the way out."""
     t = cfg.trainer
     off = "or trainer.cuda_graph=false"
     if device.type != "cuda":

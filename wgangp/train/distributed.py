@@ -1,8 +1,8 @@
 """Distributed data parallel training under ``torchrun`` (PyTorch's own runtime).
 
-``torchrun --nproc_per_node=N -m wgangp.train ...`` starts N copies of ``wgangp-train``
+``torchrun --nproc_per_node=N -m wgangp.cli.train ...`` starts N copies of ``wgangp-train``
 with ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` in
-their environment. :func:`init_from_env` (called by ``wgangp.train.main`` before Hydra
+their environment. :func:`init_from_env` (called by ``wgangp.cli.train.main`` before Hydra
 composes anything) joins the process group through that environment (``env://``):
 
 * backend ``cpu:gloo,cuda:nccl`` when CUDA is present (NCCL for the CUDA tensors that
@@ -14,7 +14,7 @@ Everything else keeps working in a single process: without ``WORLD_SIZE`` > 1 in
 environment nothing is initialised, :func:`world_size` is 1, :func:`is_main` is true
 and every collective helper is a no-op.
 
-The gradient-penalty pattern (see :mod:`wgangp.trainer` and ``docs_scale.md``): the
+The gradient-penalty pattern (see :mod:`wgangp.train.trainer` and ``docs_scale.md``): the
 critic step calls the DDP-wrapped critic for D(x), D(x̃) *and* D(x̂) (the penalty's
 ``autograd.grad(create_graph=True)`` goes through the wrapper) and ends with one
 ``backward()`` of the total loss; DDP's reducer then averages the full gradient,

@@ -5,10 +5,10 @@ Why: at the paper's batch sizes a CUDA WGAN-GP iteration is thousands of small k
 the eager loop is bound by launching them: on an H100 the ``dcgan32`` iteration took
 37 ms for 210 GFLOP (README, Speed). Replaying a captured graph launches them all at once.
 
-Why the numbers do not change: :meth:`~wgangp.trainer.Trainer.iteration` draws no random
+Why the numbers do not change: :meth:`~wgangp.train.trainer.Trainer.iteration` draws no random
 number, reads no data and makes no host sync. Each iteration's inputs (real batches,
 latents, interpolation weights) are drawn eagerly by
-:meth:`~wgangp.trainer.Trainer.draw_inputs` from the same generators in the same order
+:meth:`~wgangp.train.trainer.Trainer.draw_inputs` from the same generators in the same order
 as an eager step, then copied into the static tensors the graph reads. Parameters,
 optimizer moments and batch-norm buffers are updated in place by the replayed kernels,
 so checkpoints, pictures and the EMA see them as usual. (tests/test_cuda_graph.py checks
@@ -30,7 +30,7 @@ How (PyTorch's CUDA-graph notes, "whole-network capture"):
 * Loading a checkpoint replaces the optimizer-state tensors the graph points at: the
   graph is dropped and captured again after a new warm-up.
 
-What cannot be captured is refused before training (wgangp/validate.py): a CPU device,
+What cannot be captured is refused before training (wgangp/config/validate.py): a CPU device,
 torchrun, fp16 (GradScaler's scale lives on the host), ``trainer.compile``, the lazy
 penalty (``gp.every > 1``: a different graph per phase), ``trainer.nan_check=step``.
 What a model does inside the iteration is checked on the last warm-up iteration
@@ -53,8 +53,8 @@ from torch.utils._pytree import tree_leaves
 from wgangp.errors import ConfigError
 
 if TYPE_CHECKING:
-    from wgangp.step import IterationInputs
-    from wgangp.trainer import Trainer
+    from wgangp.core.step import IterationInputs
+    from wgangp.train.trainer import Trainer
 
 #: eager iterations before the capture (the PyTorch notes use 3 for whole networks)
 WARMUP = 3

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from wgangp.checkpoint import load_checkpoint
-from wgangp.diagnostics import LAYER_GRAD_PREFIX
 from wgangp.errors import CheckpointError, ConfigError, UserError
+from wgangp.io.checkpoint import load_checkpoint
+from wgangp.metrics.diagnostics import LAYER_GRAD_PREFIX
 
 _NUM = re.compile(r"^(\d+)_?")
 
@@ -301,7 +301,7 @@ def layer_grad_plot(jobs: list[Job], path: Path) -> bool:
         return False
     import matplotlib.pyplot as plt
 
-    from wgangp.plots import layer_grad_figure
+    from wgangp.io.plots import layer_grad_figure
 
     fig = layer_grad_figure(profiles, "the critic loss's gradient at each layer, last logged")
     fig.savefig(path, dpi=100)
@@ -333,7 +333,7 @@ def report(
     """Build the report of the sweep under ``root``; returns its rows and the files written."""
     root = Path(root)
     if out is not None:  # before reading every job, not after
-        from wgangp.sample import check_output
+        from wgangp.cli.sample import check_output
 
         check_output("--out", out, directory=True)
     jobs = []

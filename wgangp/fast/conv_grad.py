@@ -44,8 +44,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
-from wgangp import subpixel as subpixel_lib
-from wgangp.step import _arg, _pair
+from wgangp.core.step import _arg, _pair
+from wgangp.fast import subpixel as subpixel_lib
 
 aten = torch.ops.aten
 
@@ -141,7 +141,7 @@ def penalty_conv2d(
     """``F.conv2d`` with the double backward described in the module docstring.
 
     ``subpixel``: an input gradient into few channels is computed in the sub-pixel form
-    (:mod:`wgangp.subpixel`, ``trainer.subpixel_convs``).
+    (:mod:`wgangp.fast.subpixel`, ``trainer.subpixel_convs``).
 
     Under autocast the operands are cast first, as autocast would for ``conv2d``
     (recorded casts, so gradients flow back in the parameters' dtype).

@@ -28,16 +28,16 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from wgangp import evaluate
-from wgangp.config import EvalConfig
+from wgangp.cli.sample import check_output, load_generator
+from wgangp.config.schema import EvalConfig
+from wgangp.config.validate import resolve_device
 from wgangp.data import build_data
 from wgangp.errors import ConfigError, MetricUnavailable, UserError
-from wgangp.evaluate import Evaluator
 from wgangp.metrics import METRIC_DIRECTION, METRIC_NAMES
+from wgangp.metrics import evaluator as evaluate
+from wgangp.metrics.evaluator import Evaluator
 from wgangp.models import build_critic
 from wgangp.models.sampling import check_bn_mode
-from wgangp.sample import check_output, load_generator
-from wgangp.validate import resolve_device
 
 USAGE = (
     "wgangp-eval checkpoint=RUN_DIR_OR_FILE [metrics=a,b] [num_samples=N] [seed=0] "

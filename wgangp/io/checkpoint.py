@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from wgangp.errors import CheckpointError
-from wgangp.paths import expand_path
+from wgangp.io.paths import expand_path
 
 log = logging.getLogger(__name__)
 

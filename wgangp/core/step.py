@@ -1,4 +1,4 @@
-"""Building blocks of the fast training step; the math stays in :mod:`wgangp.losses`.
+"""Building blocks of the fast training step; the math stays in :mod:`wgangp.core.losses`.
 
 * :func:`critic_scores` scores real and fake samples in one critic forward (valid
   because WGAN-GP critics have no cross-sample coupling: batch norm is refused).
@@ -83,7 +83,7 @@ class StepSettings:
 @dataclass
 class IterationInputs:
     """What one generator iteration consumes, drawn before it runs
-    (:meth:`wgangp.trainer.Trainer.draw_inputs`).
+    (:meth:`wgangp.train.trainer.Trainer.draw_inputs`).
 
     ``reals``: the n_critic real batches; ``fake_z``: latents of the fakes, one tensor
     per critic update or one for all of them (``trainer.batch_fakes``); ``eps``: the

@@ -43,15 +43,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from wgangp.checkpoint import load_checkpoint, resolve_checkpoint_path
+from wgangp.config.validate import resolve_device
+from wgangp.data.pixels import as_signed, pixel_range
 from wgangp.data.text import Vocabulary, write_lines
 from wgangp.errors import ConfigError, UserError
+from wgangp.io.checkpoint import load_checkpoint, resolve_checkpoint_path
+from wgangp.io.paths import expand_path, unwritable_reason
+from wgangp.io.plots import image_grid, save_figure, scatter_figure
 from wgangp.models import build_generator
 from wgangp.models.sampling import check_bn_mode, ema_started, sampling_mode
-from wgangp.paths import expand_path, unwritable_reason
-from wgangp.pixels import as_signed, pixel_range
-from wgangp.plots import image_grid, save_figure, scatter_figure
-from wgangp.validate import resolve_device
 
 
 @dataclass
@@ -106,7 +106,7 @@ def check_output(key: str, path: str | Path, directory: bool = False) -> Path:
 
     ConfigError naming ``key`` when it cannot be written: an existing directory where
     a file is wanted (or a file where a directory is), a parent that is a file, or a
-    place this process cannot create files in (:func:`wgangp.paths.unwritable_reason`).
+    place this process cannot create files in (:func:`wgangp.io.paths.unwritable_reason`).
     """
     p = Path(os.path.abspath(expand_path(path)))
     what = "a directory" if directory else "a file"

@@ -295,7 +295,7 @@ def measured_critic_loss(
     (``loss.name``) E[D(x̃)] − E[D(x)], plus λ·GP at the interpolates of ``eps`` for
     ``wgan-gp``, or a baseline's (:data:`SCORE_LOSSES`). D(x) and D(x̃) come from two
     calls (a batch-norm critic normalises each batch by itself, as in its update).
-    Evaluation's ``critic_loss`` on held-out data (wgangp/evaluate.py)."""
+    Evaluation's ``critic_loss`` on held-out data (wgangp/metrics/evaluator.py)."""
     d_real, d_fake = critic(real), critic(fake)
     value = unpenalised_critic_loss(loss)(d_real, d_fake)
     if loss == "wgan-gp":

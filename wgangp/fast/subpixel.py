@@ -43,8 +43,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from wgangp.layout import is_channels_last
-from wgangp.step import _arg, _pair
+from wgangp.core.step import _arg, _pair
+from wgangp.fast.layout import is_channels_last
 
 SETTINGS = ("auto", "true", "false")
 

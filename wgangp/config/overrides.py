@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import AnyNode, BooleanNode, EnumNode, FloatNode, IntegerNode, StringNode
 
-from wgangp.config import Config, schema_keys
+from wgangp.config.schema import Config, schema_keys
 from wgangp.errors import ConfigError
 
 _KINDS: tuple[tuple[type, str], ...] = (
@@ -93,7 +93,7 @@ def check_value_overrides(args: list[str], groups: set[str]) -> str | None:
                 ConfigError(
                     key,
                     arg.split("=", 1)[1],
-                    "a key of the schema (see wgangp/config.py)",
+                    "a key of the schema (see wgangp/config/schema.py)",
                     f"did you mean {close[0]}?" if close else "remove it",
                 )
             )

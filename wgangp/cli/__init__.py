@@ -1,0 +1,1 @@
+"""The console scripts: wgangp-train, wgangp-sample, wgangp-eval, wgangp-sweep-report."""

@@ -1,0 +1,1 @@
+"""The method: the WGAN-GP objective and Algorithm 1. Imports torch only."""

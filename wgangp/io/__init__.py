@@ -1,0 +1,1 @@
+"""What a run reads and writes on disk: checkpoints, TensorBoard events, paths, plots."""

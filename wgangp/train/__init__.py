@@ -1,0 +1,1 @@
+"""Training: the trainer's cadence, state and resume, guards and artifacts."""
