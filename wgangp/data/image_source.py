@@ -101,6 +101,14 @@ def mix_seed(*parts: int) -> int:
     return h >> 1
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s random stream: ``seed`` itself on rank 0 (so a
+    one-process run is unchanged), a well-spread function of ``(seed, rank)`` elsewhere."""
+    if rank == 0:
+        return seed
+    return mix_seed(seed, rank, 0x5EED) % (2**63 - 1)
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     """Epoch ``epoch``'s order of ``n`` items; the same formula as TensorSource."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -57,7 +57,7 @@ class _Generated(DataSource):
 
     def shard(self, rank: int, world_size: int) -> None:
         """Each rank samples its own ``batch_size`` points from its own seed."""
-        from wgangp.train.distributed import rank_seed
+        from wgangp.data.image_source import rank_seed
 
         del world_size
         self.rng.manual_seed(rank_seed(self.seed, rank))

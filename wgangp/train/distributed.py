@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from wgangp.data.image_source import rank_seed
 from wgangp.models.sampling import has_batchnorm
 
 log = logging.getLogger(__name__)
@@ -173,16 +174,6 @@ def start_time() -> float:
     if _START is None:
         _START = float(broadcast_object(time.time()))
     return _START
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank ``rank``'s random stream: ``seed`` itself on rank 0 (so a
-    one-process run is unchanged), a well-spread function of ``(seed, rank)`` elsewhere."""
-    if rank == 0:
-        return seed
-    from wgangp.data.image_source import mix_seed
-
-    return mix_seed(seed, rank, 0x5EED) % (2**63 - 1)
 
 
 def device_for(device: torch.device, local: DistInfo) -> torch.device:
