@@ -31,7 +31,6 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from wgangp.data import register_dataset
 from wgangp.data.base import DataSource, left_out, subset_indices
 from wgangp.data.image_folder import ImageFolderImages
 from wgangp.data.image_source import (
@@ -43,6 +42,7 @@ from wgangp.data.image_source import (
     load_on_device,
 )
 from wgangp.data.pixels import pixel_range
+from wgangp.data.registry import register_dataset
 from wgangp.errors import ConfigError, DataError
 from wgangp.io.paths import expand_path
 

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from wgangp.data import register_dataset
 from wgangp.data.base import DataSource, TensorSource, left_out, subset_indices
 from wgangp.data.pixels import UNIT, pixel_range
+from wgangp.data.registry import register_dataset
 from wgangp.errors import ConfigError, DataError
 from wgangp.io.paths import expand_path
 

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wgangp.data import register_dataset
 from wgangp.data.base import DataSource, TensorSource
+from wgangp.data.registry import register_dataset
 from wgangp.errors import ConfigError, DataError
 from wgangp.io.paths import expand_path
 
