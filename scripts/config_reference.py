@@ -207,6 +207,12 @@ def _cell(text: str) -> str:
     return text or "—"
 
 
+def _join(*parts: str) -> str:
+    """Texts as consecutive sentences (a full stop added where one is missing)."""
+    texts = [t.strip()[0].upper() + t.strip()[1:] for t in parts if t and t.strip()]
+    return " ".join(t if t.endswith((".", ":", ")")) or t is texts[-1] else t + "." for t in texts)
+
+
 def _code(text: str) -> str:
     if text in ("", "required"):
         return text or "—"
@@ -220,7 +226,7 @@ def _rows(cls: ClassDoc, classes: dict[str, ClassDoc], prefix: str, notes: list[
         if f.nested:
             sub = classes[f.nested]
             if sub.doc or f.comment:
-                notes.append(f"`{key}`: {' '.join(t for t in (f.comment, sub.doc) if t)}")
+                notes.append(f"`{key}`: {_join(f.comment, sub.doc)}")
             rows.extend(_rows(sub, classes, key + ".", notes))
             continue
         rows.append(
@@ -320,7 +326,7 @@ def render(root: Path = ROOT) -> str:
             cls = classes[f.nested]
             documented.add(cls.name)
             out.append(f"## `{f.name}`\n")
-            intro = " ".join(t for t in (f.comment, cls.doc) if t)
+            intro = _join(f.comment, cls.doc)
             if intro:
                 out.append(intro + "\n")
             if f.name in groups:
@@ -331,6 +337,19 @@ def render(root: Path = ROOT) -> str:
             documented.update(_nested_names(cls, classes))
             if notes:
                 out.append("\n".join(f"- {n}" for n in notes) + "\n")
+            # kinds of this section (one schema per kind of data set, say): subclasses
+            for kind in classes.values():
+                if kind.name == cls.name or cls.name not in _ancestors(kind, classes):
+                    continue
+                documented.add(kind.name)
+                out.append(f"### `{f.name}` of the kind `{kind.name}`\n")
+                parents = ", ".join(f"`{b}`" for b in kind.bases)
+                intro = _join(kind.doc, f"Also the keys of {parents}.")
+                out.append(intro + "\n")
+                kind_notes: list[str] = []
+                own = ClassDoc(kind.name, kind.doc, [], kind.fields)
+                rows = _rows(own, classes, f.name + ".", kind_notes)
+                out.append("\n".join(_keys_table(rows)) + "\n")
         if top:
             out.append("## Top-level keys\n")
             out.append("\n".join(_keys_table(top)) + "\n")
@@ -354,6 +373,14 @@ def render(root: Path = ROOT) -> str:
             out.append(f"### `{group}=`\n")
             out.append("\n".join(_options_table(group, options)) + "\n")
     return "\n".join(out)
+
+
+def _ancestors(cls: ClassDoc, classes: dict[str, ClassDoc]) -> set[str]:
+    """The names of a class's schema base classes, transitively."""
+    names: set[str] = set()
+    for base in cls.bases:
+        names |= {base} | _ancestors(classes[base], classes)
+    return names
 
 
 def _nested_names(cls: ClassDoc, classes: dict[str, ClassDoc]) -> set[str]:
