@@ -1,20 +1,55 @@
-# make install: the package, its test/lint tools and PyTorch into the active Python
-# make test:    the fast test suite (what CI runs); make test-slow: the long tests
-# make quality: the toy quality benchmark (scripts/quality_bench.py, ~45 min on 2 cores)
-# make fig1:    the paper's Figure 1, clipping against the penalty (scripts/fig1.py, ~6 min)
-PYTHON ?= python3
+# make install:  PyTorch, wgangp and its test, lint, docs and sweep tools
+# make test:     the fast test suite (what CI runs); make test-slow: the long tests
+# make lint:     ruff, the import-layer contracts and the docs build
+# make docs:     the configuration reference from the schema, then the site into site/
+# make wheels / make install-offline: an install on a machine without network
+# make quality:  the toy quality benchmark (scripts/quality_bench.py, ~45 min on 2 cores)
+# make fig1:     the paper's Figure 1, clipping against the penalty (scripts/fig1.py, ~6 min)
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= dev,docs,metrics,sweep,lsun
+WHEELS ?= wheels
 
-.PHONY: install test test-avx2 test-slow lint bench gpu-wheels quality quality-quick fig1 train clean
+# Inside an active virtual or conda environment, everything runs in it. Without one, a
+# system Python may refuse pip (PEP 668, "externally managed"), so the targets use a
+# project-local .venv, which `make install` creates.
+ifeq ($(strip $(VIRTUAL_ENV)$(CONDA_PREFIX)),)
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+BIN := $(VENV)/bin/
+else
+PYTHON ?= python3
+BIN :=
+endif
 
-install:
+.PHONY: install venv install-offline wheels test test-avx2 test-slow lint docs bench quality quality-quick fig1 train clean
+
+venv:
+ifneq ($(VENV),)
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+endif
+
+install: venv
 	$(PYTHON) -m pip install $(TORCH_PINS)
-	$(PYTHON) -m pip install -e ".[dev,metrics,sweep,lsun]"
+	$(PYTHON) -m pip install -e ".[$(EXTRAS)]"
 	@# pyenv only puts new console scripts on PATH after a rehash
 	@command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+ifneq ($(VENV),)
+	@echo "installed into $(VENV): run 'source $(VENV)/bin/activate' to put wgangp-train on PATH"
+endif
+
+# every wheel an install needs (PyTorch, wgangp's dependencies and extras, wgangp
+# itself) into wheels/, on a machine with network and the target's Python and platform
+# (setuptools and wheel too: the editable install builds wgangp from them)
+wheels: venv
+	$(PYTHON) -m pip wheel -w $(WHEELS) "setuptools>=64" wheel $(TORCH_PINS) ".[$(EXTRAS)]"
+
+# the same install from wheels/ alone, for a machine without network
+install-offline: venv
+	$(PYTHON) -m pip install --no-index --find-links $(WHEELS) $(TORCH_PINS)
+	$(PYTHON) -m pip install --no-index --find-links $(WHEELS) -e ".[$(EXTRAS)]"
 
 # two worker processes, one test file at a time each: every test runs single-threaded
-# (tests/conftest.py), so two of them fill 2 cores (8.9 -> 6.1 min on the CI machine)
+# (tests/conftest.py), so two of them fill 2 cores
 TEST_WORKERS ?= 2
 
 test:
@@ -28,16 +63,19 @@ test-avx2:
 test-slow:
 	$(PYTHON) -m pytest -q -m slow
 
-bench:
-	$(PYTHON) scripts/bench.py
-
-# wheels that the lent GPU machines lack (they have no network): carried to them in .whl/
-# for scripts/gpu_check.sh (the CUDA tests and the CUDA benchmark in one run)
-gpu-wheels:
-	$(PYTHON) -m pip wheel --no-deps -q -w .whl hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 packaging
-
 lint:
 	$(PYTHON) -m ruff check wgangp tests scripts
+	$(PYTHON) -m ruff format --check wgangp tests scripts
+	$(BIN)lint-imports
+	$(MAKE) docs
+
+# docs/configuration.md is generated from the schema; --strict fails on a broken link
+docs:
+	$(PYTHON) scripts/config_reference.py
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --site-dir site
+
+bench:
+	$(PYTHON) scripts/bench.py
 
 # the VEEGAN/PacGAN toy comparison (ring + grid, 5 seeds each, one run at a time on 2 threads)
 quality:
@@ -51,7 +89,7 @@ fig1:
 	$(PYTHON) scripts/fig1.py --out docs --json docs/fig1.json
 
 train:
-	wgangp-train
+	$(BIN)wgangp-train
 
 clean:
-	rm -rf outputs multirun build dist *.egg-info
+	rm -rf outputs multirun build dist site *.egg-info

@@ -625,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         row = run_one(bc, device, precision, args, peaks, cuda_graph=graph)
                     except Exception as e:  # noqa: BLE001 - one failed row must not cost the rest
-                        # (a lent GPU's minutes are few: report the failure, keep measuring)
+                        # (a CUDA check has a fixed time slot: report the failure, keep measuring)
                         row = {
                             "config": bc.name,
                             "device": device.type,

@@ -47,8 +47,8 @@ def build_loops(
     the initial weights, data and random stream of the first variant that could be built.
 
     Returns the loops and the variants that could not be built or warmed up, with their
-    error: on a lent GPU's few minutes one failing variant (a graph capture, say) must
-    not cost the others.
+    error: in a CUDA check's fixed time slot one failing variant (a graph capture, say)
+    must not cost the others.
     """
     (bc,) = [c for c in bench.CONFIGS if c.name == config]
     loops: dict[str, Callable[[], Any]] = {}

@@ -141,8 +141,8 @@ def _bench_module(monkeypatch):
 def test_bench_keeps_measuring_after_a_failed_row_and_writes_json_as_it_goes(
     tmp_path, monkeypatch, capsys
 ):
-    """On a lent GPU's few minutes one failing row (say, a graph capture) must not cost
-    the others: it is reported as an error row, the rest are measured, the JSON is
+    """In a CUDA check's fixed time slot one failing row (say, a graph capture) must not
+    cost the others: it is reported as an error row, the rest are measured, the JSON is
     rewritten after every row, the rows come in the order asked for, and the exit code is 1."""
     bench = _bench_module(monkeypatch)
     real_run_one = bench.run_one

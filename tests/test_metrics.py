@@ -502,7 +502,7 @@ def test_metric_direction_and_is_better() -> None:
 
 def test_evaluator_reads_unit_range_runs_in_8_bit(tmp_path: Path) -> None:
     """A [0, 1] run (dataset.pixel_range=[0,1]) and a [-1, 1] run of the same data with
-    equivalent generators (u against 2u − 1) get the same FID and IS: the evaluator maps
+    matching generators (u against 2u − 1) get the same FID and IS: the evaluator maps
     both the fakes and the reals to [-1, 1] before the 8-bit conversion."""
     from tests.conftest import compose_cfg
     from tests.test_image_data import write_mnist
