@@ -37,5 +37,4 @@ timeout "${AB_TIMEOUT:-110}" python3 scripts/bench_ab.py --config dcgan32 --devi
     --variant "trainer.cuda_graph=true trainer.channels_last=false" \
     --variant "trainer.cuda_graph=true trainer.channels_last=true" \
     --variant "trainer.cuda_graph=true trainer.channels_last=true trainer.precision=bf16" \
-    --variant "trainer.cuda_graph=true trainer.channels_last=false trainer.subpixel_convs=true" \
     --json "$OUT/bench_ab_cuda.json" 2>&1 | tee "$OUT/bench_ab_cuda.log"

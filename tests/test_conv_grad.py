@@ -11,12 +11,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from scripts.benchtools.kernels import KernelRecorder
 from tests.conftest import compose_cfg
 from tests.test_images_e2e import make_folder
 from wgangp.core import losses
-from wgangp.core.step import with_detached_relu_masks
 from wgangp.fast.conv_grad import penalty_conv2d, with_native_conv_grads
-from wgangp.kernels import KernelRecorder
+from wgangp.fast.masks import with_detached_relu_masks
 from wgangp.models.dcgan import DCGANCritic
 from wgangp.models.resnet import CifarResNetCritic
 from wgangp.train.trainer import Trainer
