@@ -39,7 +39,8 @@ the autograd engine sets for a backward (on exactly when ``create_graph=True``):
 The input and the weight are saved with ``save_for_backward``: changing either in place
 between the forward and a backward (an optimizer step in between) raises autograd's
 in-place error instead of differentiating against the new values. The double backward
-is once-differentiable: a third derivative raises autograd's error for that.
+is once-differentiable: a third derivative raises autograd's error for that
+(``autograd.grad`` reports the weight as unused in the graph).
 """
 
 from __future__ import annotations
