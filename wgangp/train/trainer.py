@@ -148,8 +148,7 @@ class Trainer:
         self.generator = build_generator(cfg.generator, shape, self.num_classes).to(device)
         # the layout before DDP: its gradient buckets take the parameters' strides
         self.memory_format = self._resolve_memory_format(shape)
-        self.critic.to(memory_format=self.memory_format)
-        self.generator.to(memory_format=self.memory_format)
+        layout.use_memory_format(self.memory_format, self.critic, self.generator)
         # the modules the training steps call: DDP wrappers under torchrun, else the
         # modules themselves; self.critic/self.generator stay the plain modules
         # (checkpoints, EMA, pictures). See wgangp.train.distributed for the GP pattern.
