@@ -159,8 +159,7 @@ class Trainer:
         # --- speed options (wgangp/core/step.py; measured by scripts/bench.py)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
-        if t.keep_freed_memory:
-            keep_freed_host_memory()
+        keep_freed_host_memory(device, bool(t.keep_freed_memory))
         nan_check = (
             t.nan_check
             if t.nan_check != "auto"
