@@ -88,6 +88,20 @@ def test_a_bad_setting_is_refused_before_any_work():
         validate(compose_cfg(f"trainer.channels_last={ok}"))
 
 
+def test_the_removed_subpixel_switch_is_an_unknown_key():
+    """trainer.subpixel_convs is gone (sub-pixel convolutions were dropped): an override of
+    it gets the ordinary unknown-key line."""
+    from wgangp.cli.train import config_dir, config_groups
+    from wgangp.config.overrides import check_value_overrides
+
+    message = check_value_overrides(["trainer.subpixel_convs=false"], config_groups(config_dir()))
+    assert message is not None
+    assert message.startswith(
+        "invalid value for trainer.subpixel_convs: 'false' (allowed: a key of the schema "
+        "(see wgangp/config/schema.py)); "
+    )
+
+
 @pytest.mark.parametrize("impl", ["fused", "foreach", "for-loop"])
 def test_optimizer_state_follows_the_parameter_layout(impl):
     """Adam moments saved in NCHW, loaded for NHWC parameters: after
