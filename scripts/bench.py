@@ -19,16 +19,18 @@ medians over repeats are reported:
   warm-up and capture happen before the timing). FLOPs and ``kernel_ms`` are counted on
   the eager iteration, which runs the same kernels.
 * ``peak_mem_mb``: CUDA: ``max_memory_allocated`` over one iteration; CPU: parameters and
-  optimizer states plus the peak of tensors alive during one iteration (wgangp/memory.py).
+  optimizer states plus the peak of tensors alive during one iteration
+  (scripts/benchtools/memory.py).
 * ``flops_fraction``: FLOP/s achieved (FlopCounterMode, double backward included) over
   the matrix-multiply peak measured in this run for the same dtype; ``ref_flops_fraction``.
 * ``kernel_ms``: the convolutions and matrix multiplies of one of our iterations (forward,
   backward, double backward), each replayed alone on tensors of the same layout, best of
-  5, and summed (wgangp/kernels.py); ``ref_kernel_ms`` the textbook's. ``ceiling_speedup`` =
+  5, and summed (scripts/benchtools/kernels.py); ``ref_kernel_ms`` the textbook's.
+  ``ceiling_speedup`` =
   ``ref_ms_per_iter / kernel_ms``: the speed-up our kernels would give if everything
   else (elementwise ops, Adam, Python, autograd) took no time at all.
 * ``ops_per_iter``: ATen operators that do work in one of our eager iterations (views and
-  bare allocations left out; wgangp/kernels.py ``count_ops``), ``ref_ops_per_iter`` the
+  bare allocations left out; scripts/benchtools/kernels.py ``count_ops``), ``ref_ops_per_iter`` the
   textbook's: on CUDA each is a kernel launch, which is what bounds an eager step at
   these batch sizes. The count is the same on every machine.
 
@@ -65,13 +67,13 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from scripts.benchtools.kernels import count_ops, kernel_ms, synchronize  # noqa: E402
+from scripts.benchtools.memory import LiveBytes, state_bytes  # noqa: E402
 from wgangp.cli.train import compose_config, config_dir, with_recipe  # noqa: E402
 from wgangp.config.validate import validate  # noqa: E402
 from wgangp.core import losses  # noqa: E402
 from wgangp.data import TensorSource, register_dataset  # noqa: E402
 from wgangp.fast.cuda_graph import WARMUP, capture, on_side_stream  # noqa: E402
-from wgangp.kernels import count_ops, kernel_ms, synchronize  # noqa: E402
-from wgangp.memory import LiveBytes, state_bytes  # noqa: E402
 from wgangp.models import CRITICS, GENERATORS  # noqa: E402
 from wgangp.models.registry import register_critic, register_generator  # noqa: E402
 from wgangp.train.trainer import Trainer  # noqa: E402

@@ -419,7 +419,7 @@ def test_the_generator_learns_its_classes(tmp_path, no_md5):
         ("trainer.fuse_real_fake=false",),
         ("trainer.ema.decay=0.9", "gp.every=2"),
         ("gp.native_conv_grads=false", "gp.detach_relu_masks=false"),
-        ("trainer.channels_last=false", "trainer.subpixel_convs=false"),
+        ("trainer.channels_last=false",),
     ],
     ids=["bf16", "unfused", "ema-lazy", "plain-penalty", "nchw"],
 )
@@ -560,7 +560,6 @@ _DDP_NET = [
     "gp.native_conv_grads=false",
     "trainer.fuse_real_fake=false",
     "trainer.channels_last=false",
-    "trainer.subpixel_convs=false",
     "trainer.progress=false",
 ]
 

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from scripts.benchtools.kernels import KernelRecorder
 from tests.conftest import compose_cfg
 from tests.test_images_e2e import make_folder
 from wgangp.core import losses
-from wgangp.core.step import with_detached_relu_masks
 from wgangp.fast.conv_grad import penalty_conv2d, with_native_conv_grads
-from wgangp.kernels import KernelRecorder
+from wgangp.fast.masks import with_detached_relu_masks
 from wgangp.models.dcgan import DCGANCritic
 from wgangp.models.resnet import CifarResNetCritic
 from wgangp.train.trainer import Trainer
@@ -275,3 +275,77 @@ def test_cuda_penalty_gradients_equal_plain_autograd(name):
             )
     for a, r in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(a, r, **TOL)
+
+
+# ------------------------------------------------ the contract (module docstring)
+def _param_grads_with_graph(fwd, critic: nn.Module, x: torch.Tensor, how: str):
+    """First derivatives of ``D(x).square().sum()`` with respect to x and every parameter,
+    built with ``create_graph=True``, then the gradient of their summed squares with
+    respect to the parameters: a second-order use other than the penalty's."""
+    params = list(critic.parameters())
+    out = fwd(x).square().sum()
+    if how == "autograd.grad":
+        first = torch.autograd.grad(out, [x, *params], create_graph=True)
+    else:  # loss.backward(create_graph=True): the gradients land in .grad
+        critic.zero_grad(set_to_none=True)
+        x.grad = None
+        out.backward(create_graph=True)
+        first = [x.grad, *(p.grad for p in params)]
+    second = torch.autograd.grad(sum(g.square().sum() for g in first), params)
+    for p in params:  # backward(create_graph=True) ties .grad to the graph: let it go
+        p.grad = None
+    return [g.detach() for g in first], list(second)
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+@pytest.mark.parametrize("how", ["autograd.grad", "backward"])
+@pytest.mark.parametrize("name", ["dcgan", "resnet layernorm"])
+def test_parameter_gradients_in_a_create_graph_pass_equal_plain_autograd(name, how):
+    """A create_graph=True backward that asks for the parameters' gradients gets them, and
+    their own derivatives, as plain autograd gives them (the penalty never asks)."""
+    critic = _critics()[name].double()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 3, 32, 32, generator=g, dtype=torch.float64, requires_grad=True)
+    ref_first, ref_second = _param_grads_with_graph(critic, critic, x, how)
+    fwd = with_native_conv_grads(with_detached_relu_masks(critic))
+    first, second = _param_grads_with_graph(fwd, critic, x, how)
+    for a, r in zip([*first, *second], [*ref_first, *ref_second], strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+    assert float(second[0].abs().sum()) > 0  # the first layer's weight: a real second order
+
+
+def test_the_penalty_pass_computes_no_parameter_gradient():
+    """autograd.grad(D(x̂), x̂, create_graph=True) runs no weight-gradient kernel: the
+    engine will not use one there."""
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    y = with_native_conv_grads(conv)(x)
+    with KernelRecorder() as rec:
+        torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    masks = [list(args[-1]) for (f, args, _) in rec.calls if f is aten.convolution_backward.default]
+    assert masks == [[True, False, False]]
+
+
+def test_an_in_place_change_of_the_weight_before_the_backward_raises():
+    """The weight is saved with save_for_backward: an update between the forward and the
+    backward is autograd's in-place error, not a gradient against the new weight."""
+    conv = nn.Conv2d(3, 4, 3)
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    y = with_native_conv_grads(conv)(x)
+    with torch.no_grad():
+        conv.weight.add_(1.0)  # as an optimizer step would
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(y.sum(), x, create_graph=True)
+
+
+def test_a_third_derivative_raises():
+    """The double backward is once-differentiable: differentiating it again is autograd's
+    error, not a silently wrong third derivative (autograd.grad calls the weight unused)."""
+    conv = nn.Conv2d(3, 4, 3)
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    (gx,) = torch.autograd.grad(with_native_conv_grads(conv)(x).sum(), x, create_graph=True)
+    (gw,) = torch.autograd.grad(gx.square().sum(), conv.weight, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        gw.square().sum().backward()
+    with pytest.raises(RuntimeError, match="appears to not have been used in the graph"):
+        torch.autograd.grad(gw.square().sum(), conv.weight)

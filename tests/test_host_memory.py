@@ -100,13 +100,23 @@ def faults_and_growth(setup: str) -> tuple[int, float, float]:
         ("", False),
         (
             "from wgangp.fast.host_memory import keep_freed_host_memory\n"
-            "assert keep_freed_host_memory() and keep_freed_host_memory()",
+            "assert keep_freed_host_memory('cpu', True) and keep_freed_host_memory('cpu', True)",
             True,
+        ),
+        (  # a CUDA run's activations are the caching allocator's: the host is left alone
+            "from wgangp.fast.host_memory import keep_freed_host_memory\n"
+            "assert not keep_freed_host_memory(torch.device('cuda'), True)",
+            False,
+        ),
+        (
+            "from wgangp.fast.host_memory import keep_freed_host_memory\n"
+            "assert not keep_freed_host_memory('cpu', False)",
+            False,
         ),
         (TRAINER.format(on="true"), True),
         (TRAINER.format(on="false"), False),
     ],
-    ids=["glibc-default", "function", "trainer-default", "trainer-off"],
+    ids=["glibc-default", "function", "cuda-device", "disabled", "trainer-default", "trainer-off"],
 )
 def test_freed_block_is_reused_without_page_faults(setup, kept):
     warmup, faults, growth = faults_and_growth(setup)
@@ -117,3 +127,29 @@ def test_freed_block_is_reused_without_page_faults(setup, kept):
         assert warmup == WARMUP_MAX, warmup
         assert faults > 0.9 * PAGES, faults
     assert growth < MIB / 2, growth  # what is kept is reused: no growth after the warm-up
+
+
+def test_applying_it_logs_one_line_that_says_what_and_why():
+    """One INFO line the first time it is applied, none for a second call or another
+    device; in a fresh interpreter (the setting is process-wide)."""
+    code = textwrap.dedent(
+        """
+        import logging, torch
+        from wgangp.fast.host_memory import keep_freed_host_memory
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        keep_freed_host_memory(torch.device("cuda"), True)
+        keep_freed_host_memory("cpu", False)
+        keep_freed_host_memory("cpu", True)
+        keep_freed_host_memory("cpu", True)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": pythonpath(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "INFO host memory: freed blocks stay in the process (glibc mallopt M_MMAP_MAX=0, "
+        "M_TRIM_THRESHOLD=max), so each CPU step reuses pages instead of page-faulting them "
+        "in again; resident memory stays at the peak"
+    ]

@@ -1,4 +1,5 @@
-"""wgangp/kernels.py: which kernels a step records, and that the replay runs exactly those."""
+"""scripts/benchtools/kernels.py: which kernels a step records, and that the replay runs
+exactly those."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from scripts.benchtools.kernels import (
+    KernelRecorder,
+    OpCounter,
+    _TensorSpec,
+    count_ops,
+    kernel_ms,
+    replay_ms,
+)
 from wgangp.core import losses
-from wgangp.kernels import KernelRecorder, OpCounter, _TensorSpec, count_ops, kernel_ms, replay_ms
 
 aten = torch.ops.aten
 

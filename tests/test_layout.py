@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from wgangp.fast import layout
 from wgangp.train.trainer import Trainer
 
 CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[1]
 IMAGE = (3, 32, 32)
 
 
@@ -83,6 +86,20 @@ def test_a_bad_setting_is_refused_before_any_work():
     )
     for ok in ("auto", "true", "false", "True"):
         validate(compose_cfg(f"trainer.channels_last={ok}"))
+
+
+def test_the_removed_subpixel_switch_is_an_unknown_key():
+    """trainer.subpixel_convs is gone (sub-pixel convolutions were dropped): an override of
+    it gets the ordinary unknown-key line."""
+    from wgangp.cli.train import config_dir, config_groups
+    from wgangp.config.overrides import check_value_overrides
+
+    message = check_value_overrides(["trainer.subpixel_convs=false"], config_groups(config_dir()))
+    assert message is not None
+    assert message.startswith(
+        "invalid value for trainer.subpixel_convs: 'false' (allowed: a key of the schema "
+        "(see wgangp/config/schema.py)); "
+    )
 
 
 @pytest.mark.parametrize("impl", ["fused", "foreach", "for-loop"])
@@ -161,7 +178,7 @@ def test_resume_under_the_other_layout_keeps_adam_on_the_same_elements(tmp_path,
                 assert torch.equal(opt_b.state[pb][key], value), key
 
 
-# ------------------------------------------------- the layout seams inside the models
+# --------------------------- the layout seams, swapped into built models for channels-last
 def _maps(n: int = 5, c: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randn(n, c, 4, 4, dtype=torch.float64)
     return x, x.contiguous(memory_format=torch.channels_last)
@@ -171,7 +188,7 @@ def _maps(n: int = 5, c: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 def test_map_linear_is_the_flattened_linear_in_either_layout(out_features):
     """MapLinear reads a channels-last map as it lies (no NCHW copy), with the weight's
     columns permuted: the same values and gradients as Linear(flatten(x))."""
-    from wgangp.models.blocks import MapLinear
+    from wgangp.fast.layout import MapLinear
 
     torch.manual_seed(0)
     ours = MapLinear(8 * 16, out_features).double()
@@ -199,7 +216,7 @@ def test_map_linear_is_the_flattened_linear_in_either_layout(out_features):
 def test_map_linear_does_not_copy_a_channels_last_map():
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from wgangp.models.blocks import MapLinear
+    from wgangp.fast.layout import MapLinear
 
     copies: list[tuple[int, ...]] = []
 
@@ -220,14 +237,15 @@ def test_map_linear_does_not_copy_a_channels_last_map():
 
 
 def test_a_reshaped_linear_output_takes_the_next_convolutions_layout():
-    from wgangp.models.blocks import in_layout_of
-
-    x = torch.randn(2, 8, 4, 4)
-    w_cl = torch.randn(8, 4, 5, 5).contiguous(memory_format=torch.channels_last)
-    assert in_layout_of(x, w_cl).is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(in_layout_of(x, w_cl), x)
-    assert in_layout_of(x, torch.randn(8, 4, 5, 5)) is x  # an NCHW model: untouched
-    assert in_layout_of(x, torch.randn(8, 4)) is x
+    x = torch.randn(2, 8 * 4 * 4)
+    plain = torch.nn.Sequential(torch.nn.Unflatten(1, (8, 4, 4)))
+    converted = layout.convert_for_channels_last(copy.deepcopy(plain))
+    assert type(converted[0]) is layout.ChannelsLastUnflatten
+    assert converted(x).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(converted(x), plain(x))
+    assert plain(x).is_contiguous()  # an NCHW model: untouched
+    flat = torch.nn.Sequential(torch.nn.Unflatten(1, (8, 16)))  # not a map: untouched
+    assert type(layout.convert_for_channels_last(flat)[0]) is torch.nn.Unflatten
 
 
 @pytest.mark.parametrize(
@@ -244,8 +262,11 @@ def test_image_models_give_the_same_scores_in_either_layout(arch, dataset):
     torch.manual_seed(0)
     d = registry.build_critic(cfg.critic, shape).double()
     g = registry.build_generator(cfg.generator, shape).double().eval()
-    d_cl = copy.deepcopy(d).to(memory_format=torch.channels_last)
-    g_cl = copy.deepcopy(g).to(memory_format=torch.channels_last)
+    d_cl, g_cl = copy.deepcopy(d), copy.deepcopy(g)
+    layout.use_memory_format(torch.channels_last, d_cl, g_cl)
+    # the same state dict: a checkpoint from either layout loads into the other
+    assert list(d_cl.state_dict()) == list(d.state_dict())
+    assert list(g_cl.state_dict()) == list(g.state_dict())
     z = torch.randn(4, g.z_dim, dtype=torch.float64)
     torch.testing.assert_close(g_cl(z), g(z), rtol=1e-9, atol=1e-9)
     x = torch.randn(4, *shape, dtype=torch.float64)
@@ -261,6 +282,41 @@ def test_image_models_give_the_same_scores_in_either_layout(arch, dataset):
     # the AC-GAN class head reads the same map through its own MapLinear
     torch.manual_seed(1)
     d = registry.build_critic(cfg.critic, shape, num_classes=10).double()
-    d_cl = copy.deepcopy(d).to(memory_format=torch.channels_last)
+    d_cl = copy.deepcopy(d)
+    layout.use_memory_format(torch.channels_last, d_cl)
     for a, b in zip(d(x, with_logits=True), d_cl(x_cl, with_logits=True), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("arch", "dataset", "heads"),
+    [("dcgan", "cifar10", 2), ("resnet", "celeba", 2), ("resnet101", "celeba", 1)],
+)
+def test_the_conversion_hands_the_critic_head_its_map_as_it_lies(arch, dataset, heads):
+    """The plain critic flattens its last map for nn.Linear; converted for channels-last,
+    its score and class heads read the NHWC map itself (no NCHW copy)."""
+    from wgangp.models import registry
+
+    cfg = compose_cfg(f"dataset={dataset}", f"critic={arch}")
+    shape = (3, cfg.dataset.image_size, cfg.dataset.image_size)
+    d = registry.build_critic(cfg.critic, shape, num_classes=10 if heads == 2 else 0)
+    kinds = {type(m) for m in d.modules()}
+    assert torch.nn.Flatten in kinds and layout.MapLinear not in kinds  # plain layers
+    layout.use_memory_format(torch.channels_last, d)
+    seen: list[torch.Tensor] = []
+    for m in d.modules():
+        if isinstance(m, layout.MapLinear):
+            m.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    x = torch.randn(2, *shape).contiguous(memory_format=torch.channels_last)
+    d(x, with_logits=True) if heads == 2 else d(x)
+    assert len(seen) == heads
+    assert all(h.dim() == 4 and layout.is_channels_last(h) for h in seen)
+    assert layout.convert_for_channels_last(d) is d  # idempotent: nothing left to swap
+
+
+def test_the_models_never_import_the_speed_layer():
+    code = (
+        "import sys, wgangp.models, wgangp.core.step, wgangp.core.losses\n"
+        "assert not [m for m in sys.modules if m.startswith('wgangp.fast')], sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -7,12 +7,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from scripts.benchtools.memory import LiveBytes
 from tests.conftest import TINY, compose_cfg
 from wgangp.config.validate import validate
 from wgangp.core import losses
-from wgangp.core.step import critic_scores, with_detached_relu_masks
+from wgangp.core.step import critic_scores
 from wgangp.errors import ConfigError
-from wgangp.memory import LiveBytes
+from wgangp.fast.masks import with_detached_relu_masks
 from wgangp.train.trainer import Trainer, _NonFiniteStep
 
 CPU = torch.device("cpu")
@@ -225,7 +226,7 @@ def test_resnet_double_backward_skips_the_forward_graph():
     one forward-type and one weight-gradient convolution per layer (4 units with the
     forward and the first-order backward), and no convolution_backward of the forward
     graph asking for weight gradients."""
-    from wgangp.kernels import KernelRecorder
+    from scripts.benchtools.kernels import KernelRecorder
 
     critic = _resnet_critic()
     real, fake = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)

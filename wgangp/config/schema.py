@@ -204,10 +204,6 @@ class TrainerConfig:
     # NHWC memory format for image models: auto = on CPUs with AVX-512 convolution
     # kernels, where it is faster (wgangp/fast/layout.py); true | false to force
     channels_last: str = "auto"
-    # strided transposed convolutions into 1–4 channels (the generator's output layer,
-    # the critic's first-layer input gradient) as one stride-1 convolution and a
-    # pixel shuffle (wgangp/fast/subpixel.py): equal to float rounding; auto = on the CPU
-    subpixel_convs: str = "auto"
     # torch.compile the generator and the critic's non-penalty path (the penalty's
     # double backward always runs eagerly: inductor does not support it)
     compile: bool = False

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from wgangp.data.pixels import SIGNED, UNIT, pixel_range
 from wgangp.errors import ConfigError
-from wgangp.fast import layout, subpixel
+from wgangp.fast import layout
 from wgangp.train import distributed
 
 log = logging.getLogger(__name__)
@@ -399,13 +399,6 @@ def validate(cfg: Any) -> torch.device:
             t.channels_last,
             " | ".join(layout.SETTINGS),
             "auto picks NHWC where the CPU's convolution kernels are faster with it",
-        )
-    if subpixel.normalize_setting(t.subpixel_convs) not in subpixel.SETTINGS:
-        raise ConfigError(
-            "trainer.subpixel_convs",
-            t.subpixel_convs,
-            " | ".join(subpixel.SETTINGS),
-            "auto uses the sub-pixel form of few-channel transposed convolutions on the CPU",
         )
     _at_least("trainer.ema.start", t.ema.start, 0)
     if t.ema.decay is not None and not 0.0 < _finite("trainer.ema.decay", t.ema.decay) < 1.0:

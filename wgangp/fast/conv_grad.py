@@ -19,18 +19,28 @@ weight requested), as in ordinary training. Same math, different summation order
 the gradients agree with PyTorch's to float rounding (tests/test_conv_grad.py, 1e-5),
 not bitwise.
 
-Structure (so that nothing is computed that the step does not ask for):
-:class:`_PenaltyConv2d`'s backward runs in one of two passes, told apart by the grad
-mode the autograd engine sets for a backward (on exactly when ``create_graph=True``):
+The contract. :class:`_PenaltyConv2d`'s backward tells its passes apart by the grad mode
+the autograd engine sets for a backward (on exactly when ``create_graph=True``):
 
-* the penalty's input-gradient pass (``create_graph=True``): it returns the input's
-  gradient only, as the differentiable input gradient :class:`_ConvInputGrad`, which
-  holds the edge to the weight used by the double backward;
+* a pass with ``create_graph=True`` (the penalty's :math:`\nabla_{\hat x} D`): the input
+  gets its gradient as the differentiable input gradient :class:`_ConvInputGrad`, which
+  holds the edge to the weight that the double backward follows. The weight and bias get
+  a gradient here only if the engine will use it (another ``create_graph=True`` backward
+  through the critic that asks for parameter gradients, such as
+  ``loss.backward(create_graph=True)``): it is then computed with autograd's own
+  differentiable formulas, so it and its derivatives equal plain autograd's. The penalty
+  asks for the input's gradient only, and pays for nothing else.
 * a first-order pass (the final backward): the engine reaches this node only when the
   double backward reaches the forward graph itself (a normalisation layer or a smooth
   activation between convolutions), and there the ordinary first-order input, weight
   and bias gradients are part of the answer. With rectifiers whose masks are detached
   and no normalisation (the DCGAN critic) it is never reached.
+
+The input and the weight are saved with ``save_for_backward``: changing either in place
+between the forward and a backward (an optimizer step in between) raises autograd's
+in-place error instead of differentiating against the new values. The double backward
+is once-differentiable: a third derivative raises autograd's error for that
+(``autograd.grad`` reports the weight as unused in the graph).
 """
 
 from __future__ import annotations
@@ -44,8 +54,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
-from wgangp.core.step import _arg, _pair
-from wgangp.fast import subpixel as subpixel_lib
+from wgangp.fast.torch_args import arg, pair
 
 aten = torch.ops.aten
 
@@ -53,12 +62,8 @@ aten = torch.ops.aten
 _Params = tuple[list[int], list[int], list[int], int]
 
 
-def _input_grad(gy: Tensor, x: Tensor, w: Tensor, p: _Params, subpixel: bool = False) -> Tensor:
+def _input_grad(gy: Tensor, x: Tensor, w: Tensor, p: _Params) -> Tensor:
     stride, padding, dilation, groups = p
-    if subpixel and subpixel_lib.applies(w.shape[1] * groups, stride, dilation, groups):
-        # the gradient of a conv2d is a transposed convolution: into few channels
-        # (an image's), oneDNN's kernel is slow and the sub-pixel form is not
-        return subpixel_lib.conv_transpose2d_subpixel(gy, w, None, stride, padding, x.shape[2:])
     gx, _, _ = aten.convolution_backward(
         gy, x, w, None, stride, padding, dilation, False, [0, 0], groups, [True, False, False]
     )
@@ -83,49 +88,73 @@ class _ConvInputGrad(torch.autograd.Function):
     the backward of an incoming ``ḡ_x`` is ``(w ⋆ ḡ_x, wgrad(ḡ_x, g_y))``."""
 
     @staticmethod
-    def forward(ctx: Any, gy: Tensor, w: Tensor, x: Tensor, p: _Params, sub: bool) -> Tensor:  # noqa: ANN401
+    def forward(ctx: Any, gy: Tensor, w: Tensor, x: Tensor, p: _Params) -> Tensor:  # noqa: ANN401
         ctx.save_for_backward(gy, w)
         ctx.p = p
         ctx.set_materialize_grads(False)
-        return _input_grad(gy, x, w, p, sub)
+        return _input_grad(gy, x, w, p)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, ggx: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: ANN401
         if ggx is None:
-            return None, None, None, None, None
+            return None, None, None, None
         gy, w = ctx.saved_tensors
         ggy = _conv(ggx, w, None, ctx.p) if ctx.needs_input_grad[0] else None
         gw = _weight_grad(gy, ggx, w, ctx.p) if ctx.needs_input_grad[1] else None
-        return ggy, gw, None, None, None
+        return ggy, gw, None, None
+
+
+def _engine_will_use(node: Any) -> bool:  # noqa: ANN401
+    """Whether the running backward will use a gradient sent along the edge to ``node``
+    (the autograd node of one of a Function's inputs; None: the input needs none).
+
+    ``loss.backward()`` uses every edge; ``autograd.grad(out, inputs)`` only those on a
+    path to ``inputs``. The engine refuses the question for a leaf that
+    ``autograd.grad`` asked for by name, and that refusal means it is wanted.
+    """
+    if node is None:
+        return False
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except RuntimeError:
+        return True
 
 
 class _PenaltyConv2d(torch.autograd.Function):
-    """``w ⋆ x + b``. In the penalty's input-gradient pass (grad mode on) its backward
-    gives ``x`` its gradient through :class:`_ConvInputGrad` against the live weight
-    (``ctx.weight``), so that the double backward reaches ``w``, and gives ``w`` and ``b``
-    none; in a first-order pass (grad mode off) it gives the usual three gradients."""
+    """``w ⋆ x + b``. In a ``create_graph=True`` pass its backward gives ``x`` its gradient
+    through :class:`_ConvInputGrad`, so that the double backward reaches ``w``, and gives
+    ``w`` and ``b`` theirs only where the engine will use them; in a first-order pass it
+    gives the usual three gradients (the module docstring states the contract)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None, p: _Params, sub: bool) -> Tensor:  # noqa: ANN401
-        ctx.weight, ctx.p, ctx.has_bias, ctx.sub = w, p, b is not None, sub
-        ctx.save_for_backward(x)
+    def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None, p: _Params) -> Tensor:  # noqa: ANN401
+        ctx.p, ctx.has_bias = p, b is not None
+        ctx.save_for_backward(x, w)
         ctx.set_materialize_grads(False)
         return _conv(x, w.detach(), None if b is None else b.detach(), p)
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: ANN401
         if gy is None:
-            return None, None, None, None, None
-        (x,) = ctx.saved_tensors
-        w, p = ctx.weight, ctx.p
-        if torch.is_grad_enabled():  # the penalty's ∇x̂ D, built with create_graph=True
-            return _ConvInputGrad.apply(gy, w, x.detach(), p, ctx.sub), None, None, None, None
+            return None, None, None, None
+        x, w = ctx.saved_tensors
+        p = ctx.p
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx = _input_grad(gy, x, w, p, ctx.sub) if need_x else None
+        if torch.is_grad_enabled():  # create_graph=True: the penalty's ∇x̂ D, or another
+            gx = _ConvInputGrad.apply(gy, w, x.detach(), p) if need_x else None
+            edges = ctx.next_functions
+            gw = gb = None
+            if need_w and _engine_will_use(edges[1][0]):
+                # recorded by autograd (grad mode is on): differentiable in gy and x
+                gw = _weight_grad(gy, x, w, p)
+            if ctx.has_bias and need_b and _engine_will_use(edges[2][0]):
+                gb = gy.sum(dim=(0, 2, 3))
+            return gx, gw, gb, None
+        gx = _input_grad(gy, x, w, p) if need_x else None
         gw = _weight_grad(gy, x, w, p) if need_w else None
         gb = gy.sum(dim=(0, 2, 3)) if ctx.has_bias and need_b else None
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None
 
 
 def penalty_conv2d(
@@ -136,24 +165,20 @@ def penalty_conv2d(
     padding: Any = 0,  # noqa: ANN401
     dilation: Any = 1,  # noqa: ANN401
     groups: int = 1,
-    subpixel: bool = False,
 ) -> Tensor:
     """``F.conv2d`` with the double backward described in the module docstring.
-
-    ``subpixel``: an input gradient into few channels is computed in the sub-pixel form
-    (:mod:`wgangp.fast.subpixel`, ``trainer.subpixel_convs``).
 
     Under autocast the operands are cast first, as autocast would for ``conv2d``
     (recorded casts, so gradients flow back in the parameters' dtype).
     """
-    p: _Params = (_pair(stride), _pair(padding), _pair(dilation), groups)
+    p: _Params = (pair(stride), pair(padding), pair(dilation), groups)
     dev = x.device.type
     if torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
         x, w = x.to(dt), w.to(dt)
         b = None if b is None else b.to(dt)
     with torch.autocast(dev, enabled=False):
-        return _PenaltyConv2d.apply(x, w, b, p, subpixel)
+        return _PenaltyConv2d.apply(x, w, b, p)
 
 
 class _NativeConvGrads(TorchFunctionMode):
@@ -161,37 +186,29 @@ class _NativeConvGrads(TorchFunctionMode):
 
     _CONV2D = {F.conv2d, torch.conv2d}
 
-    def __init__(self, subpixel: bool = False) -> None:
-        super().__init__()
-        self.subpixel = subpixel
-
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         if func in self._CONV2D and torch.is_grad_enabled():
-            x = _arg(args, kwargs, 0, "input", None)
-            padding = _arg(args, kwargs, 4, "padding", 0)
+            x = arg(args, kwargs, 0, "input", None)
+            padding = arg(args, kwargs, 4, "padding", 0)
             if not isinstance(padding, str) and x.dim() == 4 and x.requires_grad:
                 return penalty_conv2d(
                     x,
-                    _arg(args, kwargs, 1, "weight", None),
-                    _arg(args, kwargs, 2, "bias", None),
-                    _arg(args, kwargs, 3, "stride", 1),
+                    arg(args, kwargs, 1, "weight", None),
+                    arg(args, kwargs, 2, "bias", None),
+                    arg(args, kwargs, 3, "stride", 1),
                     padding,
-                    _arg(args, kwargs, 5, "dilation", 1),
-                    int(_arg(args, kwargs, 6, "groups", 1)),
-                    self.subpixel,
+                    arg(args, kwargs, 5, "dilation", 1),
+                    int(arg(args, kwargs, 6, "groups", 1)),
                 )
         return func(*args, **kwargs)
 
 
-def with_native_conv_grads(
-    critic: Callable[[Tensor], Tensor], subpixel: bool = False
-) -> Callable[[Tensor], Tensor]:
-    """``critic`` with its 2-D convolutions run by :func:`penalty_conv2d` (``subpixel``
-    passed on)."""
+def with_native_conv_grads(critic: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``critic`` with its 2-D convolutions run by :func:`penalty_conv2d`."""
 
     def forward(x: Tensor, **kwargs: Any) -> Tensor:  # noqa: ANN401
-        with _NativeConvGrads(subpixel):
+        with _NativeConvGrads():
             return critic(x, **kwargs)  # kwargs: with_logits (class-conditional critics)
 
     return forward

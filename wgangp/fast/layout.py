@@ -1,21 +1,16 @@
 """The memory format of image models: ``trainer.channels_last = auto | true | false``.
 
 Which layout is faster depends on the convolution kernels the machine runs, not on
-the model. On the CPU, PyTorch's convolutions are oneDNN's, and oneDNN has two kinds:
+the model. On the CPU, PyTorch's convolutions are oneDNN's: its AVX-512 kernels are much
+faster on channels-last (NHWC) maps, its AVX2 kernels are as fast or faster on NCHW
+ones (the measurements are in docs/speed.md). So ``auto`` picks channels-last on a CPU
+whose kernels are AVX-512 ones (:func:`cpu_prefers_channels_last`) and NCHW on other
+CPUs and on CUDA (set ``true`` to try cuDNN's NHWC kernels).
 
-* AVX-512 kernels: channels-last (NHWC) is much faster. Measured on a 2-core AVX-512
-  Xeon (``scripts/bench.py`` and interleaved A/Bs of our step, 2026-11-25): DCGAN 32×32
-  1029 → 956 ms per generator iteration, the width-64 reference DCGAN 747 → 662 ms,
-  ResNet 32×32 3144 → 2399 ms. The NCHW input gradient of a 5×5 stride-2 layer takes
-  twice as long as the NHWC one there (19.5 vs 10.7 ms at batch 128), and the result
-  is copied back to NCHW on top.
-* AVX2 kernels: NCHW is as fast or faster. The same machine with oneDNN held to AVX2
-  (``ONEDNN_MAX_CPU_ISA=AVX2``) ran DCGAN 32×32 at 1537 ms in NCHW and 1578 ms in NHWC,
-  and an earlier 2-core machine measured channels-last at 0.99× for the critic update.
-
-So ``auto`` picks channels-last on a CPU whose kernels are AVX-512 ones
-(:func:`cpu_prefers_channels_last`) and NCHW on other CPUs. On CUDA ``auto`` keeps
-NCHW: not measured here yet (set ``true`` to try cuDNN's NHWC kernels).
+The models are written in plain layers; :func:`use_memory_format` puts built models in
+the chosen format and, for channels-last, swaps the few layers where a reshape between
+a flat vector and a 4-D map would copy the map into the other layout on every call
+(:func:`convert_for_channels_last`). The parameters and state-dict keys stay the same.
 
 Layouts change float rounding only (different kernels sum in different orders); a
 resumed run recomputes the layout, and :func:`match_param_layouts` puts optimizer
@@ -27,6 +22,8 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
 
 SETTINGS = ("auto", "true", "false")
 
@@ -83,6 +80,93 @@ def is_channels_last(t: torch.Tensor) -> bool:
     )
 
 
+class MapLinear(nn.Linear):
+    """``nn.Linear`` on a feature map's (C, H, W) features, flattened channel-major,
+    in whichever memory layout the map lies.
+
+    ``linear(x.flatten(1))`` copies a channels-last map into NCHW order, and its gradient
+    comes back NCHW, so the rectifier before it runs its backward on two layouts at once
+    (a strided kernel, much slower than the same op on one layout). A channels-last map
+    is read here as it lies, as (N, H·W·C), against the weight's columns permuted to
+    (H, W, C) order: the same function (its sum runs in another order, equal to float
+    rounding) with the same parameters and state dict. Any other input is flattened as
+    ``nn.Linear`` would see it after ``flatten(1)``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if not is_channels_last(x):
+            return super().forward(x.flatten(1))
+        n, c, h, w = x.shape
+        weight = self.weight.view(-1, c, h, w).permute(0, 2, 3, 1)
+        features = x.permute(0, 2, 3, 1).reshape(n, h * w * c)
+        return F.linear(features, weight.reshape(self.out_features, -1), self.bias)
+
+
+class MapFlatten(nn.Flatten):
+    """``nn.Flatten`` that hands a channels-last map on as it lies, for a
+    :class:`MapLinear` to read; any other input is flattened."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if is_channels_last(x) else super().forward(x)
+
+
+class ChannelsLastUnflatten(nn.Unflatten):
+    """``nn.Unflatten`` into a 4-D map laid out channels-last.
+
+    A linear layer's output reshaped to a map is NCHW; a channels-last model's next
+    convolution would reorder it on every call, and the norm and activation between
+    them would run on the other layout. Copying the small map once is cheaper.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = super().forward(x)
+        return h.contiguous(memory_format=torch.channels_last) if h.dim() == 4 else h
+
+
+def _flattens_a_map(flatten: nn.Flatten) -> bool:
+    return flatten.start_dim == 1 and flatten.end_dim == -1
+
+
+def convert_for_channels_last(model: nn.Module) -> nn.Module:
+    """``model`` (changed in place and returned) with the layers that reshape between flat
+    vectors and 4-D maps made layout-aware, for a model in channels-last format.
+
+    * In a module with an ``nn.Flatten()`` child (all but the batch dimension), that
+      flatten becomes a :class:`MapFlatten` and every ``nn.Linear`` child a
+      :class:`MapLinear`: the critics' heads read the final map as it lies (every linear
+      child of such a module must read the flattened map or a flat vector, which
+      :class:`MapLinear` treats as ``nn.Linear`` does).
+    * An ``nn.Unflatten`` into (C, H, W) becomes a :class:`ChannelsLastUnflatten`: the
+      generator's reshaped linear output takes the convolutions' layout.
+
+    Each layer keeps its object, parameters, hooks and attributes (only its class
+    changes, to a subclass that adds a forward and no state), so state dicts, parameter
+    lists and optimizers are unaffected. Idempotent.
+    """
+    for module in list(model.modules()):
+        children = list(module.named_children())
+        flattens = [c for _, c in children if type(c) is nn.Flatten and _flattens_a_map(c)]
+        if flattens:
+            for _, child in children:
+                if child in flattens:
+                    child.__class__ = MapFlatten
+                elif type(child) is nn.Linear:
+                    child.__class__ = MapLinear
+        for _, child in children:
+            if type(child) is nn.Unflatten and len(child.unflattened_size) == 3:
+                child.__class__ = ChannelsLastUnflatten
+    return model
+
+
+def use_memory_format(memory_format: torch.memory_format, *models: nn.Module) -> None:
+    """Put ``models`` in ``memory_format`` (their 4-D parameters and buffers); for
+    channels-last also :func:`convert_for_channels_last` them."""
+    for model in models:
+        model.to(memory_format=memory_format)
+        if memory_format == torch.channels_last:
+            convert_for_channels_last(model)
+
+
 def match_param_layouts(opt: torch.optim.Optimizer) -> int:
     """Give each optimizer state tensor its parameter's layout; returns how many moved.
 
@@ -110,8 +194,14 @@ def match_param_layouts(opt: torch.optim.Optimizer) -> int:
 
 __all__ = [
     "SETTINGS",
+    "ChannelsLastUnflatten",
+    "MapFlatten",
+    "MapLinear",
+    "convert_for_channels_last",
     "cpu_prefers_channels_last",
+    "is_channels_last",
     "match_param_layouts",
     "normalize_setting",
     "resolve_memory_format",
+    "use_memory_format",
 ]

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wgangp.errors import ConfigError
-from wgangp.fast.layout import is_channels_last
 from wgangp.models.init import check_init, tag
 from wgangp.models.mlp import ACTIVATIONS, activation, image_output
 
@@ -39,28 +38,6 @@ def conv(c_in: int, c_out: int, k: int, *, init: str = "he", bias: bool = True) 
     return tag(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=bias), init)  # type: ignore[return-value]
 
 
-class MapLinear(nn.Linear):
-    """``nn.Linear`` on a feature map's (C, H, W) features, flattened channel-major,
-    in whichever memory layout the map lies.
-
-    ``linear(x.flatten(1))`` copies a channels-last map into NCHW order, and its gradient
-    comes back NCHW, so the rectifier before it runs its backward on two layouts at once
-    (a strided kernel, about 10× slower than the same op on one layout; ~9 ms of a CPU
-    ``dcgan32`` iteration). A channels-last map is read here as it lies, as (N, H·W·C),
-    against the weight's columns permuted to (H, W, C) order: the same function (its sum
-    runs in another order, equal to float rounding) with the same parameters and state
-    dict. Any other input is flattened as ``nn.Linear`` would see it.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        if not is_channels_last(x):
-            return super().forward(x.flatten(1))
-        n, c, h, w = x.shape
-        weight = self.weight.view(-1, c, h, w).permute(0, 2, 3, 1)
-        features = x.permute(0, 2, 3, 1).reshape(n, h * w * c)
-        return F.linear(features, weight.reshape(self.out_features, -1), self.bias)
-
-
 class LayerNorm2d(nn.GroupNorm):
     """Layer norm of a conv feature map: statistics over (C, H, W) of *each sample*.
 
@@ -72,19 +49,6 @@ class LayerNorm2d(nn.GroupNorm):
 
     def __init__(self, channels: int) -> None:
         super().__init__(1, channels, eps=1e-5, affine=True)
-
-
-def in_layout_of(x: Tensor, weight: Tensor) -> Tensor:
-    """``x`` in the memory format of the convolution ``weight`` that reads it next.
-
-    A linear layer's output reshaped to a map is NCHW; a channels-last model's first
-    convolution then reorders it on every call, and its norm and activation run on the
-    other layout (on the CPU ``dcgan32``'s first transposed convolution took 7.7 ms
-    instead of 6.7 at batch 64). Copying the small map once is cheaper.
-    """
-    if x.dim() == 4 and is_channels_last(weight):
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:

@@ -73,12 +73,10 @@ from torch import Tensor, nn
 from wgangp.errors import ConfigError
 from wgangp.models.blocks import (
     ActFactory,
-    MapLinear,
     check_with_logits,
     class_norm_layer,
     generator_labels,
     image_net_args,
-    in_layout_of,
     log2_stages,
     norm_layer,
     run_blocks,
@@ -148,8 +146,8 @@ class DCGANGenerator(nn.Module):
         n = stages(size)
         m = 2 if gated else 1  # channels into an activation per channel out of it
         c = dim if constant_width else dim * 2 ** (n - 1)
-        self.top_channels = c * m  # of the reshaped linear output
         self.input = tag(nn.Linear(z_dim, 4 * 4 * c * m), "glorot")
+        self.unflatten = nn.Unflatten(1, (c * m, 4, 4))
         # per feature: normalise the flat (N, 4·4·c·m) output before the reshape
         self.norm_per_feature = input_norm == "feature" and norm != "none"
         first_norm = (
@@ -174,7 +172,7 @@ class DCGANGenerator(nn.Module):
         h = self.input(z)
         if self.norm_per_feature:  # on the flat features, before the reshape
             h = norm(h)
-        h = in_layout_of(h.view(z.shape[0], self.top_channels, 4, 4), self.body[0].weight)
+        h = self.unflatten(h)
         if not self.norm_per_feature:  # per channel, after it
             h = norm(h) if labels is None else norm(h, labels)
         # the activation after the reshape: a gate pairs channels, not flat features
@@ -212,14 +210,15 @@ class DCGANCritic(nn.Module):
             layers += [_down(c, 2 * c * m), norm_layer(norm, 2 * c * m), act()]
             c *= 2
         self.body = nn.Sequential(*layers)
-        self.output = tag(MapLinear(4 * 4 * c, 1), "glorot")
+        self.flatten = nn.Flatten()
+        self.output = tag(nn.Linear(4 * 4 * c, 1), "glorot")
         if num_classes:  # an AC-GAN class head on the features the score reads
-            self.acgan = tag(MapLinear(4 * 4 * c, num_classes), "glorot")
+            self.acgan = tag(nn.Linear(4 * 4 * c, num_classes), "glorot")
 
     def forward(self, x: Tensor, with_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Score ``(N,)``; with ``with_logits`` also the class logits ``(N, K)``."""
         check_with_logits(self, with_logits)
-        h = self.body(x)  # (N, C, 4, 4): MapLinear reads it in its own layout
+        h = self.flatten(self.body(x))  # (N, C·4·4), channel-major
         score = self.output(h).squeeze(1)
         return (score, self.acgan(h)) if with_logits else score
 

@@ -68,7 +68,6 @@ from torch import Tensor, nn
 
 from wgangp.models.blocks import (
     ActFactory,
-    MapLinear,
     OptimizedDownBlock,
     ResidualBlock,
     check_with_logits,
@@ -236,14 +235,15 @@ class LargeResNetCritic(nn.Module):
             r //= 2
         self.blocks = nn.Sequential(*blocks)
         features = 4 * 4 * _large_width(dim, size, 4)
-        self.output = tag(MapLinear(features, 1), "glorot")
+        self.flatten = nn.Flatten()
+        self.output = tag(nn.Linear(features, 1), "glorot")
         if num_classes:
-            self.acgan = tag(MapLinear(features, num_classes), "glorot")
+            self.acgan = tag(nn.Linear(features, num_classes), "glorot")
 
     def forward(self, x: Tensor, with_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Score ``(N,)``; with ``with_logits`` also the class logits ``(N, K)``."""
         check_with_logits(self, with_logits)
-        h = self.blocks(self.input(x))  # (N, C, 4, 4), read by MapLinear
+        h = self.flatten(self.blocks(self.input(x)))  # (N, C·4·4), channel-major
         score = self.output(h).squeeze(1)
         return (score, self.acgan(h)) if with_logits else score
 

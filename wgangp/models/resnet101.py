@@ -64,7 +64,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from wgangp.errors import ConfigError
-from wgangp.models.blocks import ActFactory, MapLinear, conv, image_net_args, norm_layer
+from wgangp.models.blocks import ActFactory, conv, image_net_args, norm_layer
 from wgangp.models.init import init_weights, tag
 from wgangp.models.registry import register_critic, register_generator
 
@@ -207,10 +207,11 @@ class ResNet101Critic(nn.Module):
         stages = STAGES[::-1]  # 64×64 down to 4×4
         self.input = conv(channels, _width(dim, stages[0][0]), 1, init="glorot")
         self.blocks = _stage_blocks(dim, stages, "down", norm, act)
-        self.output = tag(MapLinear(4 * 4 * _width(dim, stages[-1][0]), 1), "glorot")
+        self.flatten = nn.Flatten()
+        self.output = tag(nn.Linear(4 * 4 * _width(dim, stages[-1][0]), 1), "glorot")
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.blocks(self.input(x))  # (N, C, 4, 4), read by MapLinear
+        h = self.flatten(self.blocks(self.input(x)))  # (N, C·4·4), channel-major
         return self.output(h).squeeze(1) / OUTPUT_SCALE
 
 

@@ -30,10 +30,11 @@ from wgangp.data import build_data
 from wgangp.data.pixels import as_signed, pixel_range
 from wgangp.data.text import Vocabulary, as_markdown, write_lines
 from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
-from wgangp.fast import layout, subpixel
+from wgangp.fast import layout
 from wgangp.fast.conv_grad import with_native_conv_grads
 from wgangp.fast.cuda_graph import GraphedIteration
 from wgangp.fast.host_memory import keep_freed_host_memory
+from wgangp.fast.masks import with_detached_relu_masks
 from wgangp.io.checkpoint import CheckpointManager
 from wgangp.io.plots import image_grid, layer_grad_figure, save_figure, scatter_figure
 from wgangp.io.tblog import EventLog, EventLogError
@@ -147,8 +148,7 @@ class Trainer:
         self.generator = build_generator(cfg.generator, shape, self.num_classes).to(device)
         # the layout before DDP: its gradient buckets take the parameters' strides
         self.memory_format = self._resolve_memory_format(shape)
-        self.critic.to(memory_format=self.memory_format)
-        self.generator.to(memory_format=self.memory_format)
+        layout.use_memory_format(self.memory_format, self.critic, self.generator)
         # the modules the training steps call: DDP wrappers under torchrun, else the
         # modules themselves; self.critic/self.generator stay the plain modules
         # (checkpoints, EMA, pictures). See wgangp.train.distributed for the GP pattern.
@@ -159,8 +159,7 @@ class Trainer:
         # --- speed options (wgangp/core/step.py; measured by scripts/bench.py)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
-        if t.keep_freed_memory:
-            keep_freed_host_memory()
+        keep_freed_host_memory(device, bool(t.keep_freed_memory))
         nan_check = (
             t.nan_check
             if t.nan_check != "auto"
@@ -184,8 +183,6 @@ class Trainer:
         self.score_loss = losses.SCORE_LOSSES.get(self.hot.objective)
         # loss=wgan: the weights clipped after every critic update
         self._clipped = list(self.critic.parameters()) if self.hot.clip else []
-        # trainer.subpixel_convs: few-channel transposed convolutions (wgangp/fast/subpixel.py)
-        use_subpixel = subpixel.resolve(t.subpixel_convs, device)
         if self.dist.enabled:
             # DDP: every critic call of the critic step goes through the wrapper and one
             # backward follows (proven equal to one process in tests/test_distributed.py);
@@ -201,18 +198,10 @@ class Trainer:
             self.generator_fwd = torch.compile(self.generator) if t.compile else self.generator
             self.penalty_critic = self.critic
             if cfg.gp.detach_relu_masks:
-                self.penalty_critic = step_lib.with_detached_relu_masks(self.penalty_critic)
+                self.penalty_critic = with_detached_relu_masks(self.penalty_critic)
             if cfg.gp.native_conv_grads:
-                self.penalty_critic = with_native_conv_grads(self.penalty_critic, use_subpixel)
+                self.penalty_critic = with_native_conv_grads(self.penalty_critic)
             self.critic_frozen_fwd = self.critic_fwd
-            if use_subpixel and cfg.gp.native_conv_grads and not t.compile:
-                # the generator step's backward through the frozen critic: the first
-                # layer's input gradient is the same few-channel transposed convolution
-                # (the other layers run the kernels autograd would: conv_grad.py)
-                self.critic_frozen_fwd = with_native_conv_grads(self.critic, subpixel=True)
-        if use_subpixel and not t.compile:
-            # the generator's output layer (a compiled generator keeps its own kernels)
-            self.generator_fwd = subpixel.with_subpixel_convs(self.generator_fwd)
         # deferred check flag, 1.0 once an update of the iteration was non-finite: float,
         # since fused Adam's found_inf is one (skip the step where it is exactly 1)
         self._bad = torch.zeros((), device=device)
