@@ -119,15 +119,17 @@ def generate_batches(
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One evaluation's outcome: ``values`` by metric name, the ``seconds`` it took, and
-    for ``eval.keep_best``'s metric (``best_metric``, None when not measured) whether its
-    value beats the best so far in the metric's direction (``is_new_best``,
-    :func:`wgangp.metrics.is_better`)."""
+    """One evaluation's outcome: ``values`` by metric name and the ``seconds`` it took;
+    for ``eval.keep_best``'s metric (``best_metric``; None when not measured) whether
+    its value beats the best so far in the metric's direction (``is_new_best``,
+    :func:`wgangp.metrics.is_better`), and the best value so far, this one included
+    (``best_value``; None while there is none)."""
 
     values: dict[str, float]
     seconds: float
     best_metric: str | None = None
     is_new_best: bool = False
+    best_value: float | None = None
 
 
 class Evaluator:
@@ -433,7 +435,9 @@ class Evaluator:
         name = self.cfg.keep_best
         if name is None or name not in values:
             return Evaluation(values, seconds)
-        return Evaluation(values, seconds, name, is_better(name, values[name], best_value))
+        if is_better(name, values[name], best_value):
+            return Evaluation(values, seconds, name, True, float(values[name]))
+        return Evaluation(values, seconds, name, False, best_value)
 
 
 __all__ = [

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from wgangp.core import losses
-from wgangp.data.pixels import as_signed
+from wgangp.data.pixels import as_signed, pixel_range
 from wgangp.data.text import Vocabulary, as_markdown, write_lines
 from wgangp.io.plots import image_grid, layer_grad_figure, save_figure, scatter_figure
 from wgangp.metrics import diagnostics
@@ -61,64 +61,64 @@ def fixed_latents(
     return z.to(device), columns
 
 
-@torch.no_grad()
-def write_samples(
-    generator: nn.Module,
-    fixed_z: Tensor,
-    step: int,
-    writer: Any,  # noqa: ANN401 - an EventLog, or its stand-in on ranks > 0
-    *,
-    run_dir: Path,
-    bn: str,
-    columns: int,
-    pixels: tuple[float, float],
-    vocab: Vocabulary | None,
-    data: Any,  # noqa: ANN401 - the DataSource (points: the real sample beside the fakes)
-    critic: nn.Module,
-    device: torch.device,
-) -> None:
-    """``generator``'s samples of ``fixed_z`` (sampling mode ``bn``) at ``step``, as
-    ``samples/step_NNNNNNN`` and TensorBoard's ``samples``: text one decoded line per
-    sample, points a scatter over the real data and the critic's contours, images a
-    grid of ``columns``."""
-    with sampling_mode(generator, bn) as g:
-        fake = g(fixed_z).float()
-    out = run_dir / "samples"
-    if vocab is not None:  # text: one decoded sample per line
-        texts = vocab.decode_batch(fake)
-        write_lines(out / f"step_{step:07d}.txt", texts)
-        writer.add_text("samples", as_markdown(texts), step)
-    elif fake.dim() == 2:
-        real = data.sample(fake.shape[0], generator=torch.Generator(device).manual_seed(0))
-        fig = scatter_figure(fake, real, critic, title=f"step {step}")
-        save_figure(fig, out / f"step_{step:07d}.png")
-        writer.add_figure("samples", fig, step, close=True)
-    else:
-        fake = as_signed(fake, pixels)
-        grid = image_grid(fake, nrow=columns)
-        image_grid(fake, path=out / f"step_{step:07d}.png", nrow=columns)
-        writer.add_image("samples", grid, step)
+class Pictures:
+    """A run's sample pictures and what they are drawn with: the fixed latents
+    (:func:`fixed_latents`), the grid's ``columns``, the data's pixel range (pictures
+    show [-1, 1]) and, for text, its vocabulary. Files go to ``run_dir/samples``."""
 
+    def __init__(
+        self,
+        cfg: Any,  # noqa: ANN401 - the run's config
+        data: Any,  # noqa: ANN401 - the DataSource
+        num_classes: int,
+        z_dim: int,
+        run_dir: Path,
+        device: torch.device,
+    ) -> None:
+        self.fixed_z, self.columns = fixed_latents(
+            num_classes, data.sample_shape, z_dim, cfg.trainer.seed, device
+        )
+        self.bn = cfg.eval.get("bn", "running")  # the generator's batch norms: eval.bn
+        self.pixels = pixel_range(cfg.dataset)
+        self.vocab: Vocabulary | None = getattr(data, "vocab", None)  # text: index → symbol
+        self.data, self.dir, self.device = data, run_dir / "samples", device
 
-def write_real(
-    data: Any,  # noqa: ANN401 - the DataSource
-    writer: Any,  # noqa: ANN401
-    *,
-    run_dir: Path,
-    pixels: tuple[float, float],
-    vocab: Vocabulary | None,
-    device: torch.device,
-) -> None:
-    """64 real samples as ``samples/real.png|txt`` and TensorBoard's ``real`` (points:
-    none, their samples' scatter shows the real data)."""
-    real = data.sample(64, generator=torch.Generator(device).manual_seed(0))
-    if vocab is not None:
-        texts = vocab.decode_batch(real)
-        write_lines(run_dir / "samples" / "real.txt", texts)
-        writer.add_text("real", as_markdown(texts), 0)
-    elif real.dim() == 4:
-        real = as_signed(real, pixels)
-        writer.add_image("real", image_grid(real, path=run_dir / "samples" / "real.png"), 0)
+    @torch.no_grad()
+    def samples(self, generator: nn.Module, critic: nn.Module, step: int, writer: Any) -> None:  # noqa: ANN401
+        """``generator``'s samples of the fixed latents at ``step``, as
+        ``samples/step_NNNNNNN`` and TensorBoard's ``samples``: text one decoded line per
+        sample, points a scatter over real points and ``critic``'s contours, images a
+        grid with one class per column (class-conditional)."""
+        with sampling_mode(generator, self.bn) as g:
+            fake = g(self.fixed_z).float()
+        name = f"step_{step:07d}"
+        if self.vocab is not None:  # text: one decoded sample per line
+            texts = self.vocab.decode_batch(fake)
+            write_lines(self.dir / f"{name}.txt", texts)
+            writer.add_text("samples", as_markdown(texts), step)
+        elif fake.dim() == 2:
+            n = fake.shape[0]
+            real = self.data.sample(n, generator=torch.Generator(self.device).manual_seed(0))
+            fig = scatter_figure(fake, real, critic, title=f"step {step}")
+            save_figure(fig, self.dir / f"{name}.png")
+            writer.add_figure("samples", fig, step, close=True)
+        else:
+            fake = as_signed(fake, self.pixels)
+            grid = image_grid(fake, nrow=self.columns)
+            image_grid(fake, path=self.dir / f"{name}.png", nrow=self.columns)
+            writer.add_image("samples", grid, step)
+
+    def real(self, writer: Any) -> None:  # noqa: ANN401
+        """64 real samples as ``samples/real.png|txt`` and TensorBoard's ``real`` (points:
+        none, each sample picture shows real points)."""
+        real = self.data.sample(64, generator=torch.Generator(self.device).manual_seed(0))
+        if self.vocab is not None:
+            texts = self.vocab.decode_batch(real)
+            write_lines(self.dir / "real.txt", texts)
+            writer.add_text("real", as_markdown(texts), 0)
+        elif real.dim() == 4:
+            real = as_signed(real, self.pixels)
+            writer.add_image("real", image_grid(real, path=self.dir / "real.png"), 0)
 
 
 def diagnostic_batch(
@@ -185,12 +185,11 @@ def write_diagnostics(
 
 
 __all__ = [
+    "Pictures",
     "WithEma",
     "diagnostic_batch",
     "evaluated_generator",
     "fixed_latents",
     "sampling_generator",
     "write_diagnostics",
-    "write_real",
-    "write_samples",
 ]

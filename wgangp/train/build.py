@@ -1,5 +1,6 @@
-"""Choices a run makes once, at its start, from its config, data and machine: the
-classes of a class-conditional run and the networks' memory format."""
+"""What a run settles once, at its start, from its config, data and machine: the
+classes of a class-conditional run, the networks' memory format, and the summary it
+logs of them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 
 from wgangp.errors import ConfigError
 from wgangp.fast import layout
+from wgangp.models.mlp import count_parameters
 from wgangp.train import distributed
 
 log = logging.getLogger("wgangp.train.trainer")  # the trainer's log lines, as users see them
@@ -51,4 +53,29 @@ def agreed_memory_format(
     return fmt
 
 
-__all__ = ["agreed_memory_format", "conditional_classes"]
+def log_summary(
+    cfg: DictConfig,
+    data: Any,  # noqa: ANN401 - the DataSource
+    critic: torch.nn.Module,
+    generator: torch.nn.Module,
+    dist: distributed.DistInfo,
+) -> None:
+    """The run's data, networks and effective batch size, in two log lines."""
+    log.info(
+        "data %s | critic %s: %d params | generator %s: %d params",
+        data.describe(),
+        cfg.critic.name,
+        count_parameters(critic),
+        cfg.generator.name,
+        count_parameters(generator),
+    )
+    batch = int(cfg.trainer.batch_size)
+    log.info(
+        "effective batch size %d (%d per rank × %d ranks)",
+        batch * dist.world_size,
+        batch,
+        dist.world_size,
+    )
+
+
+__all__ = ["agreed_memory_format", "conditional_classes", "log_summary"]

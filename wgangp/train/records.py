@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +90,21 @@ def write_step_log(
 
 
 def write_evaluation(
-    result: Evaluation, step: int, run_dir: Path, writer: EventLog | NullWriter
+    result: Evaluation,
+    step: int,
+    run_dir: Path,
+    writer: EventLog | NullWriter,
+    keep_best: Callable[[dict[str, Any]], Path],
 ) -> dict[str, float]:
     """``metrics/<name>`` and ``perf/eval_seconds`` scalars, a line ``{"step", "time",
     metrics…}`` appended to ``run_dir/metrics.jsonl`` (non-finite values as null) and the
-    ``eval step`` log line; returns the values keyed ``metrics/<name>``."""
+    ``eval step`` log line; a new best ``eval.keep_best`` value goes to ``keep_best`` as
+    the run's ``best``, ``{metric, value, step}``, which returns where it saved it, then
+    ``best/<metric>`` is written. Returns the values keyed ``metrics/<name>`` and
+    ``best/<metric>``."""
     values = result.values
+    if not values:
+        return {}
     for k, v in values.items():
         writer.add_scalar(f"metrics/{k}", v, step)
     writer.add_scalar("perf/eval_seconds", result.seconds, step)
@@ -108,32 +118,22 @@ def write_evaluation(
         result.seconds,
         " ".join(f"{k}={v:.4g}" for k, v in values.items()),
     )
-    return {f"metrics/{k}": v for k, v in values.items()}
-
-
-def best_entry(result: Evaluation, step: int) -> dict[str, Any]:
-    """The run's ``best``, ``{metric, value, step}``, of an evaluation whose
-    ``eval.keep_best`` value improved on it."""
-    assert result.best_metric is not None
-    return {
-        "metric": result.best_metric,
-        "value": float(result.values[result.best_metric]),
-        "step": step,
-    }
-
-
-def log_new_best(best: dict[str, Any], path: Path) -> None:
-    eval_log.info(
-        "new best %s=%.4g at step %d: %s", best["metric"], best["value"], best["step"], path
-    )
+    out = {f"metrics/{k}": v for k, v in values.items()}
+    name = result.best_metric
+    if name is not None and result.is_new_best:
+        best = {"metric": name, "value": float(values[name]), "step": step}
+        path = keep_best(best)
+        eval_log.info("new best %s=%.4g at step %d: %s", name, values[name], step, path)
+    if name is not None and result.best_value is not None:
+        out[f"best/{name}"] = float(result.best_value)
+        writer.add_scalar(f"best/{name}", result.best_value, step)
+    return out
 
 
 __all__ = [
     "BAR_VALUES",
     "NullWriter",
     "StepMeans",
-    "best_entry",
-    "log_new_best",
     "open_event_log",
     "progress_bar",
     "write_evaluation",

@@ -26,7 +26,6 @@ from wgangp.core import losses
 from wgangp.core import step as step_lib
 from wgangp.core.optim import TFRMSprop, linear_decay
 from wgangp.data import build_data
-from wgangp.data.pixels import pixel_range
 from wgangp.data.text import Vocabulary
 from wgangp.errors import ConfigError, Interrupted
 from wgangp.fast import subpixel
@@ -37,7 +36,6 @@ from wgangp.io.checkpoint import CheckpointManager
 from wgangp.io.tblog import EventLogError
 from wgangp.metrics import evaluator as evaluate
 from wgangp.models import build_critic, build_generator
-from wgangp.models.mlp import count_parameters
 from wgangp.models.sampling import has_batchnorm
 from wgangp.train import artifacts, build, distributed, guards, records, state
 from wgangp.train.guards import NonFiniteError
@@ -103,7 +101,6 @@ class Trainer:
         self.dist = distributed.info()
         torch.manual_seed(t.seed)  # weight init (the same on every rank)
         self.data = build_data(cfg.dataset, t.batch_size, device, t.seed)
-        self.pixels = pixel_range(cfg.dataset)  # samples are shown and saved in [-1, 1]
         # conditional.enabled: the data set's classes (AC-GAN), else 0
         self.num_classes = build.conditional_classes(cfg, self.data)
         # what the step reads, read once
@@ -204,13 +201,11 @@ class Trainer:
         self.rng = torch.Generator(device=device).manual_seed(
             distributed.rank_seed(t.seed + 1, self.dist.rank)
         )
-        # the pictures' latents: their own RNG keeps picture-taking from shifting the
-        # training stream (bitwise resume); class-conditional: one class per column
-        self.fixed_z, self.grid_columns = artifacts.fixed_latents(
-            self.num_classes, shape, self.generator.z_dim, t.seed, device
+        # samples of fixed latents, drawn apart from the training stream (bitwise resume)
+        self.pictures = artifacts.Pictures(
+            cfg, self.data, self.num_classes, self.generator.z_dim, self.run_dir, device
         )
-        # text (dataset=billion_word): index → symbol, for the sample files
-        self.vocab: Vocabulary | None = getattr(self.data, "vocab", None)
+        self.vocab: Vocabulary | None = self.pictures.vocab  # text: checkpoints keep it
         self.step = 0
         self._saved_step: int | None = None  # the step of this process's last checkpoint
         self.nan_skips = 0
@@ -229,20 +224,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         # trainer.cuda_graph: train_step replays one captured iteration (wgangp/fast/cuda_graph.py)
         self.graphed = GraphedIteration(self) if t.cuda_graph else None
-        log.info(
-            "data %s | critic %s: %d params | generator %s: %d params",
-            self.data.describe(),
-            cfg.critic.name,
-            count_parameters(self.critic),
-            cfg.generator.name,
-            count_parameters(self.generator),
-        )
-        log.info(
-            "effective batch size %d (%d per rank × %d ranks)",
-            self.global_batch_size,
-            t.batch_size,
-            self.dist.world_size,
-        )
+        build.log_summary(cfg, self.data, self.critic, self.generator, self.dist)
 
     @property
     def global_batch_size(self) -> int:
@@ -626,12 +608,16 @@ class Trainer:
         then the phases due at it: log, evaluate, diagnose, sample, checkpoint, stop on
         a signal. Returns the last logged values and metrics."""
         t, ev_every, diag_every = self.cfg.trainer, self.cfg.eval.every, self.cfg.diagnostics.every
-        start_step, last = self.step, {}
-        writer = self._open_event_log(start_step)
-        means = records.StepMeans(self.device)
-        bar = records.progress_bar(t.steps, self.step, t.progress and self.dist.is_main)
+        start_step, last, main = self.step, {}, self.dist.is_main
+        writer: Any = records.NullWriter()
+        bar = records.progress_bar(t.steps, self.step, t.progress and main)
         with guards.StopSignals() as signals:
             try:
+                writer = records.open_event_log(self.run_dir, self.step, main)
+                if self.step == 0 and main:  # the real data's picture, at the run's start
+                    self.pictures.real(writer)
+                    writer.flush()
+                means = records.StepMeans(self.device)  # the first log's time starts here
                 while self.step < t.steps:
                     stats = self._next_step()
                     if stats is None:  # a non-finite update, skipped (trainer.nan_policy)
@@ -643,7 +629,7 @@ class Trainer:
                         last = self._log_means(writer, means, bar)
                     if self.evaluator and self.step % ev_every == 0:
                         last.update(self.evaluate(writer))
-                    if diag_every and self.step % diag_every == 0 and self.dist.is_main:
+                    if diag_every and self.step % diag_every == 0 and main:
                         last.update(self.diagnose(writer))
                     if t.sample_every and self.step % t.sample_every == 0:
                         self.write_samples(writer)
@@ -658,19 +644,6 @@ class Trainer:
                 bar.close()
                 writer.discard()  # closed by _finish, unless an error is on its way
         return last
-
-    def _open_event_log(self, start_step: int) -> Any:  # noqa: ANN401
-        """Rank 0's event log, with the real data's picture at the run's start."""
-        writer: Any = records.NullWriter()
-        try:
-            writer = records.open_event_log(self.run_dir, self.step, self.dist.is_main)
-            if self.step == 0 and self.dist.is_main:
-                self._write_real(writer)
-                writer.flush()
-        except EventLogError as e:
-            writer.discard()
-            raise self._event_log_failed(e, start_step) from None
-        return writer
 
     def _next_step(self) -> dict[str, Tensor] | None:
         """The step's learning rate, then one training step; None when it was not
@@ -735,9 +708,8 @@ class Trainer:
 
     def evaluate(self, writer: Any) -> dict[str, float]:  # noqa: ANN401
         """The evaluate phase (rank 0): ``eval.metrics`` of the sampling generator
-        (:meth:`sampling_generator`; ``critic_loss`` against the training one), recorded;
-        a new best ``eval.keep_best`` value is kept as the run's ``best`` and
-        ``checkpoints/best.pt``. Returns ``metrics/<name>`` and ``best/<keep_best>``."""
+        (``critic_loss``: against the training one), recorded; a new best
+        ``eval.keep_best`` value becomes the run's ``best`` and ``checkpoints/best.pt``."""
         assert self.evaluator is not None
         result = self.evaluator.evaluate(
             self.sampling_generator(),
@@ -746,17 +718,11 @@ class Trainer:
             batch_size=self.hot.batch_size,
             best_value=self.best["value"] if self.best else None,
         )
-        if not result.values:
-            return {}
-        out = records.write_evaluation(result, self.step, self.run_dir, writer)
-        if result.best_metric is not None:
-            if result.is_new_best:
-                self.best = records.best_entry(result, self.step)
-                records.log_new_best(self.best, self.ckpts.save_best(self.state_dict()))
-            if self.best:
-                out[f"best/{result.best_metric}"] = float(self.best["value"])
-                writer.add_scalar(f"best/{result.best_metric}", self.best["value"], self.step)
-        return out
+        return records.write_evaluation(result, self.step, self.run_dir, writer, self._keep_best)
+
+    def _keep_best(self, best: dict[str, Any]) -> Path:
+        self.best = best
+        return self.ckpts.save_best(self.state_dict())
 
     # ------------------------------------------------------------------ pictures
     def diagnostic_batch(self) -> tuple[Tensor, Tensor]:
@@ -784,32 +750,16 @@ class Trainer:
 
     def write_samples(self, writer: Any) -> None:  # noqa: ANN401
         """The sample phase (rank 0): the fixed latents' samples at this step."""
-        if not self.dist.is_main:
-            return
-        artifacts.write_samples(
-            self.sampling_generator(),
-            self.fixed_z,
-            self.step,
-            writer,
-            run_dir=self.run_dir,
-            bn=self.cfg.eval.get("bn", "running"),
-            columns=self.grid_columns,
-            pixels=self.pixels,
-            vocab=self.vocab,
-            data=self.data,
-            critic=self.critic,
-            device=self.device,
-        )
+        if self.dist.is_main:
+            self.pictures.samples(self.sampling_generator(), self.critic, self.step, writer)
 
-    def _write_real(self, writer: Any) -> None:  # noqa: ANN401
-        artifacts.write_real(
-            self.data,
-            writer,
-            run_dir=self.run_dir,
-            pixels=self.pixels,
-            vocab=self.vocab,
-            device=self.device,
-        )
+    @property
+    def fixed_z(self) -> Tensor:
+        return self.pictures.fixed_z
+
+    @property
+    def grid_columns(self) -> int:
+        return self.pictures.columns
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
