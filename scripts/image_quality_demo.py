@@ -138,10 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     # step 0 (untrained generator) as the starting point
     from torch.utils.tensorboard import SummaryWriter
 
-    from wgangp.metrics import evaluator as evaluate
-
     with SummaryWriter(str(run_dir / "tb")) as w:
-        evaluate.record(trainer, w)
+        trainer.evaluate(w)
     tick = time.perf_counter()
     trainer.fit()
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -76,7 +76,8 @@ def run_one(
 
     torch.set_num_threads(threads)
     logging.getLogger("wgangp").setLevel(logging.WARNING)
-    from wgangp.metrics.evaluator import Evaluator, evaluated_generator
+    from wgangp.metrics.evaluator import Evaluator
+    from wgangp.train.artifacts import evaluated_generator
     from wgangp.train.trainer import Trainer
 
     cfg = compose(dataset, seed, extra)

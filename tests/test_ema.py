@@ -12,7 +12,7 @@ import torch
 from tests.conftest import TINY, toy_trainer_factory
 from wgangp.cli.sample import load_generator, sample
 from wgangp.errors import ConfigError
-from wgangp.metrics.evaluator import evaluated_generator
+from wgangp.train.artifacts import evaluated_generator
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg
-from wgangp.metrics.evaluator import evaluated_generator
 from wgangp.metrics.points import high_quality_fraction, modes_captured
+from wgangp.train.artifacts import evaluated_generator
 from wgangp.train.trainer import Trainer
 
 STEPS = int(os.environ.get("WGANGP_SOAK_STEPS", "20000"))

@@ -4,8 +4,8 @@ The paper's Figure 1b shows why weight clipping is hard to tune: the norm of the
 critic loss's gradient with respect to successive layers' activations explodes
 (c = 0.1) or vanishes (c = 0.01, 0.001) through a 12-layer ReLU critic, while with the
 gradient penalty it stays level; and clipping piles the weights up at ±c. These are the
-two measurements behind that figure, as pure functions; ``diagnostics.every`` records
-them in TensorBoard during training (:meth:`wgangp.train.trainer.Trainer.diagnose`).
+two measurements behind that figure, as pure functions; with ``diagnostics.every``
+training records them in TensorBoard.
 
 Layer k is the k-th call of a weight layer (``Linear``, ``Conv1d/2d``,
 ``ConvTranspose1d/2d``) in the critic's forward, and its activation is that call's

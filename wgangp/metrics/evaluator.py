@@ -22,28 +22,25 @@ When the Inception weights cannot be had (offline, no ``eval.inception_weights``
 warning line says how to provide them and the image metrics are dropped for the rest
 of the run; training goes on.
 
-:func:`record` is the trainer's hook: TensorBoard ``metrics/<name>`` scalars, one JSON
-line per evaluation in ``run_dir/metrics.jsonl`` and ``checkpoints/best.pt`` for
-``eval.keep_best``.
+:meth:`Evaluator.evaluate` is what training calls: it returns an :class:`Evaluation`, the
+values and whether ``eval.keep_best``'s metric improved; the training loop records them
+(TensorBoard ``metrics/<name>``, ``run_dir/metrics.jsonl``) and keeps ``best.pt``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from wgangp.core import losses
 from wgangp.data.base import DataSource
 from wgangp.data.pixels import as_signed, pixel_range
 from wgangp.data.text import is_text
@@ -51,9 +48,6 @@ from wgangp.errors import ConfigError, MetricUnavailable
 from wgangp.metrics import (
     CRITIC_METRICS,
     IMAGE_METRICS,
-    MODE_METRICS,
-    POINT_METRICS,
-    TEXT_METRICS,
     FeatureExtractor,
     InceptionExtractor,
     RealStats,
@@ -65,15 +59,11 @@ from wgangp.metrics import (
     load_or_compute_real_stats,
     reference_ngrams,
     text_metrics,
-    validate_metric_names,
 )
+from wgangp.metrics.critic_loss import CriticLossSettings, measure_critic_batch
+from wgangp.metrics.selection import default_metrics, resolve_metrics
 from wgangp.metrics.text import NgramCounts
 from wgangp.models.sampling import sampling_mode
-
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
-
-    from wgangp.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -81,58 +71,6 @@ DEFAULT_POINT_SAMPLES = 2500  # PacGAN / VEEGAN evaluate 2500 samples
 DEFAULT_IMAGE_SAMPLES = 10000
 DEFAULT_TEXT_SAMPLES = 640  # gan_language.py: 10 batches of 64 per evaluation
 METRICS_FILE = "metrics.jsonl"
-
-
-def default_metrics(data: DataSource) -> list[str]:
-    """The metrics ``eval.metrics=null`` means for this data set."""
-    if is_text(data.sample_shape):
-        return list(TEXT_METRICS)
-    if len(data.sample_shape) != 1:
-        return ["fid", "kid", "is"]
-    if data.modes is not None and data.mode_std is not None:
-        return list(POINT_METRICS)
-    return ["wasserstein"]
-
-
-def resolve_metrics(names: list[str] | None, data: DataSource) -> list[str]:
-    """Validated metric names for ``data``: ConfigError for ones that do not fit it."""
-    if names is None:
-        return default_metrics(data)
-    names = validate_metric_names(list(names))
-    is_points = len(data.sample_shape) == 1
-    text = is_text(data.sample_shape)
-    wrong = [n for n in names if (n in TEXT_METRICS) != text]
-    if wrong:
-        allowed = TEXT_METRICS if text else (POINT_METRICS if is_points else IMAGE_METRICS)
-        kind = "text" if text else ("point" if is_points else "image")
-        raise ConfigError(
-            "eval.metrics", wrong, f"{kind} metrics ({', '.join(allowed)}) for {kind} data"
-        )
-    if text:
-        return names
-    if is_points:
-        wrong = [n for n in names if n in IMAGE_METRICS]
-        if wrong:
-            raise ConfigError(
-                "eval.metrics",
-                wrong,
-                "point metrics (" + ", ".join(POINT_METRICS) + ") for point data",
-            )
-        modal = [n for n in names if n in MODE_METRICS]
-        if modal and data.modes is None:
-            raise ConfigError(
-                "eval.metrics",
-                modal,
-                "mode metrics only for data sets with known modes",
-                "use gaussians8/gaussians25, or set dataset.modes and dataset.mode_std",
-            )
-    else:
-        wrong = [n for n in names if n in POINT_METRICS]
-        if wrong:
-            raise ConfigError(
-                "eval.metrics", wrong, "image metrics (" + ", ".join(IMAGE_METRICS) + ") for images"
-            )
-    return names
 
 
 def make_extractor(eval_cfg: Any, device: torch.device) -> FeatureExtractor:
@@ -177,6 +115,21 @@ def generate_batches(
                 continue
             labels = (lo + torch.arange(len(z), device=device)) % k
             yield generator(z, labels).float()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation's outcome: ``values`` by metric name and the ``seconds`` it took;
+    for ``eval.keep_best``'s metric (``best_metric``; None when not measured) whether
+    its value beats the best so far in the metric's direction (``is_new_best``,
+    :func:`wgangp.metrics.is_better`), and the best value so far, this one included
+    (``best_value``; None while there is none)."""
+
+    values: dict[str, float]
+    seconds: float
+    best_metric: str | None = None
+    is_new_best: bool = False
+    best_value: float | None = None
 
 
 class Evaluator:
@@ -437,9 +390,9 @@ class Evaluator:
         training data shows the critic overfitting); ``critic_loss_train``: the same on
         training reals and the same fakes.
 
-        ``loss_fn(real, fake, rng)`` is the critic update's loss of one batch, without
-        the update (:meth:`wgangp.train.trainer.Trainer.measured_critic_loss`; ``rng`` draws
-        the penalty's ε). Each is the mean over ``num_samples // batch_size`` batches of
+        ``loss_fn(real, fake, rng)`` is the critic update's loss of one batch, measured
+        without updating (:func:`wgangp.metrics.critic_loss.measure_critic_batch`; ``rng``
+        draws the penalty's ε). Each is the mean over ``num_samples // batch_size`` batches of
         the training batch size (at least one), fakes from fixed latents with each
         batch's own statistics (as in training), reals drawn with ``eval.seed``.
         """
@@ -460,111 +413,31 @@ class Evaluator:
                 totals[name] += loss_fn(real, fake, rngs[name]).double()
         return {name: float(t) / n_batches for name, t in totals.items()}  # the host syncs
 
-
-@dataclass(frozen=True)
-class CriticLossSettings:
-    """What ``critic_loss`` reads of a run's config: the loss and the penalty's settings."""
-
-    loss: str = "wgan-gp"
-    lam: float = 10.0
-    target: float = 1.0
-    one_sided: bool = False
-
-    @classmethod
-    def from_cfg(cls, cfg: Any) -> CriticLossSettings:  # noqa: ANN401
-        gp = cfg.gp
-        return cls(
-            str(cfg.get("loss", {}).get("name", "wgan-gp")),  # runs from before loss=
-            float(gp["lambda"]),
-            float(gp.target),
-            bool(gp.one_sided),
-        )
-
-
-def measure_critic_batch(
-    critic: nn.Module,
-    real: Tensor,
-    fake: Tensor,
-    rng: torch.Generator,
-    settings: CriticLossSettings,
-    output_scale: Tensor | None = None,
-) -> Tensor:
-    """One batch of ``critic_loss`` (:func:`wgangp.core.losses.measured_critic_loss`): ε drawn
-    from ``rng`` (a CPU generator, drawn whatever the loss, so every loss reads the same
-    reals), the critic's batch norms on each batch's statistics with their running ones
-    untouched, no parameter gradient."""
-    eps = losses.interpolation_weights(real.shape[0], real.dim(), generator=rng)
-    critic.requires_grad_(False)  # the penalty's ∇x̂ only: no parameter graph
-    try:
-        with sampling_mode(critic, "batch"):
-            return losses.measured_critic_loss(
-                critic,
-                real,
-                fake.to(real.dtype),
-                loss=settings.loss,
-                lam=settings.lam,
-                target=settings.target,
-                one_sided=settings.one_sided,
-                eps=eps.to(real.device),
-                output_scale=output_scale,
-            )
-    finally:
-        critic.requires_grad_(True)
-
-
-def _json_value(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
-def evaluated_generator(trainer: Trainer) -> nn.Module:
-    """The EMA generator once it has been updated (after ``trainer.ema.start``), else
-    the generator: before its start the EMA still holds the initial weights."""
-    return trainer.sampling_generator()
-
-
-def record(trainer: Trainer, writer: SummaryWriter) -> dict[str, float]:
-    """Evaluate ``trainer``'s generator (:func:`evaluated_generator`) and record it.
-
-    Writes ``metrics/<name>`` scalars, appends ``{"step", "time", metrics…}`` to
-    ``run_dir/metrics.jsonl`` (non-finite values as null) and, when ``eval.keep_best``
-    improves, saves ``checkpoints/best.pt`` with ``{"best": {metric, value, step}}``.
-    Returns the metrics keyed ``metrics/<name>``, and ``best/<keep_best>``: the best
-    value so far.
-    """
-    ev: Evaluator = trainer.evaluator  # type: ignore[assignment]
-    tick = time.perf_counter()
-    values = ev(evaluated_generator(trainer))
-    if ev.measures_critic:  # against the generator the critic trains with, not the EMA
-        batch = trainer.hot.batch_size
-        values.update(ev.critic_losses(trainer.measured_critic_loss, trainer.generator, batch))
-    if not values:
-        return {}
-    seconds = time.perf_counter() - tick
-    for k, v in values.items():
-        writer.add_scalar(f"metrics/{k}", v, trainer.step)
-    writer.add_scalar("perf/eval_seconds", seconds, trainer.step)
-    line = {"step": trainer.step, "time": time.time()}
-    line.update({k: _json_value(v) for k, v in values.items()})
-    with open(trainer.run_dir / METRICS_FILE, "a") as f:
-        f.write(json.dumps(line) + "\n")
-    log.info(
-        "eval step %d (%.1fs) | %s",
-        trainer.step,
-        seconds,
-        " ".join(f"{k}={v:.4g}" for k, v in values.items()),
-    )
-    out = {f"metrics/{k}": v for k, v in values.items()}
-    name = ev.cfg.keep_best
-    if name is not None and name in values:
-        best = trainer.best["value"] if trainer.best else None
-        if is_better(name, values[name], best):
-            trainer.best = {"metric": name, "value": float(values[name]), "step": trainer.step}
-            path = trainer.ckpts.save_best(trainer.state_dict())
-            log.info("new best %s=%.4g at step %d: %s", name, values[name], trainer.step, path)
-        if trainer.best:
-            out[f"best/{name}"] = float(trainer.best["value"])
-            writer.add_scalar(f"best/{name}", trainer.best["value"], trainer.step)
-    return out
+    def evaluate(
+        self,
+        generator: nn.Module,
+        *,
+        critic_loss: Callable[[Tensor, Tensor, torch.Generator], Tensor] | None = None,
+        training_generator: nn.Module | None = None,
+        batch_size: int = 0,
+        best_value: float | None = None,
+    ) -> Evaluation:
+        """The metrics of ``generator``'s samples, plus ``critic_loss`` (when asked) with
+        ``critic_loss`` and ``training_generator`` (:meth:`critic_losses`, batches of
+        ``batch_size``); ``is_new_best`` when ``eval.keep_best``'s value beats
+        ``best_value`` (None: nothing yet) in its direction."""
+        tick = time.perf_counter()
+        values = self(generator)
+        if self.measures_critic:
+            assert critic_loss is not None and training_generator is not None
+            values.update(self.critic_losses(critic_loss, training_generator, batch_size))
+        seconds = time.perf_counter() - tick
+        name = self.cfg.keep_best
+        if name is None or name not in values:
+            return Evaluation(values, seconds)
+        if is_better(name, values[name], best_value):
+            return Evaluation(values, seconds, name, True, float(values[name]))
+        return Evaluation(values, seconds, name, False, best_value)
 
 
 __all__ = [
@@ -572,12 +445,11 @@ __all__ = [
     "DEFAULT_POINT_SAMPLES",
     "CriticLossSettings",
     "METRICS_FILE",
+    "Evaluation",
     "Evaluator",
     "default_metrics",
-    "evaluated_generator",
     "generate_batches",
     "make_extractor",
     "measure_critic_batch",
-    "record",
     "resolve_metrics",
 ]

@@ -2,54 +2,46 @@
 
 One *step* is ``n_critic`` critic updates, each on a fresh real batch and fresh fakes,
 followed by one generator update. The math lives in :mod:`wgangp.core.losses`; this module
-owns the state (networks, optimizers, RNGs, data position), its checkpointing, and the
-run directory's logs and pictures.
+owns the run's networks, optimizers and random streams, the step, and :meth:`Trainer.fit`,
+the loop over the phases of each step. The phases' work lives beside it: the logs and
+evaluation records in :mod:`~wgangp.train.records`, pictures in
+:mod:`~wgangp.train.artifacts`, checkpoints in :mod:`~wgangp.train.state`, non-finite
+updates, signals and an unwritable log in :mod:`~wgangp.train.guards`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import signal
-import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
+from torch.optim.swa_utils import AveragedModel
 
 from wgangp.core import losses
 from wgangp.core import step as step_lib
 from wgangp.core.optim import TFRMSprop, linear_decay
 from wgangp.data import build_data
-from wgangp.data.pixels import as_signed, pixel_range
-from wgangp.data.text import Vocabulary, as_markdown, write_lines
-from wgangp.errors import CheckpointError, ConfigError, Interrupted, UserError
+from wgangp.data.text import Vocabulary
+from wgangp.errors import ConfigError, Interrupted
 from wgangp.fast import layout
 from wgangp.fast.conv_grad import with_native_conv_grads
 from wgangp.fast.cuda_graph import GraphedIteration
 from wgangp.fast.host_memory import keep_freed_host_memory
 from wgangp.fast.masks import with_detached_relu_masks
 from wgangp.io.checkpoint import CheckpointManager
-from wgangp.io.plots import image_grid, layer_grad_figure, save_figure, scatter_figure
-from wgangp.io.tblog import EventLog, EventLogError
-from wgangp.metrics import diagnostics
+from wgangp.io.tblog import EventLogError
 from wgangp.metrics import evaluator as evaluate
 from wgangp.models import build_critic, build_generator
-from wgangp.models.mlp import count_parameters
-from wgangp.models.sampling import ema_started, has_batchnorm, sampling_mode
-from wgangp.train import distributed
+from wgangp.models.sampling import has_batchnorm
+from wgangp.train import artifacts, build, distributed, guards, records, state
+from wgangp.train.guards import NonFiniteError
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteError(UserError):
-    """A loss or gradient became NaN/Inf; the bad update was not applied."""
 
 
 #: devices with a fused (single-kernel) Adam in PyTorch
@@ -94,22 +86,6 @@ def _adam(params: Any, node: Any, device: torch.device, graphed: bool) -> torch.
     )
 
 
-def conditional_classes(cfg: DictConfig, data: Any) -> int:  # noqa: ANN401
-    """The classes a class-conditional run (``conditional.enabled``) is trained on: the
-    data set's, or 0 when the run is unconditional."""
-    if not cfg.conditional.enabled:
-        return 0
-    if not data.num_classes:
-        why = data.label_problem or f"dataset={cfg.dataset.name} has none"
-        raise ConfigError(
-            "conditional.enabled",
-            True,
-            "false for a data set without class labels",
-            f"{why}; or train unconditionally (conditional.enabled=false)",
-        )
-    return int(data.num_classes)
-
-
 #: the critic's logged values by their names in a non-finite-loss message
 _TERMS = {"wasserstein": "W estimate", "d_real": "mean D(x)", "d_fake": "mean D(x̃)"}
 
@@ -126,9 +102,8 @@ class Trainer:
         self.dist = distributed.info()
         torch.manual_seed(t.seed)  # weight init (the same on every rank)
         self.data = build_data(cfg.dataset, t.batch_size, device, t.seed)
-        self.pixels = pixel_range(cfg.dataset)  # samples are shown and saved in [-1, 1]
         # conditional.enabled: the data set's classes (AC-GAN), else 0
-        self.num_classes = conditional_classes(cfg, self.data)
+        self.num_classes = build.conditional_classes(cfg, self.data)
         # what the step reads, read once
         self.hot = step_lib.StepSettings.from_cfg(cfg, self.num_classes)
         if self.dist.enabled:
@@ -147,7 +122,7 @@ class Trainer:
             self.hot = dataclasses.replace(self.hot, fuse_real_fake=False)
         self.generator = build_generator(cfg.generator, shape, self.num_classes).to(device)
         # the layout before DDP: its gradient buckets take the parameters' strides
-        self.memory_format = self._resolve_memory_format(shape)
+        self.memory_format = build.agreed_memory_format(t.channels_last, device, shape, self.dist)
         layout.use_memory_format(self.memory_format, self.critic, self.generator)
         # the modules the training steps call: DDP wrappers under torchrun, else the
         # modules themselves; self.critic/self.generator stay the plain modules
@@ -210,26 +185,16 @@ class Trainer:
         self._gp_stats: dict[str, Tensor] = {}
         self.ema: AveragedModel | None = None
         if t.ema.decay is not None:
-            self.ema = AveragedModel(
-                self.generator, multi_avg_fn=get_ema_multi_avg_fn(t.ema.decay), use_buffers=True
-            )
+            self.ema = state.new_ema(self.generator, t.ema.decay)
         # one RNG for latents and interpolation weights, on the device (no host sync)
         self.rng = torch.Generator(device=device).manual_seed(
             distributed.rank_seed(t.seed + 1, self.dist.rank)
         )
-        # fixed latents make pictures comparable over time; their own RNG keeps
-        # picture-taking from shifting the training stream (bitwise resume)
-        # class-conditional: 10 rows of one sample per class (the generator's default
-        # labels are i mod K, so each column of a K-wide grid is one class); past 16
-        # classes such a grid is too wide: 8×8 samples of the classes 0..63 in turn
-        per_class = 0 < self.num_classes <= 16
-        self.grid_columns = self.num_classes if per_class else 8
-        n_fixed = 1024 if len(shape) == 1 else (10 * self.num_classes if per_class else 64)
-        # text (dataset=billion_word): index → symbol, for the sample files
-        self.vocab: Vocabulary | None = getattr(self.data, "vocab", None)
-        self.fixed_z = torch.randn(
-            n_fixed, self.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 2)
-        ).to(device)
+        # samples of fixed latents, drawn apart from the training stream (bitwise resume)
+        self.pictures = artifacts.Pictures(
+            cfg, self.data, self.num_classes, self.generator.z_dim, self.run_dir, device
+        )
+        self.vocab: Vocabulary | None = self.pictures.vocab  # text: checkpoints keep it
         self.step = 0
         self._saved_step: int | None = None  # the step of this process's last checkpoint
         self.nan_skips = 0
@@ -239,7 +204,6 @@ class Trainer:
         self.ckpts = CheckpointManager(self.run_dir, t.keep_checkpoints)
         self.ckpts.remove_stale_temporaries()  # left by a process killed mid-write
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
-        self._stop_signal: int | None = None
         # sample-quality metrics (eval.every > 0), best value of eval.keep_best so far
         self.evaluator = (
             evaluate.Evaluator(cfg.eval, cfg.dataset, self.data, device)
@@ -249,33 +213,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         # trainer.cuda_graph: train_step replays one captured iteration (wgangp/fast/cuda_graph.py)
         self.graphed = GraphedIteration(self) if t.cuda_graph else None
-        log.info(
-            "data %s | critic %s: %d params | generator %s: %d params",
-            self.data.describe(),
-            cfg.critic.name,
-            count_parameters(self.critic),
-            cfg.generator.name,
-            count_parameters(self.generator),
-        )
-        log.info(
-            "effective batch size %d (%d per rank × %d ranks)",
-            self.global_batch_size,
-            t.batch_size,
-            self.dist.world_size,
-        )
-
-    def _resolve_memory_format(self, shape: tuple[int, ...]) -> torch.memory_format:
-        """trainer.channels_last for this machine (wgangp/fast/layout.py). Under torchrun
-        every rank takes rank 0's choice: DDP refuses replicas whose parameters'
-        strides differ, which ``auto`` could give on a mixed cluster."""
-        setting = self.cfg.trainer.channels_last
-        fmt = layout.resolve_memory_format(setting, self.device, shape)
-        if self.dist.enabled and layout.normalize_setting(setting) == "auto":
-            nhwc = distributed.broadcast_object(fmt == torch.channels_last)
-            fmt = torch.channels_last if nhwc else torch.contiguous_format
-        if len(shape) == 3:
-            log.info("memory format: %s (trainer.channels_last=%s)", fmt, setting)
-        return fmt
+        build.log_summary(cfg, self.data, self.critic, self.generator, self.dist)
 
     @property
     def global_batch_size(self) -> int:
@@ -655,89 +593,89 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, float]:
-        t = self.cfg.trainer
-        main = self.dist.is_main  # rank 0 alone writes logs, pictures and checkpoints
-        start_step = self.step
-        writer: Any = _NullWriter()
-        try:
-            if main:
-                writer = EventLog(self.run_dir / "tb", purge_step=self.step or None)
-            if self.step == 0 and main:
-                self._write_real(writer)
-                writer.flush()
-        except EventLogError as e:
-            writer.discard()
-            raise self._event_log_failed(e, start_step) from None
-        sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
-        count, last = 0, {}
-        tick = time.perf_counter()
-        bar = tqdm(
-            total=t.steps,
-            initial=self.step,
-            disable=not (t.progress and main),
-            dynamic_ncols=True,
-            desc="wgangp",
-        )
-        handlers = self._install_signal_handlers()
-        diag_every = self.cfg.diagnostics.every
-        try:
-            while self.step < t.steps:
-                if self.cfg.optim.lr_decay == "linear":
-                    self._decay_lr()
-                try:
-                    stats = self.train_step()
-                except _NonFiniteStep as bad:
-                    self._handle_nonfinite(bad)
-                    continue
-                self.step += 1
-                bar.update(1)
-                for k, v in stats.items():
-                    sums[k] += v
-                count += 1
-                if self.step % t.log_every == 0 or self.step == t.steps:
-                    now = time.perf_counter()
-                    means = distributed.mean_over_ranks(dict(sums))  # averaged over ranks
-                    last = {k: float(v) / count for k, v in means.items()}  # the one host sync
-                    last["perf/steps_per_sec"] = count / max(now - tick, 1e-9)
-                    # the run's time so far, resumes included and the pauses between
-                    # them not (what the paper's Figure 3, right, plots quality against)
-                    self.train_seconds += now - tick
-                    last["perf/train_s"] = self.train_seconds
-                    last["perf/global_batch_size"] = float(self.global_batch_size)
-                    self._log(writer, last)
-                    shown = [k for k in ("wasserstein", "gp", "d_real", "d_fake") if k in last]
-                    bar.set_postfix({k: f"{last[k]:.3g}" for k in shown})
-                    sums.clear()
-                    count, tick = 0, now
-                if self.evaluator and self.step % self.cfg.eval.every == 0:
-                    last.update(evaluate.record(self, writer))
-                if diag_every and self.step % diag_every == 0 and main:
-                    last.update(self.diagnose(writer))
-                if t.sample_every and self.step % t.sample_every == 0:
-                    self.write_samples(writer)
-                if t.ckpt_every and self.step % t.ckpt_every == 0:
-                    self.save()
-                stop = self._stop_signal is not None
-                if self.dist.enabled:  # stop together, at the same step, or hang
-                    stop = distributed.any_true(stop, self.device)
-                if stop:
-                    path = self.save()
-                    raise Interrupted(self._stop_signal or signal.SIGTERM, path)
-            if self.evaluator and (self.step % self.cfg.eval.every or not last):
-                last.update(evaluate.record(self, writer))
-            if diag_every and main and self.step % diag_every:  # the final state, too
-                last.update(self.diagnose(writer))
-            self.write_samples(writer)
-            writer.flush()  # before the final checkpoint: a failure is reported like others
-            self.save()
-            writer.close()
-        except EventLogError as e:
-            raise self._event_log_failed(e, start_step) from None
-        finally:
-            self._restore_signal_handlers(handlers)
-            bar.close()
-            writer.discard()  # closed above, unless another error is on its way
+        """Train to ``trainer.steps``: each step one training step (:meth:`train_step`),
+        then the phases due at it: log, evaluate, diagnose, sample, checkpoint, stop on
+        a signal. Returns the last logged values and metrics."""
+        t, ev_every, diag_every = self.cfg.trainer, self.cfg.eval.every, self.cfg.diagnostics.every
+        start_step, last, main = self.step, {}, self.dist.is_main
+        writer: Any = records.NullWriter()
+        bar = records.progress_bar(t.steps, self.step, t.progress and main)
+        with guards.StopSignals() as signals:
+            try:
+                writer = records.open_event_log(self.run_dir, self.step, main)
+                if self.step == 0 and main:  # the real data's picture, at the run's start
+                    self.pictures.real(writer)
+                    writer.flush()
+                means = records.StepMeans(self.device)  # the first log's time starts here
+                while self.step < t.steps:
+                    stats = self._next_step()
+                    if stats is None:  # a non-finite update, skipped (trainer.nan_policy)
+                        continue
+                    self.step += 1
+                    bar.update(1)
+                    means.add(stats)
+                    if self.step % t.log_every == 0 or self.step == t.steps:
+                        last = self._log_means(writer, means, bar)
+                    if self.evaluator and self.step % ev_every == 0:
+                        last.update(self.evaluate(writer))
+                    if diag_every and self.step % diag_every == 0 and main:
+                        last.update(self.diagnose(writer))
+                    if t.sample_every and self.step % t.sample_every == 0:
+                        self.write_samples(writer)
+                    if t.ckpt_every and self.step % t.ckpt_every == 0:
+                        self.save()
+                    if signals.agreed(self.dist.enabled, self.device):
+                        raise Interrupted(signals.received or signal.SIGTERM, self.save())
+                last.update(self._finish(writer, logged=bool(last)))
+            except EventLogError as e:
+                raise self._event_log_failed(e, start_step) from None
+            finally:
+                bar.close()
+                writer.discard()  # closed by _finish, unless an error is on its way
         return last
+
+    def _next_step(self) -> dict[str, Tensor] | None:
+        """The step's learning rate, then one training step; None when it was not
+        applied (a non-finite update that ``trainer.nan_policy=skip`` lets pass)."""
+        if self.cfg.optim.lr_decay == "linear":
+            self._decay_lr()
+        try:
+            return self.train_step()
+        except _NonFiniteStep as bad:
+            t = self.cfg.trainer
+            last = self.ckpts.dir / "last.pt"
+            self.nan_skips = guards.skip_or_stop(
+                bad, self.step, self.nan_skips, t.nan_policy, t.max_nan_skips, last
+            )
+            return None
+
+    def _log_means(self, writer: Any, means: records.StepMeans, bar: Any) -> dict[str, float]:  # noqa: ANN401
+        """The log phase: the step statistics' means since the last log, the run's
+        training time (resumes included, the pauses between them not: what the paper's
+        Figure 3, right, plots quality against) and the global batch size."""
+        values, seconds = means.take()
+        self.train_seconds += seconds
+        values["perf/train_s"] = self.train_seconds
+        values["perf/global_batch_size"] = float(self.global_batch_size)
+        self._log(writer, values)
+        bar.set_postfix({k: f"{values[k]:.3g}" for k in records.BAR_VALUES if k in values})
+        return values
+
+    def _finish(self, writer: Any, logged: bool) -> dict[str, float]:  # noqa: ANN401
+        """The end of the run: the final state evaluated and diagnosed unless that was
+        done at this step (a resume at the last step, which ``logged`` nothing,
+        evaluates again: fit returns its metrics), its samples, the final checkpoint."""
+        out: dict[str, float] = {}
+        if self.evaluator and (self.step % self.cfg.eval.every or not logged):
+            out.update(self.evaluate(writer))
+        diag_every = self.cfg.diagnostics.every
+        if diag_every and self.dist.is_main and self.step % diag_every:
+            out.update(self.diagnose(writer))
+        self.write_samples(writer)
+        writer.flush()  # before the final checkpoint: a failure is reported like others
+        self.save()
+        writer.close()
+        return out
 
     def _decay_lr(self) -> None:
         """Linear decay to 0 at ``trainer.steps`` (a function of the step: resume-safe)."""
@@ -750,177 +688,79 @@ class Trainer:
                 else:
                     group["lr"] = node.lr * frac
 
-    def _log(self, writer: EventLog, values: dict[str, float]) -> None:
-        for k, v in values.items():
-            writer.add_scalar(k, v, self.step)
-        writer.add_scalar("lr/critic", self.opt_c.param_groups[0]["lr"], self.step)
-        writer.add_scalar("lr/generator", self.opt_g.param_groups[0]["lr"], self.step)
-        writer.flush()  # written now: a full disk stops the run at this step, not later
-        log.info(
-            "step %d | %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()))
+    def _log(self, writer: Any, values: dict[str, float]) -> None:  # noqa: ANN401
+        lrs = {
+            "critic": self.opt_c.param_groups[0]["lr"],
+            "generator": self.opt_g.param_groups[0]["lr"],
+        }
+        records.write_step_log(writer, self.step, values, lrs)
+
+    def evaluate(self, writer: Any) -> dict[str, float]:  # noqa: ANN401
+        """The evaluate phase (rank 0): ``eval.metrics`` of the sampling generator
+        (``critic_loss``: against the training one), recorded; a new best
+        ``eval.keep_best`` value becomes the run's ``best`` and ``checkpoints/best.pt``."""
+        assert self.evaluator is not None
+        result = self.evaluator.evaluate(
+            self.sampling_generator(),
+            critic_loss=self.measured_critic_loss,
+            training_generator=self.generator,
+            batch_size=self.hot.batch_size,
+            best_value=self.best["value"] if self.best else None,
         )
+        return records.write_evaluation(result, self.step, self.run_dir, writer, self._keep_best)
 
-    # ------------------------------------------------------------------ diagnostics
-    def diagnostic_batch(self) -> tuple[Tensor, Tensor]:
-        """The fixed (real, fake) batch of ``diagnostics``: ``trainer.batch_size`` real
-        samples and fakes of the training generator (batch norm on the batch's
-        statistics, as in training, its running statistics untouched), each from its
-        own seed, so the training stream is the same with diagnostics on or off."""
-        n, seed = int(self.cfg.trainer.batch_size), int(self.cfg.trainer.seed)
-        real = self.data.sample(n, generator=torch.Generator(self.device).manual_seed(seed + 3))
-        z = torch.randn(
-            n, self.generator.z_dim, generator=torch.Generator().manual_seed(seed + 4)
-        ).to(self.device)
-        with torch.no_grad(), sampling_mode(self.generator, "batch") as g:
-            fake = g(z).float()
-        return real.float(), fake
-
-    def diagnose(self, writer: EventLog | _NullWriter) -> dict[str, float]:
-        """``diagnostics``: the critic loss's gradient norm at each layer's input and the
-        weights' histograms, written to TensorBoard at this step (wgangp/metrics/diagnostics.py).
-        Returns the scalars."""
-        d = self.cfg.diagnostics
-        out: dict[str, float] = {}
-        if d.layer_grads:
-            loss_fn = losses.unpenalised_critic_loss(self.hot.objective)
-            res = diagnostics.layer_grad_norms(self.critic, *self.diagnostic_batch(), loss_fn)
-            norms = res.norms.tolist()
-            out.update(zip(diagnostics.layer_tags(res.names), norms, strict=True))
-            # the profile at this step as one picture (the scalars give each layer's history)
-            fig = layer_grad_figure({f"step {self.step}": norms}, "critic loss gradient")
-            writer.add_figure("diagnostics/layer_grads", fig, self.step, close=True)
-        if d.histograms:
-            for who, model in (("critic", self.critic), ("generator", self.generator)):
-                for name, w in diagnostics.weight_tensors(model):
-                    writer.add_histogram(f"weights/{who}/{name}", w.float().cpu(), self.step)
-            if self._clipped:  # loss=wgan
-                out["weights/critic_at_clip"] = diagnostics.fraction_at_clip(
-                    self._clipped, self.hot.clip
-                )
-        for k, v in out.items():
-            writer.add_scalar(k, v, self.step)
-        writer.flush()
-        return out
+    def _keep_best(self, best: dict[str, Any]) -> Path:
+        self.best = best
+        return self.ckpts.save_best(self.state_dict())
 
     # ------------------------------------------------------------------ pictures
+    def diagnostic_batch(self) -> tuple[Tensor, Tensor]:
+        t = self.cfg.trainer
+        return artifacts.diagnostic_batch(
+            self.data, self.generator, int(t.batch_size), int(t.seed), self.device
+        )
+
+    def diagnose(self, writer: Any) -> dict[str, float]:  # noqa: ANN401
+        """The diagnose phase: ``diagnostics`` at this step (artifacts.write_diagnostics)."""
+        return artifacts.write_diagnostics(
+            writer,
+            self.step,
+            self.cfg.diagnostics,
+            critic=self.critic,
+            generator=self.generator,
+            batch=self.diagnostic_batch() if self.cfg.diagnostics.layer_grads else None,
+            objective=self.hot.objective,
+            clipped=self._clipped,
+            clip=self.hot.clip,
+        )
+
     def sampling_generator(self) -> torch.nn.Module:
-        """The EMA generator once it has averaged a step, else the generator: before
-        ``trainer.ema.start`` the EMA still holds the initial weights, and pictures or
-        metrics of it would show an untrained network."""
-        if self.ema is not None and ema_started(self.ema.n_averaged):
-            return self.ema.module
-        return self.generator
+        return artifacts.sampling_generator(self.generator, self.ema)
 
-    @torch.no_grad()
-    def write_samples(self, writer: EventLog) -> None:
-        if not self.dist.is_main:
-            return
-        with sampling_mode(self.sampling_generator(), self.cfg.eval.get("bn", "running")) as g:
-            fake = g(self.fixed_z).float()
-        out = self.run_dir / "samples"
-        if self.vocab is not None:  # text: one decoded sample per line
-            texts = self.vocab.decode_batch(fake)
-            write_lines(out / f"step_{self.step:07d}.txt", texts)
-            writer.add_text("samples", as_markdown(texts), self.step)
-        elif fake.dim() == 2:
-            n = fake.shape[0]
-            real = self.data.sample(n, generator=torch.Generator(self.device).manual_seed(0))
-            fig = scatter_figure(fake, real, self.critic, title=f"step {self.step}")
-            save_figure(fig, out / f"step_{self.step:07d}.png")
-            writer.add_figure("samples", fig, self.step, close=True)
-        else:
-            fake = as_signed(fake, self.pixels)
-            nrow = self.grid_columns  # class-conditional: one class per column
-            grid = image_grid(fake, nrow=nrow)
-            image_grid(fake, path=out / f"step_{self.step:07d}.png", nrow=nrow)
-            writer.add_image("samples", grid, self.step)
+    def write_samples(self, writer: Any) -> None:  # noqa: ANN401
+        """The sample phase (rank 0): the fixed latents' samples at this step."""
+        if self.dist.is_main:
+            self.pictures.samples(self.sampling_generator(), self.critic, self.step, writer)
 
-    def _write_real(self, writer: EventLog) -> None:
-        real = self.data.sample(64, generator=torch.Generator(self.device).manual_seed(0))
-        if self.vocab is not None:
-            texts = self.vocab.decode_batch(real)
-            write_lines(self.run_dir / "samples" / "real.txt", texts)
-            writer.add_text("real", as_markdown(texts), 0)
-        elif real.dim() == 4:
-            real = as_signed(real, self.pixels)
-            writer.add_image(
-                "real", image_grid(real, path=self.run_dir / "samples" / "real.png"), 0
-            )
+    @property
+    def fixed_z(self) -> Tensor:
+        return self.pictures.fixed_z
+
+    @property
+    def grid_columns(self) -> int:
+        return self.pictures.columns
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state(), "noise": self.rng.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {
-            "step": self.step,
-            "critic": self.critic.state_dict(),
-            "generator": self.generator.state_dict(),
-            "opt_critic": self.opt_c.state_dict(),
-            "opt_generator": self.opt_g.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": rng,
-            "data": self.data.state_dict(),
-            "nan_skips": self.nan_skips,
-            "train_seconds": self.train_seconds,
-            "sample_shape": list(self.data.sample_shape),
-            "num_classes": self.num_classes,  # class-conditional: the generator's classes
-            # text: how wgangp-sample decodes the generator's output without the data
-            "vocab": None if self.vocab is None else dataclasses.asdict(self.vocab),
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
-            "overrides": list(self.overrides),
-            "history": list(self.history),
-            "best": self.best,
-        }
+        return state.state_dict(self)
 
     def load_state_dict(self, ckpt: dict[str, Any], path: Path | str = "checkpoint") -> None:
-        _check_same_architecture(ckpt, self, path)
-        self.critic.load_state_dict(ckpt["critic"])
-        self.generator.load_state_dict(ckpt["generator"])
-        self.opt_c.load_state_dict(ckpt["opt_critic"])
-        self.opt_g.load_state_dict(ckpt["opt_generator"])
-        # saved under the other memory format (trainer.channels_last, or auto on
-        # another machine): fused Adam would pair the moments with the wrong elements
-        for opt in (self.opt_c, self.opt_g):
-            layout.match_param_layouts(opt)
-        # a saved param group carries the implementation it was saved with (e.g. foreach
-        # from an older checkpoint or another device); this device's choice wins, or
-        # the deferred check's found_inf would meet an optimizer that cannot take it
+        state.load_state_dict(self, ckpt, path)
         graphed = self.graphed is not None
         for opt in (self.opt_c, self.opt_g):
-            for group in opt.param_groups:
-                group.update(_adam_impl(self.device, graphed))
-                group["lr"] = _adam_lr(group["lr"], self.device, graphed)
-            # fused Adam (capturable included) keeps the step count on the parameter's
-            # device (a foreach checkpoint kept it on the host)
-            if opt.param_groups[0]["fused"]:
-                for param, st in opt.state.items():
-                    if "step" in st:
-                        st["step"] = torch.as_tensor(
-                            st["step"], dtype=torch.float32, device=param.device
-                        )
-        if self.ema is not None and ckpt.get("ema") is not None:
-            self.ema.load_state_dict(ckpt["ema"])
-        elif self.ema is not None:
-            log.warning("%s has no EMA state; the EMA starts from the current generator", path)
-            self.ema = AveragedModel(
-                self.generator,
-                multi_avg_fn=get_ema_multi_avg_fn(self.cfg.trainer.ema.decay),
-                use_buffers=True,
+            state.use_implementation(
+                opt, _adam_impl(self.device, graphed), lambda lr: _adam_lr(lr, self.device, graphed)
             )
-        rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        self.rng.set_state(rng["noise"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.data.load_state_dict(ckpt["data"])
-        self.step = int(ckpt["step"])
-        if self.dist.enabled:
-            self._load_rank_state(ckpt.get("ranks"), path)
-        self.nan_skips = int(ckpt.get("nan_skips", 0))
-        self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # older checkpoints: 0
-        self.history = list(ckpt.get("history", []))
-        self.best = ckpt.get("best")
         if self.graphed is not None:  # the optimizer-state tensors it points at are new
             self.graphed.reset()
 
@@ -928,127 +768,26 @@ class Trainer:
         """Write a checkpoint (rank 0). Under torchrun every rank must call it: the
         ranks' random streams are gathered into it (``ranks``), so that a resume with
         the same world size continues every rank's stream exactly."""
-        ranks = None
-        if self.dist.enabled:
-            ranks = distributed.gather_objects(self._rank_state())
+        ranks = distributed.gather_objects(state.rank_state(self)) if self.dist.enabled else None
         if not self.dist.is_main:
             return self.ckpts.dir / "last.pt"
-        state = self.state_dict()
-        if ranks is not None:
-            state["ranks"] = ranks
-        path = self.ckpts.save(state, self.step, step_file=bool(self.cfg.trainer.ckpt_every))
+        ckpt = state.state_dict(self, ranks)
+        path = self.ckpts.save(ckpt, self.step, step_file=bool(self.cfg.trainer.ckpt_every))
         self._saved_step = self.step
         return path
 
-    def _rank_state(self) -> dict[str, Any]:
-        return {
-            "noise": self.rng.get_state(),
-            "torch": torch.get_rng_state(),
-            "data": self.data.state_dict(),
-        }
-
-    def _load_rank_state(self, ranks: list[dict[str, Any]] | None, path: Any) -> None:
-        """Every rank loads the same checkpoint, then takes its own random streams."""
-        rank, world = self.dist.rank, self.dist.world_size
-        if ranks is not None and len(ranks) == world:
-            mine = ranks[rank]
-            self.rng.set_state(mine["noise"])
-            torch.set_rng_state(mine["torch"])
-            self.data.load_state_dict(mine["data"])
-            return
-        had = len(ranks) if ranks is not None else 1
-        if rank == 0:
-            log.warning(
-                "%s was written by %d process(es), this run has %d: ranks > 0 start fresh "
-                "random streams (data position and weights are resumed)",
-                path,
-                had,
-                world,
-            )
-        if rank > 0:
-            seed = self.cfg.trainer.seed + self.step
-            self.rng.manual_seed(distributed.rank_seed(seed + 1, rank))
-            self.data.shard(rank, world)  # reseeds generated data for this rank
-
-    # ------------------------------------------------------------------ faults
-    def _handle_nonfinite(self, bad: _NonFiniteStep) -> None:
-        t = self.cfg.trainer
-        last = self.ckpts.dir / "last.pt"
-        where = f"last good checkpoint: {last}" if last.exists() else "no checkpoint written yet"
-        terms = ", ".join(f"{k}={v:.4g}" for k, v in bad.terms.items()) or f"loss={bad.value}"
-        msg = (
-            f"non-finite {bad.who} {bad.cause} at step {self.step + 1} ({terms}); "
-            f"the update was not applied; {where}"
-        )
-        if t.nan_policy == "skip" and self.nan_skips < t.max_nan_skips:
-            self.nan_skips += 1
-            log.warning("%s — skipping (%d/%d)", msg, self.nan_skips, t.max_nan_skips)
-            return
-        if t.nan_policy == "skip":  # the allowance is used up
-            fix = (
-                f"{self.nan_skips} such steps were skipped already "
-                f"(trainer.max_nan_skips={t.max_nan_skips}); lower the learning rate, or "
-                "raise trainer.max_nan_skips"
-            )
-        else:
-            fix = "lower the learning rate or set trainer.nan_policy=skip to skip such steps"
-        raise NonFiniteError(f"{msg}; {fix}")
-
     def _event_log_failed(self, error: EventLogError, start_step: int) -> EventLogError:
-        """The error to stop with when the TensorBoard log cannot be written.
-
-        A checkpoint of the current step is saved first when this process trained since
-        its last one (as on SIGINT), so that a log-only problem costs no training; when
-        that save fails too (a full disk), the previous checkpoint is intact (atomic
-        writes) and the message says so.
-        """
-        msg = (
-            f"cannot write the TensorBoard log {error.log_dir} at step {self.step} ({error.reason})"
+        return guards.event_log_failure(
+            error,
+            step=self.step,
+            start_step=start_step,
+            steps=self.cfg.trainer.steps,
+            saved_step=self._saved_step,
+            distributed_run=self.dist.enabled,
+            run_dir=self.run_dir,
+            last=self.ckpts.dir / "last.pt",
+            save=self.save,
         )
-        if start_step < self.step < self.cfg.trainer.steps:
-            msg += "; training stopped"
-        last = self.ckpts.dir / "last.pt"
-        fix = f"; free disk space or fix the permissions of {self.run_dir}"
-        # under torchrun a save gathers every rank's state: rank 0 cannot save alone
-        if self.step not in (start_step, self._saved_step) and not self.dist.enabled:
-            try:
-                msg += f"; checkpoint of step {self.step} saved: {self.save()}{fix}"
-            except CheckpointError as e:  # the disk is full for checkpoints too
-                msg += f"; {e}"  # ends with its own fix
-        elif last.is_file():
-            msg += f"; last good checkpoint: {last}{fix}"
-        else:
-            msg += f"; no checkpoint was written{fix}"
-        if last.is_file():
-            msg += f", then continue with resume={self.run_dir}"
-        return EventLogError(error.log_dir, error.error, msg)
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        def request_stop(signum: int, frame: Any) -> None:
-            if self._stop_signal is not None:  # second signal: stop now
-                raise KeyboardInterrupt
-            self._stop_signal = signum
-            log.warning(
-                "%s received: saving a checkpoint after this step", signal.Signals(signum).name
-            )
-
-        old: dict[int, Any] = {}
-        for s in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread (some launchers)
-                old[s] = signal.signal(s, request_stop)
-        return old
-
-    @staticmethod
-    def _restore_signal_handlers(old: dict[int, Any]) -> None:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-class _NullWriter:
-    """Stands in for the SummaryWriter on ranks > 0, which write nothing."""
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
 
 
 class _NonFiniteStep(Exception):  # noqa: N818 - internal control flow
@@ -1063,41 +802,6 @@ class _NonFiniteStep(Exception):  # noqa: N818 - internal control flow
     ) -> None:
         self.who, self.value, self.terms, self.cause = who, value, dict(terms or {}), cause
         super().__init__(f"non-finite {who} {cause} (loss {value})")
-
-
-def _check_same_architecture(ckpt: dict[str, Any], trainer: Trainer, path: Any) -> None:
-    """Refuse a checkpoint whose networks differ, listing the differing parameter keys."""
-    problems: list[str] = []
-    for name, module in (("critic", trainer.critic), ("generator", trainer.generator)):
-        have = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in ckpt[name].items()}
-        for k in sorted(set(have) | set(got)):
-            if k not in got:
-                problems.append(f"{name}.{k}: missing in checkpoint")
-            elif k not in have:
-                problems.append(f"{name}.{k}: not in the configured model")
-            elif have[k] != got[k]:
-                problems.append(f"{name}.{k}: checkpoint {got[k]} vs configured {have[k]}")
-    vocab = ckpt.get("vocab")
-    if vocab and trainer.vocab is not None and tuple(vocab["symbols"]) != trainer.vocab.symbols:
-        # text: the same index must mean the same symbol, or the networks' inputs and
-        # outputs change meaning
-        old, new = tuple(vocab["symbols"]), trainer.vocab.symbols
-        same = zip(old, new, strict=False)
-        at = next((i for i, (a, b) in enumerate(same) if a != b), min(len(old), len(new)))
-        raise CheckpointError(
-            path,
-            f"its vocabulary ({len(old)} symbols, {vocab['unit']}s) differs from this data "
-            f"set's ({len(new)}, {trainer.vocab.unit}s) from index {at} on; resume with the "
-            f"data it was trained on (dataset.root, .max_examples, .max_vocab, .unit)",
-        )
-    if problems:
-        shown = "; ".join(problems[:12]) + (
-            f"; … {len(problems) - 12} more" if len(problems) > 12 else ""
-        )
-        raise CheckpointError(
-            path, f"its networks differ from the configured ones ({len(problems)} keys): {shown}"
-        )
 
 
 __all__ = ["Interrupted", "NonFiniteError", "Trainer"]
