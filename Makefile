@@ -9,7 +9,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 install:
 	$(PYTHON) -m pip install $(TORCH_PINS)
-	$(PYTHON) -m pip install -e ".[dev,metrics,sweep,lsun]"
+	$(PYTHON) -m pip install -e ".[dev,metrics,sweep,lsun,export]"
 	@# pyenv only puts new console scripts on PATH after a rehash
 	@command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 
