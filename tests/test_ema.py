@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from tests.conftest import TINY, toy_trainer_factory
-from wgangp.cli.sample import load_generator, sample
+from wgangp.cli.sample import sample
 from wgangp.errors import ConfigError
+from wgangp.inference import load_generator
 from wgangp.train.artifacts import evaluated_generator
 
 

@@ -175,7 +175,7 @@ def test_wgangp_eval_checks_json_before_computing_metrics(toy_run, tmp_path, cap
 
 def test_wgangp_sample_checks_out_before_sampling(toy_run, tmp_path, capsys, monkeypatch):
     afile, _ = bad_places(tmp_path)
-    monkeypatch.setattr("wgangp.cli.sample.load_generator", lambda *a: pytest.fail("sampled"))
+    monkeypatch.setattr("wgangp.cli.sample.load_with_checkpoint", lambda *a: pytest.fail("sampled"))
     for out, reason in (
         (afile / "x.png", f"{afile} is not a directory"),
         (Path("/proc/x.npz"), "cannot create files in /proc"),

@@ -28,11 +28,12 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from wgangp.cli.sample import check_output, load_generator
+from wgangp.cli.sample import check_output
 from wgangp.config.schema import EvalConfig
 from wgangp.config.validate import resolve_device
 from wgangp.data import build_data
 from wgangp.errors import ConfigError, MetricUnavailable, UserError
+from wgangp.inference.generator import load_with_checkpoint
 from wgangp.metrics import METRIC_DIRECTION, METRIC_NAMES
 from wgangp.metrics import evaluator as evaluate
 from wgangp.metrics.evaluator import Evaluator
@@ -141,7 +142,8 @@ def format_table(values: dict[str, float]) -> str:
 def evaluate_checkpoint(args: Any) -> tuple[dict[str, float], dict[str, Any]]:
     """The metrics of ``args.checkpoint`` and the checkpoint itself."""
     device = resolve_device(args.device)
-    gen, ckpt = load_generator(args.checkpoint, args.ema, device)
+    loaded, ckpt = load_with_checkpoint(args.checkpoint, args.ema, device)
+    gen = loaded.network  # the network itself: text metrics take its distributions
     cfg = OmegaConf.create(ckpt["config"])
     ev_cfg = eval_config(args, ckpt)
     # the evaluator only draws data.sample(n), never a training batch: batch size 1
@@ -181,7 +183,7 @@ def checkpoint_critic_losses(
     )
     critic.load_state_dict(ckpt["critic"])
     critic.to(device)
-    gen, _ = load_generator(args.checkpoint, False, device)
+    gen = load_with_checkpoint(args.checkpoint, False, device)[0].network
     settings = evaluate.CriticLossSettings.from_cfg(cfg)
 
     def loss_fn(real: Any, fake: Any, rng: Any) -> Any:  # noqa: ANN401

@@ -41,17 +41,22 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from torch import Tensor, nn
+from torch import Tensor
 
 from wgangp.config.validate import resolve_device
-from wgangp.data.pixels import as_signed, pixel_range
+from wgangp.data.pixels import as_signed
 from wgangp.data.text import Vocabulary, write_lines
 from wgangp.errors import ConfigError, UserError
-from wgangp.io.checkpoint import load_checkpoint, resolve_checkpoint_path
+from wgangp.inference.generator import (
+    class_labels,
+    generate_samples,
+    interpolation_latents,
+    load_with_checkpoint,
+)
+from wgangp.inference.generator import latents as inference_latents
 from wgangp.io.paths import expand_path, unwritable_reason
 from wgangp.io.plots import image_grid, save_figure, scatter_figure
-from wgangp.models import build_generator
-from wgangp.models.sampling import check_bn_mode, ema_started, sampling_mode
+from wgangp.models.sampling import check_bn_mode
 
 
 @dataclass
@@ -133,87 +138,18 @@ USAGE = (
 )
 
 
-def load_generator(path: str, ema: bool | None, device: torch.device) -> tuple[nn.Module, dict]:
-    """The (EMA) generator of a checkpoint, on ``device``, in eval mode."""
-    ckpt_path = resolve_checkpoint_path(path)
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    cfg = OmegaConf.create(ckpt["config"])
-    gen = build_generator(
-        cfg.generator, tuple(ckpt["sample_shape"]), int(ckpt.get("num_classes") or 0)
-    )
-    has_ema = ckpt.get("ema") is not None
-    if ema and not has_ema:
-        raise ConfigError(
-            "ema", True, "false for this checkpoint", f"{ckpt_path} was trained without an EMA"
-        )
-    # an EMA that has not started (step < trainer.ema.start) holds the initial weights
-    started = has_ema and ema_started(ckpt["ema"].get("n_averaged", 1))
-    if ema and not started:
-        start = cfg.trainer.ema.start
-        raise ConfigError(
-            "ema",
-            True,
-            "false for this checkpoint",
-            f"its EMA has not started: step {ckpt['step']} < trainer.ema.start={start}, so "
-            "it holds the initial weights; the default samples the generator",
-        )
-    if started and ema is not False:
-        prefix = "module."
-        gen.load_state_dict(
-            {k[len(prefix) :]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)}
-        )
-    else:
-        gen.load_state_dict(ckpt["generator"])
-    return gen.to(device).eval(), ckpt
-
-
-def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
-    """Spherical interpolation between latents ``a`` and ``b`` (rows) at fractions ``t``."""
-    an, bn = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
-    omega = torch.acos((an * bn).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
-    so = torch.sin(omega)
-    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
-
-
-@torch.no_grad()
-def generate(gen: nn.Module, z: Tensor, batch_size: int, labels: Tensor | None = None) -> Tensor:
-    """``gen`` on the latents ``z`` (and class ``labels``), ``batch_size`` at a time."""
-    parts = range(0, len(z), batch_size)
-    if labels is None:
-        return torch.cat([gen(z[i : i + batch_size]).float().cpu() for i in parts])
-    return torch.cat(
-        [gen(z[i : i + batch_size], labels[i : i + batch_size]).float().cpu() for i in parts]
-    )
-
-
 def sample_labels(cfg: Any, num_classes: int, n: int, device: torch.device) -> Tensor | None:  # noqa: ANN401
     """The classes of ``n`` samples of a class-conditional generator (None otherwise):
     ``label`` for all, or ``0..K−1`` in turn (per interpolation strip)."""
-    if not num_classes:
-        if cfg.label is not None:
-            raise ConfigError(
-                "label",
-                cfg.label,
-                "null for this checkpoint",
-                "its run was not class-conditional (conditional.enabled=false)",
-            )
-        return None
-    if cfg.label is not None:
-        if not 0 <= cfg.label < num_classes:
-            raise ConfigError("label", cfg.label, f"a class 0..{num_classes - 1}")
-        return torch.full((n,), int(cfg.label), dtype=torch.int64, device=device)
     per = cfg.steps if cfg.interpolate else 1  # an interpolation strip keeps one class
-    return (torch.arange(n, device=device) // per) % num_classes
+    return class_labels(num_classes, n, cfg.label, per=per, key="label", device=device)
 
 
-def latents(cfg: Any, z_dim: int, device: torch.device) -> Tensor:
-    g = torch.Generator().manual_seed(cfg.seed)
+def latents(cfg: Any, z_dim: int, device: torch.device) -> Tensor:  # noqa: ANN401
+    """The ``n`` latents of ``seed``, or the interpolation strips' (``interpolate=K``)."""
     if cfg.interpolate:
-        a = torch.randn(cfg.interpolate, 1, z_dim, generator=g)
-        b = torch.randn(cfg.interpolate, 1, z_dim, generator=g)
-        t = torch.linspace(0, 1, cfg.steps).view(1, -1, 1)
-        return slerp(a, b, t).reshape(-1, z_dim).to(device)
-    return torch.randn(cfg.n, z_dim, generator=g).to(device)
+        return interpolation_latents(cfg.interpolate, cfg.steps, z_dim, cfg.seed, device)
+    return inference_latents(cfg.n, z_dim, cfg.seed, device)
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -286,9 +222,8 @@ def check_format(out: Path, ckpt: dict) -> None:
         )
 
 
-def _write_text(samples: Tensor, out: Path, vocab: Vocabulary) -> list[Path]:
-    """A text run's samples (``(N, V, L)`` distributions) as lines and/or indices."""
-    indices = samples.argmax(dim=1)
+def _write_text(indices: Tensor, out: Path, vocab: Vocabulary) -> list[Path]:
+    """A text run's samples (``(N, L)`` symbol indices) as lines and/or indices."""
     written: list[Path] = []
     if out.suffix in ("", ".txt"):
         written.append(
@@ -330,15 +265,13 @@ def sample(argv: list[str]) -> list[Path]:
     if cfg.bn is not None:
         check_bn_mode("bn", cfg.bn)
     device = resolve_device(cfg.device)
-    gen, ckpt = load_generator(cfg.checkpoint, cfg.ema, device)
+    gen, ckpt = load_with_checkpoint(cfg.checkpoint, cfg.ema, device)
     check_format(Path(cfg.out).expanduser(), ckpt)
-    bn = cfg.bn or (ckpt["config"].get("eval") or {}).get("bn", "running")
     z = latents(cfg, gen.z_dim, device)
-    labels = sample_labels(cfg, int(ckpt.get("num_classes") or 0), len(z), device)
-    with sampling_mode(gen, bn):
-        samples = generate(gen, z, cfg.batch_size, labels)
-    if samples.dim() == 4:  # the files hold 8-bit pixels whatever the run's range
-        samples = as_signed(samples, pixel_range(ckpt["config"].get("dataset") or {}))
+    labels = sample_labels(cfg, gen.num_classes, len(z), device)
+    samples = generate_samples(gen, z, labels, cfg.batch_size, cfg.bn)
+    if gen.kind == "image":  # the files hold 8-bit pixels whatever the run's range
+        samples = as_signed(samples, gen.pixel_range)
     return write(samples, Path(cfg.out).expanduser(), ckpt, cfg, labels)
 
 
