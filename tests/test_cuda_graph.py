@@ -79,7 +79,7 @@ def step_drawing_as_it_goes(t: Trainer) -> dict[str, torch.Tensor]:
     for i in range(tc.n_critic):
         real = t.data.next_batch()
         with torch.no_grad():
-            if tc.batch_fakes:
+            if t.cfg.speed.batch_fakes:
                 if not fakes:
                     fakes = t.generator(t.noise(tc.batch_size * tc.n_critic)).chunk(tc.n_critic)
                 fake = fakes[i]

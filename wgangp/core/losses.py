@@ -84,7 +84,7 @@ class _NormPenalty(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad: Tensor, target: float, one_sided: bool) -> tuple[Tensor, Tensor]:  # noqa: ANN001
         # fp32 at least (bf16/fp16 gradients under autocast), fp64 kept
-        wide = torch.promote_types(grad.dtype, torch.float32)
+        wide = torch.float64 if grad.dtype == torch.float64 else torch.float32
         flat = grad.flatten(1)
         scale = _power_of_two_scale(flat, wide)
         # ‖g‖ = m·‖g/m‖ with m a power of two at max|g|: dividing by m rounds nothing
@@ -290,7 +290,9 @@ def wasserstein_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
 
 def at_least_fp32(x: Tensor) -> Tensor:
     """``x`` in fp32, or as it is if fp64 (bf16/fp16 scores are averaged in fp32)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+    # a comparison of dtypes, not torch.promote_types: that is an operator, which a
+    # CUDA-graph capture check would see as a host read
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def unpenalised_critic_loss(loss: str) -> Callable[[Tensor, Tensor], Tensor]:
