@@ -33,9 +33,9 @@ timeout "${BENCH_TIMEOUT:-300}" python3 scripts/bench.py --devices cuda \
 # the layout and the sub-pixel few-channel convolutions on CUDA (auto: off for both
 # there, unmeasured so far), eager and graphed
 timeout "${AB_TIMEOUT:-110}" python3 scripts/bench_ab.py --config dcgan32 --device cuda \
-    --variant "trainer.cuda_graph=false trainer.channels_last=false" \
-    --variant "trainer.cuda_graph=true trainer.channels_last=false" \
-    --variant "trainer.cuda_graph=true trainer.channels_last=true" \
-    --variant "trainer.cuda_graph=true trainer.channels_last=true trainer.precision=bf16" \
-    --variant "trainer.cuda_graph=true trainer.channels_last=false trainer.subpixel_convs=true" \
+    --variant "speed.cuda_graph=false speed.channels_last=false" \
+    --variant "speed.cuda_graph=true speed.channels_last=false" \
+    --variant "speed.cuda_graph=true speed.channels_last=true" \
+    --variant "speed.cuda_graph=true speed.channels_last=true trainer.precision=bf16" \
+    --variant "speed.cuda_graph=true speed.channels_last=false trainer.subpixel_convs=true" \
     --json "$OUT/bench_ab_cuda.json" 2>&1 | tee "$OUT/bench_ab_cuda.log"

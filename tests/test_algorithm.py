@@ -320,3 +320,27 @@ def test_speed_off_is_the_textbook_path():
         "detach_relu_masks": False,
         "native_conv_grads": False,
     }
+
+
+def test_a_checkpoint_with_the_old_speed_keys_resumes_with_them(tmp_path):
+    """A run saved before the speed group stored trainer.fuse_real_fake, gp.detach_relu_masks,
+    ... in its config and overrides: it resumes with those values under speed.*, and
+    nothing counts as a change."""
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from wgangp.cli.train import config_dir, resume_config
+
+    run = [*TINY, "trainer.steps=2", "speed.fuse_real_fake=false", "speed.nan_check=step"]
+    written = OmegaConf.to_container(compose_cfg(*run), resolve=True)
+    speed = written.pop("speed")
+    for name, value in speed.items():
+        section = "gp" if name in ("detach_relu_masks", "native_conv_grads") else "trainer"
+        written[section][name] = value
+    old_run = [o.replace("speed.", "trainer.") for o in run]
+    ckpt = {"config": written, "overrides": old_run}
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg, effective, changes = resume_config(ckpt, tmp_path / "last.pt", ["trainer.steps=3"])
+    assert changes == {"trainer.steps": (2, 3)}
+    assert cfg.speed.fuse_real_fake is False and cfg.speed.nan_check == "step"
+    assert "speed.fuse_real_fake=false" in effective

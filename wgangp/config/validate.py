@@ -295,11 +295,12 @@ def check_known_keys(cfg: Any) -> None:
             continue  # a known key, or inside a free-form one (dataset.modes)
         if key in MOVED_KEYS:  # +trainer.fuse_real_fake=...: say where it went
             value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+            shown = str(value).lower() if isinstance(value, bool) else value
             raise ConfigError(
                 key,
                 value,
                 "a key of the schema",
-                f"{key} is now {MOVED_KEYS[key]}: write {MOVED_KEYS[key]}={value}",
+                f"{key} is now {MOVED_KEYS[key]}: write {MOVED_KEYS[key]}={shown}",
             )
         close = difflib.get_close_matches(key, sorted(known), n=1)
         raise ConfigError(

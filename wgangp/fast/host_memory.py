@@ -17,7 +17,7 @@ heap) and ``M_TRIM_THRESHOLD`` to its maximum (the heap is never trimmed). After
 first iteration the heap holds the step's peak and serves every later step from pages
 it has already touched. This is what PyTorch's caching allocator does on CUDA. The
 price is the same: memory a step freed is not given back to the OS while the process
-lives, so the resident size stays at the peak (``trainer.keep_freed_memory=false``
+lives, so the resident size stays at the peak (``speed.keep_freed_memory=false``
 turns it off). The settings are process-wide, like ``cudnn.benchmark``.
 ``scripts/bench.py`` times the textbook loop in the same process, under the same
 settings.

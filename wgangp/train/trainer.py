@@ -62,7 +62,7 @@ def _adam_impl(device: torch.device, graphed: bool = False) -> dict[str, bool]:
     Fused: one kernel for every parameter (on 2 CPU cores a toy_quality step at batch
     256 took 21.8 ms instead of foreach's 24.3 ms), and it can skip an update on the
     device (``found_inf``), which the sync-free non-finite check and GradScaler rely on.
-    ``graphed`` (trainer.cuda_graph): capturable, i.e. its step count stays on the device.
+    ``graphed`` (speed.cuda_graph): capturable, i.e. its step count stays on the device.
     """
     fused = device.type in _FUSED_ADAM_DEVICES
     return {"fused": fused, "foreach": not fused, "capturable": graphed}
@@ -707,7 +707,7 @@ class Trainer:
         self.generator.load_state_dict(ckpt["generator"])
         self.opt_c.load_state_dict(ckpt["opt_critic"])
         self.opt_g.load_state_dict(ckpt["opt_generator"])
-        # saved under the other memory format (trainer.channels_last, or auto on
+        # saved under the other memory format (speed.channels_last, or auto on
         # another machine): fused Adam would pair the moments with the wrong elements
         for opt in (self.opt_c, self.opt_g):
             layout.match_param_layouts(opt)
