@@ -15,7 +15,7 @@ medians over repeats are reported:
 * ``gp_step_ratio``: our critic update with the penalty / without it (same batches; on
   ``cuda_graph`` rows each update is captured alone and replayed).
 * ``cuda_graph``: CUDA rows come twice by default (``--cuda-graph both``): our step eager
-  and replayed from a captured graph (``trainer.cuda_graph=true``, wgangp/fast/cuda_graph.py;
+  and replayed from a captured graph (``speed.cuda_graph=true``, wgangp/fast/cuda_graph.py;
   warm-up and capture happen before the timing). FLOPs and ``kernel_ms`` are counted on
   the eager iteration, which runs the same kernels.
 * ``peak_mem_mb``: CUDA: ``max_memory_allocated`` over one iteration; CPU: parameters and
@@ -367,7 +367,7 @@ def run_one(
             f"trainer.device={device}",
             f"trainer.precision={precision}",
             "trainer.progress=false",
-            f"trainer.cuda_graph={str(cuda_graph).lower()}",
+            f"speed.cuda_graph={str(cuda_graph).lower()}",
             *args.set,
         ]
     )
@@ -478,11 +478,11 @@ def run_one(
             # ATen operators that do work per iteration: kernel launches of an eager CUDA step
             "ops_per_iter": ops,
             "ref_ops_per_iter": ref_ops,
-            # page faults per iteration (wgangp/fast/host_memory.py: trainer.keep_freed_memory)
+            # page faults per iteration (wgangp/fast/host_memory.py: speed.keep_freed_memory)
             "minor_faults_per_iter": statistics.median(faults["ours"]),
             "ref_minor_faults_per_iter": statistics.median(faults["ref"]),
-            "keep_freed_memory": bool(cfg.trainer.keep_freed_memory),
-            # trainer.channels_last resolved (auto: wgangp/fast/layout.py); textbook: NCHW
+            "keep_freed_memory": bool(cfg.speed.keep_freed_memory),
+            # speed.channels_last resolved (auto: wgangp/fast/layout.py); textbook: NCHW
             "memory_format": "channels_last"
             if ours.memory_format == torch.channels_last
             else "contiguous",
@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra config override for our trainer, e.g. trainer.channels_last=true",
+        help="extra config override for our trainer, e.g. speed.channels_last=true",
     )
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--iters", type=int, default=None, help="iterations per timed repeat")

@@ -2,7 +2,7 @@
 """Interleaved A/B: our step under several config variants, and the textbook loop.
 
 ``scripts/bench.py`` times one setting of our trainer against the textbook loop. Asking
-whether an option pays (``trainer.channels_last``, ``gp.native_conv_grads``, ...) needs
+whether an option pays (``speed.channels_last``, ``speed.native_conv_grads``, ...) needs
 the variants side by side in one process, because a shared machine drifts by more than
 most options change: every variant gets its own trainer from the same seed, and the
 loops take turns (variant 1, variant 2, ..., textbook; repeat), so a slow spell lands on
@@ -11,7 +11,7 @@ repeat, and the speed-up over the textbook both as a ratio of medians and as the
 of the per-repeat ratios (each repeat's loops ran back to back).
 
     python scripts/bench_ab.py --config dcgan32 \\
-        --variant trainer.channels_last=false --variant trainer.channels_last=true
+        --variant speed.channels_last=false --variant speed.channels_last=true
 
 A variant is a space-separated list of overrides (``--variant ""`` is the defaults).
 """
@@ -73,7 +73,7 @@ def build_loops(
     if not trainers:
         raise SystemExit("bench_ab: no variant could be built: " + "; ".join(failed.values()))
     loops[TEXTBOOK] = bench.textbook_like(trainers[0][1]).iteration
-    for name, t in trainers:  # trainer.cuda_graph: warm up and capture before any timing
+    for name, t in trainers:  # speed.cuda_graph: warm up and capture before any timing
         if t.graphed is not None:
             try:
                 for _ in range(t.graphed.warmup + 1):

@@ -199,7 +199,7 @@ def test_one_lsgan_update_is_tf_rmsprop_on_the_halved_squares(make_trainer):
 
 def test_a_batchnorm_critic_normalises_real_and_fake_apart(make_trainer):
     """Fused into one batch, the statistics would mix real and fake: a different loss."""
-    t = make_trainer("loss=dcgan", "critic.norm=batchnorm", "trainer.fuse_real_fake=true")
+    t = make_trainer("loss=dcgan", "critic.norm=batchnorm", "speed.fuse_real_fake=true")
     assert not t.hot.fuse_real_fake
     bns = [m for m in t.critic.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert len(bns) == 3  # one per hidden layer of the MLP critic, before the activation
@@ -270,7 +270,7 @@ def test_a_change_of_baseline_on_resume_is_refused(tmp_path):
     ("overrides", "key"),
     [
         (["loss=dcgan", "gp.every=3"], "gp.every"),
-        (["loss=lsgan", "trainer.nan_check=iteration"], "trainer.nan_check"),
+        (["loss=lsgan", "speed.nan_check=iteration"], "speed.nan_check"),
         (["loss=dcgan", "critic.norm=groupnorm"], "critic.norm"),
     ],
 )

@@ -97,9 +97,9 @@ def test_bench_ab_times_variants_and_the_textbook_interleaved(tmp_path):
         "--config",
         "mlp",
         "--variant",
-        "trainer.fuse_real_fake=false critic.dim=64 generator.dim=64",
+        "speed.fuse_real_fake=false critic.dim=64 generator.dim=64",
         "--variant",
-        "trainer.fuse_real_fake=true critic.dim=64 generator.dim=64",
+        "speed.fuse_real_fake=true critic.dim=64 generator.dim=64",
         "--repeats",
         "3",
         "--iters",
@@ -114,8 +114,8 @@ def test_bench_ab_times_variants_and_the_textbook_interleaved(tmp_path):
     )
     rows = json.loads(out.read_text())
     assert [r["variant"] for r in rows] == [
-        "trainer.fuse_real_fake=false critic.dim=64 generator.dim=64",
-        "trainer.fuse_real_fake=true critic.dim=64 generator.dim=64",
+        "speed.fuse_real_fake=false critic.dim=64 generator.dim=64",
+        "speed.fuse_real_fake=true critic.dim=64 generator.dim=64",
         "textbook",
     ]
     for r in rows:
@@ -176,10 +176,10 @@ def test_bench_keeps_measuring_after_a_failed_row_and_writes_json_as_it_goes(
 
 
 def test_bench_ab_reports_a_variant_that_cannot_run_and_times_the_rest(tmp_path):
-    """A variant that fails to build (here trainer.cuda_graph on the CPU) is an error row
+    """A variant that fails to build (here speed.cuda_graph on the CPU) is an error row
     and exit code 1; the other variants and the textbook are still timed."""
     out = tmp_path / "ab.json"
-    good = "trainer.fuse_real_fake=true critic.dim=32 generator.dim=32"
+    good = "speed.fuse_real_fake=true critic.dim=32 generator.dim=32"
     proc = subprocess.run(
         [
             sys.executable,
@@ -187,7 +187,7 @@ def test_bench_ab_reports_a_variant_that_cannot_run_and_times_the_rest(tmp_path)
             "--config",
             "mlp",
             "--variant",
-            "trainer.cuda_graph=true",
+            "speed.cuda_graph=true",
             "--variant",
             good,
             "--repeats",
@@ -208,13 +208,13 @@ def test_bench_ab_reports_a_variant_that_cannot_run_and_times_the_rest(tmp_path)
     )
     assert proc.returncode == 1, proc.stderr
     rows = {r["variant"]: r for r in json.loads(out.read_text())}
-    assert set(rows) == {good, "textbook", "trainer.cuda_graph=true"}
+    assert set(rows) == {good, "textbook", "speed.cuda_graph=true"}
     assert rows[good]["ms_per_iter"] > 0 and rows["textbook"]["ms_per_iter"] > 0
-    assert rows["trainer.cuda_graph=true"]["error"] == (
-        "ConfigError: invalid value for trainer.cuda_graph: True (allowed: false on cpu); "
+    assert rows["speed.cuda_graph=true"]["error"] == (
+        "ConfigError: invalid value for speed.cuda_graph: True (allowed: false on cpu); "
         "CUDA graphs need a CUDA device (trainer.device=cuda)"
     )
-    assert "failed: trainer.cuda_graph=true: ConfigError" in proc.stdout
+    assert "failed: speed.cuda_graph=true: ConfigError" in proc.stdout
 
 
 def test_every_bench_config_runs_the_paper_constants(monkeypatch):

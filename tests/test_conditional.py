@@ -218,7 +218,7 @@ def test_acgan_scale_zero_leaves_the_class_head_untrained(cifar):
 
 
 def test_batch_fakes_generate_every_update_with_its_labels(cifar):
-    t = trainer(cifar, "trainer.batch_fakes=true")
+    t = trainer(cifar, "speed.batch_fakes=true")
     calls: list[torch.Tensor] = []
     gen = t.generator_fwd
 
@@ -340,12 +340,12 @@ def test_label_on_an_unconditional_checkpoint_is_refused(tmp_path):
 
 
 def test_the_conditional_iteration_holds_nothing_a_graph_cannot_capture(cifar):
-    """trainer.cuda_graph captures Trainer.iteration: the labels come in with the inputs
+    """speed.cuda_graph captures Trainer.iteration: the labels come in with the inputs
     (drawn by draw_inputs), and the cross-entropy, the accuracies and the balanced
     default labels make no host sync and draw no random number."""
     from wgangp.fast.cuda_graph import CaptureCheck
 
-    t = trainer(cifar, "trainer.nan_check=iteration")
+    t = trainer(cifar, "speed.nan_check=iteration")
     t.train_step()  # optimizer state and other first-call set-up: outside the check
     inputs = t.draw_inputs()
     state = t.rng.get_state()
@@ -416,10 +416,10 @@ def test_the_generator_learns_its_classes(tmp_path, no_md5):
     "overrides",
     [
         ("trainer.precision=bf16",),
-        ("trainer.fuse_real_fake=false",),
+        ("speed.fuse_real_fake=false",),
         ("trainer.ema.decay=0.9", "gp.every=2"),
-        ("gp.native_conv_grads=false", "gp.detach_relu_masks=false"),
-        ("trainer.channels_last=false",),
+        ("speed.native_conv_grads=false", "speed.detach_relu_masks=false"),
+        ("speed.channels_last=false"),
     ],
     ids=["bf16", "unfused", "ema-lazy", "plain-penalty", "nchw"],
 )
@@ -556,10 +556,10 @@ _DDP_NET = [
     "generator.dim=8",
     "generator.z_dim=8",
     # the path DDP takes (plain autograd through the wrapper, separate forwards)
-    "gp.detach_relu_masks=false",
-    "gp.native_conv_grads=false",
-    "trainer.fuse_real_fake=false",
-    "trainer.channels_last=false",
+    "speed.detach_relu_masks=false",
+    "speed.native_conv_grads=false",
+    "speed.fuse_real_fake=false",
+    "speed.channels_last=false",
     "trainer.progress=false",
 ]
 

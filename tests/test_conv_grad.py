@@ -209,7 +209,7 @@ def test_no_grad_and_inputs_without_grad_fall_through_to_conv2d():
     [
         ("none", [], TOL),
         ("layernorm", [], TOL),
-        ("none", ["trainer.channels_last=true"], TOL),
+        ("none", ["speed.channels_last=true"], TOL),
         # bf16: the two paths round differently (measured: ≤ 0.3 % of each gradient's norm)
         ("layernorm", ["trainer.precision=bf16"], 1e-2),
     ],
@@ -233,7 +233,7 @@ def test_trainer_critic_step_same_gradients_with_and_without(
             "generator.dim=8",
             "trainer.batch_size=8",
             "trainer.progress=false",
-            f"gp.native_conv_grads={native}",
+            f"speed.native_conv_grads={native}",
             *extra,
         )
         torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""trainer.cuda_graph: the iteration it captures, the config it refuses, the optimizer it
+"""speed.cuda_graph: the iteration it captures, the config it refuses, the optimizer it
 needs; and, on a GPU, the replayed training against eager training step for step."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from wgangp.core import losses
 from wgangp.errors import ConfigError
 from wgangp.fast import cuda_graph
 from wgangp.fast.cuda_graph import CaptureCheck, GraphedIteration, check_capturable
-from wgangp.train.trainer import Trainer, _adam, _NonFiniteStep
+from wgangp.train.step import NonFiniteStep as _NonFiniteStep
+from wgangp.train.trainer import Trainer, _adam
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -78,7 +79,7 @@ def step_drawing_as_it_goes(t: Trainer) -> dict[str, torch.Tensor]:
     for i in range(tc.n_critic):
         real = t.data.next_batch()
         with torch.no_grad():
-            if tc.batch_fakes:
+            if t.cfg.speed.batch_fakes:
                 if not fakes:
                     fakes = t.generator(t.noise(tc.batch_size * tc.n_critic)).chunk(tc.n_critic)
                 fake = fakes[i]
@@ -97,7 +98,7 @@ def step_drawing_as_it_goes(t: Trainer) -> dict[str, torch.Tensor]:
     "overrides",
     [
         (),
-        ("trainer.batch_fakes=true",),
+        ("speed.batch_fakes=true",),
         ("gp.every=3", "trainer.n_critic=2"),
         ("trainer.ema.decay=0.9", "trainer.n_critic=2"),
     ],
@@ -141,12 +142,12 @@ def _images(tmp_path: Path) -> list[str]:
     "images,overrides",
     [
         (False, ()),
-        (False, ("trainer.batch_fakes=true", "trainer.ema.decay=0.9")),
+        (False, ("speed.batch_fakes=true", "trainer.ema.decay=0.9")),
         (False, ("trainer.precision=bf16", "gp.one_sided=true")),
-        (True, ("trainer.channels_last=false",)),
-        (True, ("trainer.channels_last=true", "trainer.precision=bf16")),
+        (True, ("speed.channels_last=false",)),
+        (True, ("speed.channels_last=true", "trainer.precision=bf16")),
         (True, ("critic.norm=layernorm", "optim.lr_decay=linear")),
-        (True, ("gp.native_conv_grads=false", "gp.detach_relu_masks=false")),
+        (True, ("speed.native_conv_grads=false", "speed.detach_relu_masks=false")),
         (True, ("critic=resnet", "generator=resnet")),
         (True, ("loss=dcgan", "critic.norm=batchnorm")),
     ],
@@ -154,12 +155,12 @@ def _images(tmp_path: Path) -> list[str]:
          "dcgan-layernorm", "dcgan-plain-penalty", "resnet", "loss-dcgan-batchnorm"],
 )  # fmt: skip
 def test_the_iteration_holds_nothing_a_graph_cannot_capture(tmp_path, images, overrides):
-    """What trainer.cuda_graph captures (Trainer.iteration) makes no host sync, draws no
+    """What speed.cuda_graph captures (Trainer.iteration) makes no host sync, draws no
     random number, has no value-dependent shape and copies nothing between devices, for
     every model and option the graph accepts: checked operator by operator on the CPU,
     so that a GPU run is not the first to find out."""
     over = [*(_images(tmp_path) if images else ()), *overrides]
-    t = make("trainer.nan_check=iteration", "trainer.n_critic=2", *over, run_dir=str(tmp_path))
+    t = make("speed.nan_check=iteration", "trainer.n_critic=2", *over, run_dir=str(tmp_path))
     t.train_step()  # optimizer state and other first-call set-up: outside the check
     inputs = t.draw_inputs()
     with CaptureCheck(CPU) as check:
@@ -212,27 +213,33 @@ def _critic_that_syncs(t: Trainer) -> None:
 
 
 def test_check_capturable_stops_a_model_that_syncs_naming_the_operator():
-    t = make("trainer.nan_check=iteration", "trainer.n_critic=1")
+    t = make("speed.nan_check=iteration", "trainer.n_critic=1")
     _critic_that_syncs(t)
     inputs = t.draw_inputs()
     with pytest.raises(ConfigError) as e:
         check_capturable(lambda: t.iteration(inputs), CPU)
-    assert e.value.key == "trainer.cuda_graph"
+    assert e.value.key == "speed.cuda_graph"
     assert str(e.value) == (
-        "invalid value for trainer.cuda_graph: True (allowed: an iteration with no host "
+        "invalid value for speed.cuda_graph: True (allowed: an iteration with no host "
         "sync, random draw, value-dependent shape or host-device copy); the iteration runs "
         "aten._local_scalar_dense.default: a host sync (a tensor read as a Python number: "
-        ".item(), bool(), float()); set trainer.cuda_graph=false to train this model eagerly"
+        ".item(), bool(), float()); set speed.cuda_graph=false to train this model eagerly"
     )
 
 
 def test_the_last_warmup_iteration_is_checked_before_the_capture(monkeypatch):
     """GraphedIteration runs check_capturable on its last eager warm-up, so a model that
     cannot be captured stops the run with that message, before any capture."""
-    t = make("trainer.nan_check=iteration", "trainer.n_critic=1")
+    t = make("speed.nan_check=iteration", "trainer.n_critic=1")
     monkeypatch.setattr(cuda_graph, "on_side_stream", lambda fn, device: fn())
     g = object.__new__(GraphedIteration)  # the CPU cannot construct one: no CUDA device
-    g.trainer, g.warmup = t, 2
+    g.device, g.draw_inputs, g.iteration, g.checks, g.warmup = (
+        CPU,
+        t.draw_inputs,
+        t.iteration,
+        t.updates,
+        2,
+    )
     g.reset()
     _critic_that_syncs(t)
     g.step()  # the first warm-up iteration runs unchecked
@@ -243,19 +250,19 @@ def test_the_last_warmup_iteration_is_checked_before_the_capture(monkeypatch):
 
 # ----------------------------------------------------------------- config
 def _cuda_graph_error(*overrides: str, device: str = "cuda") -> str:
-    cfg = compose_cfg(*TINY, "trainer.cuda_graph=true", *overrides)
+    cfg = compose_cfg(*TINY, "speed.cuda_graph=true", *overrides)
     with pytest.raises(ConfigError) as e:
         validate_cuda_graph(cfg, torch.device(device))
-    assert e.value.key == "trainer.cuda_graph"
+    assert e.value.key == "speed.cuda_graph"
     return str(e.value)
 
 
 def test_cuda_graph_on_the_cpu_is_refused_before_any_work():
-    cfg = compose_cfg(*TINY, "trainer.cuda_graph=true")
+    cfg = compose_cfg(*TINY, "speed.cuda_graph=true")
     with pytest.raises(ConfigError) as e:
         validate(cfg)
     assert str(e.value) == (
-        "invalid value for trainer.cuda_graph: True (allowed: false on cpu); "
+        "invalid value for speed.cuda_graph: True (allowed: false on cpu); "
         "CUDA graphs need a CUDA device (trainer.device=cuda)"
     )
 
@@ -265,27 +272,27 @@ def test_cuda_graph_on_the_cpu_is_refused_before_any_work():
     [
         (
             "trainer.precision=fp16",
-            "invalid value for trainer.cuda_graph: True (allowed: false together with "
+            "invalid value for speed.cuda_graph: True (allowed: false together with "
             "trainer.precision=fp16); GradScaler adjusts its scale on the host; use "
-            "trainer.precision=bf16 or trainer.cuda_graph=false",
+            "trainer.precision=bf16 or speed.cuda_graph=false",
         ),
         (
-            "trainer.compile=true",
-            "invalid value for trainer.cuda_graph: True (allowed: false together with "
-            "trainer.compile=true); choose one: trainer.compile=false or "
-            "trainer.cuda_graph=false",
+            "speed.compile=true",
+            "invalid value for speed.cuda_graph: True (allowed: false together with "
+            "speed.compile=true); choose one: speed.compile=false or "
+            "speed.cuda_graph=false",
         ),
         (
             "gp.every=4",
-            "invalid value for trainer.cuda_graph: True (allowed: false together with "
+            "invalid value for speed.cuda_graph: True (allowed: false together with "
             "gp.every=4); the lazy penalty changes the iteration from one step to the next; "
-            "use gp.every=1 or trainer.cuda_graph=false",
+            "use gp.every=1 or speed.cuda_graph=false",
         ),
         (
-            "trainer.nan_check=step",
-            "invalid value for trainer.cuda_graph: True (allowed: false together with "
-            "trainer.nan_check=step); a host check after every update cannot run inside a "
-            "graph; use trainer.nan_check=iteration (or auto) or trainer.cuda_graph=false",
+            "speed.nan_check=step",
+            "invalid value for speed.cuda_graph: True (allowed: false together with "
+            "speed.nan_check=step); a host check after every update cannot run inside a "
+            "graph; use speed.nan_check=iteration (or auto) or speed.cuda_graph=false",
         ),
     ],
 )
@@ -301,7 +308,7 @@ def test_cuda_graph_under_torchrun_is_refused(monkeypatch):
 def test_cuda_graph_accepts_what_it_can_capture():
     capturable = ("trainer.precision=bf16", "trainer.ema.decay=0.999", "optim.lr_decay=linear")
     for extra in ((), capturable):
-        cfg = compose_cfg(*TINY, "trainer.cuda_graph=true", *extra)
+        cfg = compose_cfg(*TINY, "speed.cuda_graph=true", *extra)
         validate_cuda_graph(cfg, torch.device("cuda"))  # no error
 
 
@@ -335,13 +342,13 @@ def test_capturable_adam_with_a_tensor_lr_steps_like_the_plain_one():
 
 
 def test_a_checkpoint_with_a_tensor_lr_resumes_eagerly(tmp_path):
-    """A checkpoint written under trainer.cuda_graph (tensor lr, capturable Adam)
+    """A checkpoint written under speed.cuda_graph (tensor lr, capturable Adam)
     resumes without a graph: float lr, not capturable, bitwise the same next step."""
     a = make("trainer.n_critic=1")
     a.train_step()
     a.step += 1
     for opt, node in ((a.opt_c, a.cfg.optim.critic), (a.opt_g, a.cfg.optim.generator)):
-        for group in opt.param_groups:  # as trainer.cuda_graph holds them
+        for group in opt.param_groups:  # as speed.cuda_graph holds them
             group.update(capturable=True, lr=torch.tensor(float(node.lr)))
     ckpt = snapshot(a)
     b = make("trainer.n_critic=1")
@@ -380,8 +387,8 @@ def _train(t: Trainer, steps: int) -> list[dict[str, torch.Tensor]]:
 
 
 def _graph_and_eager(*overrides: str, steps: int = 7) -> tuple[Trainer, Trainer, list, list]:
-    eager = make_cuda("trainer.cuda_graph=false", *overrides)
-    graphed = make_cuda("trainer.cuda_graph=true", *overrides)
+    eager = make_cuda("speed.cuda_graph=false", *overrides)
+    graphed = make_cuda("speed.cuda_graph=true", *overrides)
     se, sg = _train(eager, steps), _train(graphed, steps)
     return eager, graphed, se, sg
 
@@ -399,7 +406,7 @@ def _assert_close(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
     "overrides",
     [
         ("trainer.n_critic=2",),
-        ("trainer.n_critic=2", "trainer.batch_fakes=true", "optim.lr_decay=linear"),
+        ("trainer.n_critic=2", "speed.batch_fakes=true", "optim.lr_decay=linear"),
         ("trainer.n_critic=2", "trainer.precision=bf16", "trainer.ema.decay=0.9"),
     ],
     ids=["fp32", "batch_fakes+decay", "bf16+ema"],
@@ -420,7 +427,7 @@ def test_cuda_graph_trains_like_eager(overrides):
 @pytest.mark.cuda
 @needs_cuda
 def test_cuda_graph_replays_update_the_weights_each_time():
-    t = make_cuda("trainer.cuda_graph=true", "trainer.n_critic=1")
+    t = make_cuda("speed.cuda_graph=true", "trainer.n_critic=1")
     _train(t, 4)  # warm-up and capture
     before = [p.detach().clone() for p in t.critic.parameters()]
     _train(t, 1)
@@ -445,7 +452,7 @@ def test_cuda_graph_images_and_resume(tmp_path: Path):
     eager, graphed, se, sg = _graph_and_eager(*over, steps=6)
     _assert_close(tensors_of(eager), tensors_of(graphed))
     ckpt = snapshot(graphed)
-    resumed = make_cuda("trainer.cuda_graph=true", *over)
+    resumed = make_cuda("speed.cuda_graph=true", *over)
     resumed.load_state_dict(ckpt)
     _train(resumed, 5)
     _train(graphed, 5)
@@ -456,7 +463,7 @@ def test_cuda_graph_images_and_resume(tmp_path: Path):
 @pytest.mark.cuda
 @needs_cuda
 def test_cuda_graph_nonfinite_update_never_reaches_the_weights():
-    t = make_cuda("trainer.cuda_graph=true", "trainer.n_critic=2")
+    t = make_cuda("speed.cuda_graph=true", "trainer.n_critic=2")
     _train(t, 5)  # replaying from here
     snap = [x.clone() for x in params_and_moments(t)]
     real_next = t.data.next_batch

@@ -41,8 +41,8 @@ NET = [
     "generator.dim=32",
     "generator.z_dim=4",
     "gp.lambda=10",
-    "gp.detach_relu_masks=false",
-    "trainer.fuse_real_fake=false",
+    "speed.detach_relu_masks=false",
+    "speed.fuse_real_fake=false",
 ]
 
 
@@ -318,7 +318,7 @@ def test_torchrun_channels_last_images_keep_ddp_buckets_in_their_layout(tmp_path
             "trainer.steps=2",
             "trainer.sample_every=0",
             "trainer.ckpt_every=0",
-            "trainer.channels_last=true",
+            "speed.channels_last=true",
             "diagnostics.every=1",
             cwd=tmp_path,
         )

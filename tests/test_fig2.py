@@ -602,7 +602,7 @@ def test_strided_pointwise_conv_is_a_stride_2_conv() -> None:
 
 def test_resnet101_penalty_in_channels_last() -> None:
     """The penalty's double backward through the tiny critic in channels-last memory
-    (trainer.channels_last): PyTorch's CPU backward of a strided 1×1 conv with 4–16
+    (speed.channels_last): PyTorch's CPU backward of a strided 1×1 conv with 4–16
     channels at 64×64 corrupts the heap there, which StridedPointwiseConv avoids."""
     torch.manual_seed(0)
     critic, _ = _nets("fig2_resnet101", *TINY)

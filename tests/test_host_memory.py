@@ -1,4 +1,4 @@
-"""trainer.keep_freed_memory: freed host blocks are reused without page faults (glibc).
+"""speed.keep_freed_memory: freed host blocks are reused without page faults (glibc).
 
 Each case runs in its own interpreter, because the malloc settings are process-wide and
 cannot be undone. The measure is the one the setting exists for: a 64 MiB tensor made,
@@ -68,7 +68,7 @@ from wgangp.train.trainer import Trainer
 register_configs(); register_resolvers()
 with initialize_config_dir(str(config_dir()), version_base="1.3"):
     cfg = compose("config", overrides=["trainer.device=cpu", "critic.dim=8",
-        "generator.dim=8", "trainer.keep_freed_memory={on}"])
+        "generator.dim=8", "speed.keep_freed_memory={on}"])
 Trainer(cfg, tempfile.mkdtemp(), torch.device("cpu"))
 """
 

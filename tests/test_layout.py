@@ -1,4 +1,4 @@
-"""trainer.channels_last = auto | true | false, and optimizer state across layouts."""
+"""speed.channels_last = auto | true | false, and optimizer state across layouts."""
 
 from __future__ import annotations
 
@@ -79,13 +79,13 @@ def test_explicit_settings_win_over_the_machine(isa, setting, expected):
 
 def test_a_bad_setting_is_refused_before_any_work():
     with pytest.raises(ConfigError) as e:
-        validate(compose_cfg("trainer.channels_last=sometimes"))
+        validate(compose_cfg("speed.channels_last=sometimes"))
     assert str(e.value) == (
-        "invalid value for trainer.channels_last: 'sometimes' (allowed: auto | true | false); "
+        "invalid value for speed.channels_last: 'sometimes' (allowed: auto | true | false); "
         "auto picks NHWC where the CPU's convolution kernels are faster with it"
     )
     for ok in ("auto", "true", "false", "True"):
-        validate(compose_cfg(f"trainer.channels_last={ok}"))
+        validate(compose_cfg(f"speed.channels_last={ok}"))
 
 
 def test_the_removed_subpixel_switch_is_an_unknown_key():
@@ -140,7 +140,7 @@ def _image_trainer(root: Path, data: Path, channels_last: str) -> Trainer:
         "trainer.device=cpu",
         *tiny_rgb(data),
         "trainer.n_critic=2",
-        f"trainer.channels_last={channels_last}",
+        f"speed.channels_last={channels_last}",
     )
     torch.manual_seed(0)
     return Trainer(cfg, root, CPU)

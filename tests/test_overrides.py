@@ -33,9 +33,9 @@ GROUPS = config_groups(config_dir())
             "invalid value for trainer.steps: 1.5 (allowed: an integer); e.g. trainer.steps=2000",
         ),
         (
-            ["trainer.fuse_real_fake=maybe"],
-            "invalid value for trainer.fuse_real_fake: 'maybe' (allowed: true or false); "
-            "e.g. trainer.fuse_real_fake=true",
+            ["speed.fuse_real_fake=maybe"],
+            "invalid value for speed.fuse_real_fake: 'maybe' (allowed: true or false); "
+            "e.g. speed.fuse_real_fake=true",
         ),
         (
             ["trainer.ema.decay=abc"],

@@ -14,7 +14,8 @@ from wgangp.core import losses
 from wgangp.core.step import critic_scores
 from wgangp.errors import ConfigError
 from wgangp.fast.masks import with_detached_relu_masks
-from wgangp.train.trainer import Trainer, _NonFiniteStep
+from wgangp.train.step import NonFiniteStep as _NonFiniteStep
+from wgangp.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 
@@ -44,8 +45,8 @@ def assert_close_lists(a, b, atol=1e-5, rtol=1e-5):
 # ----------------------------------------------------------------- fused real+fake
 @pytest.mark.parametrize("norm", ["none", "layernorm"])
 def test_fused_real_fake_forward_gives_the_same_gradients(norm):
-    a = make("trainer.fuse_real_fake=true", f"critic.norm={norm}")
-    b = make("trainer.fuse_real_fake=false", f"critic.norm={norm}")
+    a = make("speed.fuse_real_fake=true", f"critic.norm={norm}")
+    b = make("speed.fuse_real_fake=false", f"critic.norm={norm}")
     real, fake = batches(a)
     b.rng.set_state(a.rng.get_state())
     assert_close_lists(critic_grads(a, real, fake), critic_grads(b, real, fake))
@@ -247,8 +248,8 @@ def test_resnet_double_backward_skips_the_forward_graph():
 
 
 def test_trainer_detached_masks_same_gradients_as_plain():
-    a = make("gp.detach_relu_masks=true")
-    b = make("gp.detach_relu_masks=false")
+    a = make("speed.detach_relu_masks=true")
+    b = make("speed.detach_relu_masks=false")
     real, fake = batches(a)
     b.rng.set_state(a.rng.get_state())
     assert_close_lists(critic_grads(a, real, fake), critic_grads(b, real, fake), atol=1e-6)
@@ -256,7 +257,7 @@ def test_trainer_detached_masks_same_gradients_as_plain():
 
 # ----------------------------------------------------------------- batched fakes
 def test_batched_fakes_equal_per_step_generator_forwards():
-    t = make("trainer.batch_fakes=true", "trainer.n_critic=3")
+    t = make("speed.batch_fakes=true", "trainer.n_critic=3")
     z = t.noise(3 * 64)
     with torch.no_grad():
         together = t.generator(z).chunk(3)
@@ -357,7 +358,7 @@ def test_memory_is_flat_over_many_steps():
 
 # ----------------------------------------------------------------- compile
 def test_compile_keeps_the_penalty_on_the_eager_critic():
-    t = make("trainer.compile=true")
+    t = make("speed.compile=true")
     assert t.critic_fwd is not t.critic and t.generator_fwd is not t.generator
     # the penalty's double backward never goes through the compiled module
     assert not isinstance(t.penalty_critic, torch._dynamo.eval_frame.OptimizedModule)
@@ -369,8 +370,8 @@ def test_compile_keeps_the_penalty_on_the_eager_critic():
 @pytest.mark.slow
 def test_compiled_path_keeps_the_penalty_and_matches_eager():
     pytest.importorskip("torch._inductor")
-    a = make("trainer.compile=true", "trainer.n_critic=1")
-    b = make("trainer.compile=false", "trainer.n_critic=1")
+    a = make("speed.compile=true", "trainer.n_critic=1")
+    b = make("speed.compile=false", "trainer.n_critic=1")
     real, fake = batches(a)
     b.rng.set_state(a.rng.get_state())
     assert_close_lists(critic_grads(a, real, fake), critic_grads(b, real, fake))
@@ -390,7 +391,7 @@ def test_compiled_path_keeps_the_penalty_and_matches_eager():
 # ----------------------------------------------------------------- sync-free NaN check
 @pytest.mark.parametrize("mode", ["step", "iteration"])
 def test_nonfinite_loss_never_reaches_the_weights(mode, monkeypatch):
-    t = make(f"trainer.nan_check={mode}", "trainer.n_critic=3")
+    t = make(f"speed.nan_check={mode}", "trainer.n_critic=3")
     assert t.deferred_nan_check == (mode == "iteration")
     calls = {"n": 0}
     orig = t.critic_step
@@ -419,7 +420,7 @@ def test_nonfinite_loss_never_reaches_the_weights(mode, monkeypatch):
 # ----------------------------------------------------------------- config
 @pytest.mark.parametrize(
     "override,key",
-    [("gp.every=0", "gp.every"), ("trainer.nan_check=sometimes", "trainer.nan_check")],
+    [("gp.every=0", "gp.every"), ("speed.nan_check=sometimes", "speed.nan_check")],
 )
 def test_speed_config_errors_name_the_key(override, key):
     with pytest.raises(ConfigError) as e:
@@ -455,8 +456,8 @@ def test_cuda_fused_and_detached_paths_match_plain():
     a = make("trainer.device=cuda", device=dev)
     b = make(
         "trainer.device=cuda",
-        "trainer.fuse_real_fake=false",
-        "gp.detach_relu_masks=false",
+        "speed.fuse_real_fake=false",
+        "speed.detach_relu_masks=false",
         device=dev,
     )
     real, fake = batches(a)

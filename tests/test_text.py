@@ -338,10 +338,10 @@ def test_text_run_resumes_bitwise(tmp_path):
     "options",
     [
         ["trainer.precision=bf16"],
-        ["trainer.batch_fakes=true", "trainer.fuse_real_fake=false"],
+        ["speed.batch_fakes=true", "speed.fuse_real_fake=false"],
         ["trainer.ema.decay=0.9", "gp.every=2"],
-        ["gp.native_conv_grads=false", "gp.detach_relu_masks=false"],
-        ["trainer.nan_check=iteration", "trainer.gen_batch_size=12"],
+        ["speed.native_conv_grads=false", "speed.detach_relu_masks=false"],
+        ["speed.nan_check=iteration", "trainer.gen_batch_size=12"],
     ],
 )
 def test_the_text_step_under_the_trainer_options(tmp_path, options):
@@ -380,7 +380,9 @@ def test_detached_masks_give_the_plain_penalty_gradients(tmp_path):
     write_shards(tmp_path, [40])
     grads = []
     for detach in ("true", "false"):
-        tr = Trainer(tiny_run(tmp_path, f"gp.detach_relu_masks={detach}"), tmp_path / detach, CPU)
+        tr = Trainer(
+            tiny_run(tmp_path, f"speed.detach_relu_masks={detach}"), tmp_path / detach, CPU
+        )
         torch.manual_seed(0)
         real = tr.data.next_batch()
         fake = tr.generator(torch.randn(8, 8)).detach()
@@ -511,12 +513,12 @@ def test_cli_prints_one_line_for_a_missing_data_set(tmp_path):
 
 
 def test_text_iteration_can_be_captured_in_a_cuda_graph(tmp_path):
-    """trainer.cuda_graph's rule (no host sync, no random draw inside the iteration)
+    """speed.cuda_graph's rule (no host sync, no random draw inside the iteration)
     holds for the text step: the one-hot batches come in with the inputs."""
     from wgangp.fast.cuda_graph import CaptureCheck
 
     write_shards(tmp_path, [40])
-    t = Trainer(tiny_run(tmp_path, "trainer.nan_check=iteration"), tmp_path / "run", CPU)
+    t = Trainer(tiny_run(tmp_path, "speed.nan_check=iteration"), tmp_path / "run", CPU)
     t.train_step()  # optimizer state and other first-call set-up: outside the check
     inputs = t.draw_inputs()
     state = t.rng.get_state()
@@ -574,7 +576,7 @@ def test_text_on_cuda_batches_and_a_graphed_run_match(tmp_path):
         assert torch.equal(cpu.next_batch(), gpu.next_batch().cpu())
     runs = []
     for graph in ("false", "true"):
-        cfg = tiny_run(tmp_path, "trainer.device=cuda", f"trainer.cuda_graph={graph}")
+        cfg = tiny_run(tmp_path, "trainer.device=cuda", f"speed.cuda_graph={graph}")
         t = Trainer(cfg, tmp_path / f"run_{graph}", validate(cfg))
         for _ in range(6):
             t.train_step()

@@ -131,7 +131,7 @@ def test_checkpoints_from_before_the_loss_group_resume_and_a_change_is_refused(t
         (["loss=wgan", "loss.clip=0"], "loss.clip"),
         (["optim.name=sgd"], "optim.name"),
         (["loss=wgan", "gp.every=2"], "gp.every"),
-        (["loss=wgan", "trainer.nan_check=iteration"], "trainer.nan_check"),
+        (["loss=wgan", "speed.nan_check=iteration"], "speed.nan_check"),
     ],
 )
 def test_errors_before_any_work(overrides, key):
@@ -141,10 +141,10 @@ def test_errors_before_any_work(overrides, key):
 
 
 def test_a_cuda_graph_needs_adam():
-    cfg = compose_cfg(*TINY, "loss=wgan", "trainer.cuda_graph=true")
+    cfg = compose_cfg(*TINY, "loss=wgan", "speed.cuda_graph=true")
     with pytest.raises(ConfigError, match="optim.name=rmsprop") as e:
         validate_cuda_graph(cfg, torch.device("cuda"))
-    assert e.value.key == "trainer.cuda_graph"
+    assert e.value.key == "speed.cuda_graph"
 
 
 def test_weight_clipping_with_adam_and_the_penalty_with_rmsprop_also_run(make_trainer):

@@ -29,6 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from wgangp.config.legacy import upgrade_config, upgrade_overrides
 from wgangp.config.overrides import check_value_overrides
 from wgangp.config.schema import Config, register_configs, schema_keys
 from wgangp.config.validate import validate
@@ -205,14 +206,16 @@ def resume_config(
     Refuses changes to the networks or the data shape, listing the differing keys.
     """
     merged: dict[str, str] = {}
-    for o in with_recipe(list(ckpt.get("overrides", [])), None) + overrides:
+    saved = upgrade_overrides(list(ckpt.get("overrides", [])))  # speed keys, renamed
+    for o in with_recipe(saved, None) + overrides:
         if _override_key(o) != "resume":
             merged[_override_key(o)] = o
     effective = list(merged.values())
     cfg = hydra.compose(config_name="config", overrides=effective)
-    changes = config_changes(ckpt["config"], OmegaConf.to_container(cfg, resolve=True))
+    saved_cfg = upgrade_config(ckpt["config"])
+    changes = config_changes(saved_cfg, OmegaConf.to_container(cfg, resolve=True))
     changes.pop("resume", None)
-    for key in keys_added_at_default(ckpt["config"], changes):
+    for key in keys_added_at_default(saved_cfg, changes):
         del changes[key]  # e.g. generator.input_norm, new since the checkpoint was written
     bad = {k: v for k, v in changes.items() if k.startswith(INCOMPATIBLE)}
     if bad:

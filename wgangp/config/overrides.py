@@ -18,6 +18,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import AnyNode, BooleanNode, EnumNode, FloatNode, IntegerNode, StringNode
 
+from wgangp.config.legacy import moved_key_message
 from wgangp.config.schema import Config, schema_keys
 from wgangp.errors import ConfigError
 
@@ -86,6 +87,9 @@ def check_value_overrides(args: list[str], groups: set[str]) -> str | None:
         if not key or key in groups or "/" in key or key.split(".")[0] == "hydra":
             continue
         if key not in known_set:
+            moved = moved_key_message(arg)
+            if moved:
+                return moved
             if key in sections or any(key.startswith(k + ".") for k in known_set):
                 continue  # a whole section, or inside a free-form node (dataset.modes)
             close = difflib.get_close_matches(key, known, n=1)

@@ -7,8 +7,8 @@ OmegaConf before any work starts. Semantic checks that a type cannot express
 
 Groups mirror the code: ``dataset`` → :mod:`wgangp.data`, ``critic``/``generator`` →
 :mod:`wgangp.models`, ``optim``, ``gp`` → :mod:`wgangp.core.losses`, ``trainer`` →
-:mod:`wgangp.train.trainer`, ``eval`` → :mod:`wgangp.metrics.evaluator`, ``diagnostics`` →
-:mod:`wgangp.metrics.diagnostics`.
+:mod:`wgangp.train.trainer`, ``speed`` → :mod:`wgangp.fast`, ``eval`` →
+:mod:`wgangp.metrics.evaluator`, ``diagnostics`` → :mod:`wgangp.metrics.diagnostics`.
 """
 
 from __future__ import annotations
@@ -145,12 +145,6 @@ class GPConfig:
     # lazy penalty (StyleGAN2-style): the penalty on every k-th critic update only,
     # with λ scaled by k so its expected weight is unchanged. 1 = every update (paper).
     every: int = 1
-    # ReLU/LeakyReLU masks detached in the penalty's forward: identical gradients,
-    # ~half the double backward's FLOPs (wgangp/core/step.py explains why)
-    detach_relu_masks: bool = True
-    # 2-D convolutions in the penalty's forward get a double backward that uses the
-    # backend's weight-gradient kernel (wgangp/fast/conv_grad.py): equal to float rounding
-    native_conv_grads: bool = True
 
 
 def _rename_field(cls: type, old: str, new: str) -> None:
@@ -193,7 +187,22 @@ class TrainerConfig:
     progress: bool = True
     nan_policy: str = "stop"  # stop | skip
     max_nan_skips: int = 10
-    # --- speed (wgangp/core/step.py; scripts/bench.py measures each) ---
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    # torchrun: BatchNorm layers of the generator → SyncBatchNorm (CUDA only)
+    sync_bn: bool = False
+
+
+@dataclass
+class SpeedConfig:
+    """How fast the step runs, never what it computes (``speed=default | off``).
+
+    Every switch keeps the method's numbers to float rounding (``batch_fakes`` changes
+    the order the fakes' latents are drawn in); ``speed=off`` is the textbook path:
+    separate critic forwards of real, fake and interpolates, autograd's own double
+    backward, NCHW, eager kernels, a non-finite check after every update and no
+    process-wide memory tuning. scripts/bench.py measures each switch.
+    """
+
     # D(real) and D(fake) from one critic forward (changes float rounding only)
     # (a critic with batch norm, loss=wgan|dcgan|lsgan, always scores them apart: each
     # batch is normalised by its own statistics, as the official code)
@@ -209,8 +218,8 @@ class TrainerConfig:
     compile: bool = False
     cudnn_benchmark: bool = True  # CUDA only
     # CUDA: capture one whole generator iteration as a CUDA graph after a short eager
-    # warm-up and replay it (wgangp/fast/cuda_graph.py): the eager step's kernels on the same
-    # inputs, launched at once; not yet run on a GPU
+    # warm-up and replay it (wgangp/fast/cuda_graph.py): the eager step's kernels on the
+    # same inputs, launched at once; opt-in (see docs/speed.md)
     cuda_graph: bool = False
     # glibc: keep freed host memory mapped instead of unmapping it, so each step does not
     # page-fault its activations back in (wgangp/fast/host_memory.py); process-wide
@@ -220,9 +229,12 @@ class TrainerConfig:
     # skipped on the device (fused Adam's found_inf), one host check per generator
     # iteration; auto = step on CPU, iteration on CUDA
     nan_check: str = "auto"
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    # torchrun: BatchNorm layers of the generator → SyncBatchNorm (CUDA only)
-    sync_bn: bool = False
+    # ReLU/LeakyReLU masks detached in the penalty's forward: identical gradients,
+    # ~half the double backward's FLOPs (wgangp/core/step.py explains why)
+    detach_relu_masks: bool = True
+    # 2-D convolutions in the penalty's forward get a double backward that uses the
+    # backend's weight-gradient kernel (wgangp/fast/conv_grad.py): equal to float rounding
+    native_conv_grads: bool = True
 
 
 @dataclass
@@ -297,6 +309,7 @@ class Config:
     gp: GPConfig = field(default_factory=GPConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)

@@ -17,6 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from wgangp.config.legacy import MOVED_KEYS
 from wgangp.data.pixels import SIGNED, UNIT, pixel_range
 from wgangp.errors import ConfigError
 from wgangp.fast import layout
@@ -233,9 +234,9 @@ def validate_loss(cfg: Any) -> None:
             f"1 with loss.name={loss.name}",
             "this objective takes no gradient penalty, so there is none to take lazily",
         )
-    if optim.name != "adam" and cfg.trainer.nan_check == "iteration":
+    if optim.name != "adam" and cfg.speed.nan_check == "iteration":
         raise ConfigError(
-            "trainer.nan_check",
+            "speed.nan_check",
             "iteration",
             f"step (or auto) with optim.name={optim.name}",
             "the deferred check skips a bad update on the device through fused Adam",
@@ -292,6 +293,15 @@ def check_known_keys(cfg: Any) -> None:
     for key in _leaf_keys(cfg):
         if key in known or any(key.startswith(k + ".") for k in known):
             continue  # a known key, or inside a free-form one (dataset.modes)
+        if key in MOVED_KEYS:  # +trainer.fuse_real_fake=...: say where it went
+            value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+            shown = str(value).lower() if isinstance(value, bool) else value
+            raise ConfigError(
+                key,
+                value,
+                "a key of the schema",
+                f"{key} is now {MOVED_KEYS[key]}: write {MOVED_KEYS[key]}={shown}",
+            )
         close = difflib.get_close_matches(key, sorted(known), n=1)
         raise ConfigError(
             key,
@@ -391,12 +401,13 @@ def validate(cfg: Any) -> torch.device:
         raise ConfigError("trainer.precision", t.precision, " | ".join(PRECISIONS))
     if t.nan_policy not in NAN_POLICIES:
         raise ConfigError("trainer.nan_policy", t.nan_policy, " | ".join(NAN_POLICIES))
-    if t.nan_check not in NAN_CHECKS:
-        raise ConfigError("trainer.nan_check", t.nan_check, " | ".join(NAN_CHECKS))
-    if layout.normalize_setting(t.channels_last) not in layout.SETTINGS:
+    speed = cfg.speed
+    if speed.nan_check not in NAN_CHECKS:
+        raise ConfigError("speed.nan_check", speed.nan_check, " | ".join(NAN_CHECKS))
+    if layout.normalize_setting(speed.channels_last) not in layout.SETTINGS:
         raise ConfigError(
-            "trainer.channels_last",
-            t.channels_last,
+            "speed.channels_last",
+            speed.channels_last,
             " | ".join(layout.SETTINGS),
             "auto picks NHWC where the CPU's convolution kernels are faster with it",
         )
@@ -420,19 +431,19 @@ def validate(cfg: Any) -> torch.device:
         raise ConfigError(
             "trainer.precision", t.precision, "fp32 | bf16 on CPU", "fp16 needs a CUDA device"
         )
-    if t.cuda_graph:
+    if speed.cuda_graph:
         validate_cuda_graph(cfg, device)
     return device
 
 
 def validate_cuda_graph(cfg: Any, device: torch.device) -> None:
-    """trainer.cuda_graph=true: refuse what a captured iteration cannot hold
+    """speed.cuda_graph=true: refuse what a captured iteration cannot hold
     (wgangp/fast/cuda_graph.py), naming the setting that conflicts and the way out."""
-    t = cfg.trainer
-    off = "or trainer.cuda_graph=false"
+    t, speed = cfg.trainer, cfg.speed
+    off = "or speed.cuda_graph=false"
     if device.type != "cuda":
         raise ConfigError(
-            "trainer.cuda_graph",
+            "speed.cuda_graph",
             True,
             f"false on {device.type}",
             "CUDA graphs need a CUDA device (trainer.device=cuda)",
@@ -444,9 +455,9 @@ def validate_cuda_graph(cfg: Any, device: torch.device) -> None:
             f"GradScaler adjusts its scale on the host; use trainer.precision=bf16 {off}",
         ),
         (
-            bool(t.compile),
-            "trainer.compile=true",
-            f"choose one: trainer.compile=false {off}",
+            bool(speed.compile),
+            "speed.compile=true",
+            f"choose one: speed.compile=false {off}",
         ),
         (
             cfg.gp.every != 1,
@@ -460,10 +471,10 @@ def validate_cuda_graph(cfg: Any, device: torch.device) -> None:
             f"a captured iteration steps Adam (capturable); use optim.name=adam {off}",
         ),
         (
-            t.nan_check == "step",
-            "trainer.nan_check=step",
+            speed.nan_check == "step",
+            "speed.nan_check=step",
             f"a host check after every update cannot run inside a graph; "
-            f"use trainer.nan_check=iteration (or auto) {off}",
+            f"use speed.nan_check=iteration (or auto) {off}",
         ),
         (
             distributed.env_info().enabled,
@@ -473,4 +484,4 @@ def validate_cuda_graph(cfg: Any, device: torch.device) -> None:
     ]
     for bad, setting, fix in conflicts:
         if bad:
-            raise ConfigError("trainer.cuda_graph", True, f"false together with {setting}", fix)
+            raise ConfigError("speed.cuda_graph", True, f"false together with {setting}", fix)

@@ -70,6 +70,8 @@ def penalty_from_norm(norm: Tensor, target: float = 1.0, one_sided: bool = False
 class _NormPenalty(torch.autograd.Function):
     r"""(P, n) = (E[(n_i − t)²], n) with n_i = ‖g_i‖₂ (``one_sided``: (n_i − t)⁺), and the
     backward written out: ∂P/∂g_i = (2/N)·d_i·g_i/n_i with d_i the deviation, 0 at g_i = 0.
+    The norm is taken of g_i/m_i with m_i a power of two at max|g_i| (exact scaling), so
+    tiny or huge gradients neither underflow nor overflow in its squares.
 
     Why: autograd's backward of the composed ops (square, sum, clamp, sqrt, subtract,
     square, mean) is ~18 small kernels per critic update and this one is 5. The
@@ -83,11 +85,18 @@ class _NormPenalty(torch.autograd.Function):
     def forward(ctx, grad: Tensor, target: float, one_sided: bool) -> tuple[Tensor, Tensor]:  # noqa: ANN001
         # fp32 at least (bf16/fp16 gradients under autocast), fp64 kept
         wide = torch.float64 if grad.dtype == torch.float64 else torch.float32
-        norm = torch.linalg.vector_norm(grad.flatten(1), dim=1, dtype=wide)
+        flat = grad.flatten(1)
+        scale = _power_of_two_scale(flat, wide)
+        # ‖g‖ = m·‖g/m‖ with m a power of two at max|g|: dividing by m rounds nothing
+        # (the same norm bit for bit), and entries ≲ 1e-23 no longer square to 0 in
+        # fp32 (a zero norm with g ≠ 0, whose backward divided by the clamp)
+        unit_norm = torch.linalg.vector_norm(flat / scale, dim=1, dtype=wide)
+        scale = scale.squeeze(1)
+        norm = unit_norm * scale
         dev = norm - target
         if one_sided:
             dev = dev.clamp_min(0.0)
-        ctx.save_for_backward(grad, norm, dev)
+        ctx.save_for_backward(grad, unit_norm, scale, dev)
         ctx.mark_non_differentiable(norm)
         ctx.set_materialize_grads(False)  # no zeros made for the norms' (absent) gradient
         return dev.pow(2).mean(), norm
@@ -97,11 +106,21 @@ class _NormPenalty(torch.autograd.Function):
     def backward(ctx, d_penalty: Tensor | None, _d_norm: None) -> tuple[Tensor | None, None, None]:  # noqa: ANN001
         if d_penalty is None:
             return None, None, None
-        grad, norm, dev = ctx.saved_tensors
-        # d_i/n_i: at n_i = 0 the clamp keeps it finite and g_i = 0 makes the product 0
-        coef = dev * (d_penalty * (2.0 / dev.numel())) / norm.clamp_min(_TINY)
+        grad, unit_norm, scale, dev = ctx.saved_tensors
+        # d_i/n_i = d_i/‖g_i/m_i‖/m_i, the same float as d_i/n_i (m_i is a power of two).
+        # ‖g_i/m_i‖ ≥ 1/2 unless g_i = 0, where the floor keeps the quotient finite and
+        # g_i = 0 makes the product 0
+        coef = dev * (d_penalty * (2.0 / dev.numel())) / unit_norm.clamp_min(0.5) / scale
         coef = coef.view(-1, *(1,) * (grad.dim() - 1))
         return (grad.to(coef.dtype) * coef).to(grad.dtype), None, None
+
+
+def _power_of_two_scale(flat: Tensor, dtype: torch.dtype) -> Tensor:
+    """m_i = 2^e_i with max_j |g_ij| = f·2^e_i, f ∈ [½, 1) (1 where g_i = 0), shape (N, 1)."""
+    peak = torch.linalg.vector_norm(flat, ord=float("inf"), dim=1, keepdim=True, dtype=dtype)
+    fraction, _ = torch.frexp(peak)
+    # peak / f is exactly 2^e (a quotient of floats that is representable)
+    return torch.where(peak > 0, peak / fraction, torch.ones_like(peak))
 
 
 def penalty_from_grad(
@@ -179,8 +198,8 @@ def gradient_penalty(
 
 
 def wasserstein_estimate(d_real: Tensor, d_fake: Tensor) -> Tensor:
-    """E[D(x)] − E[D(x̃)]: the critic's estimate of W(P_r, P_g)."""
-    return d_real.float().mean() - d_fake.float().mean()
+    """E[D(x)] − E[D(x̃)]: the critic's estimate of W(P_r, P_g), in fp32 at least."""
+    return at_least_fp32(d_real).mean() - at_least_fp32(d_fake).mean()
 
 
 def critic_loss(
@@ -202,8 +221,8 @@ def critic_loss(
 
 
 def generator_loss(d_fake: Tensor) -> Tensor:
-    """L_G = −E[D(G(z))]."""
-    return -d_fake.float().mean()
+    """L_G = −E[D(G(z))], in fp32 at least."""
+    return -at_least_fp32(d_fake).mean()
 
 
 # ---------------------------------------------------------------- the baselines
@@ -214,35 +233,36 @@ def generator_loss(d_fake: Tensor) -> Tensor:
 
 
 def _real_label(d: Tensor) -> Tensor:
-    return torch.ones_like(d, dtype=torch.float32)
+    return torch.ones_like(d)
 
 
 def dcgan_critic_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
     r"""The standard GAN discriminator loss on logits, halved as the official code:
     :math:`\tfrac12\big(\mathrm{BCE}(\sigma(D(x)), 1) + \mathrm{BCE}(\sigma(D(\tilde x)), 0)\big)
     = \tfrac12\big(\mathbb{E}[\log(1 + e^{-D(x)})] + \mathbb{E}[\log(1 + e^{D(\tilde x)})]\big)`
-    (sigmoid cross-entropy on the logits, in fp32)."""
+    (sigmoid cross-entropy on the logits, in fp32 at least)."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    real, fake = d_real.float(), d_fake.float()
+    real, fake = at_least_fp32(d_real), at_least_fp32(d_fake)
     return 0.5 * (bce(real, _real_label(real)) + bce(fake, torch.zeros_like(fake)))
 
 
 def dcgan_generator_loss(d_fake: Tensor) -> Tensor:
     r"""The non-saturating generator loss :math:`\mathrm{BCE}(\sigma(D(G(z))), 1) =
     \mathbb{E}[\log(1 + e^{-D(G(z))})]` (the official ``gen_cost`` in ``dcgan`` mode)."""
-    fake = d_fake.float()
+    fake = at_least_fp32(d_fake)
     return torch.nn.functional.binary_cross_entropy_with_logits(fake, _real_label(fake))
 
 
 def lsgan_critic_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
     r"""Least squares (Mao et al. 2017, a = 0, b = c = 1), halved as the official code:
     :math:`\tfrac12\big(\mathbb{E}[(D(x) - 1)^2] + \mathbb{E}[D(\tilde x)^2]\big)`."""
-    return 0.5 * ((d_real.float() - 1).pow(2).mean() + d_fake.float().pow(2).mean())
+    real, fake = at_least_fp32(d_real), at_least_fp32(d_fake)
+    return 0.5 * ((real - 1).pow(2).mean() + fake.pow(2).mean())
 
 
 def lsgan_generator_loss(d_fake: Tensor) -> Tensor:
     r""":math:`\mathbb{E}[(D(G(z)) - 1)^2]` (the official ``gen_cost`` in ``lsgan`` mode)."""
-    return (d_fake.float() - 1).pow(2).mean()
+    return (at_least_fp32(d_fake) - 1).pow(2).mean()
 
 
 class ScoreLoss(NamedTuple):
@@ -270,7 +290,9 @@ def wasserstein_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
 
 def at_least_fp32(x: Tensor) -> Tensor:
     """``x`` in fp32, or as it is if fp64 (bf16/fp16 scores are averaged in fp32)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+    # a comparison of dtypes, not torch.promote_types: that is an operator, which a
+    # CUDA-graph capture check would see as a host read
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def unpenalised_critic_loss(loss: str) -> Callable[[Tensor, Tensor], Tensor]:
@@ -315,9 +337,9 @@ def measured_critic_loss(
 def class_loss(logits: Tensor, labels: Tensor) -> Tensor:
     r"""The AC-GAN term (Odena et al. 2017): mean cross-entropy
     :math:`-\mathbb{E}[\log \mathrm{softmax}(\ell)_y]` of class ``logits`` ``(N, K)``
-    against integer ``labels`` ``(N,)``, in fp32 (``gan_cifar_resnet.py``'s
+    against integer ``labels`` ``(N,)``, in fp32 at least (``gan_cifar_resnet.py``'s
     ``sparse_softmax_cross_entropy_with_logits``, averaged)."""
-    return torch.nn.functional.cross_entropy(logits.float(), labels)
+    return torch.nn.functional.cross_entropy(at_least_fp32(logits), labels)
 
 
 def class_accuracy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -44,18 +44,18 @@ class StepSettings:
 
     @classmethod
     def from_cfg(cls, cfg: Any, num_classes: int = 0) -> StepSettings:  # noqa: ANN401
-        t, gp, cond = cfg.trainer, cfg.gp, cfg.conditional
+        t, gp, cond, speed = cfg.trainer, cfg.gp, cfg.conditional, cfg.speed
         return cls(
             batch_size=int(t.batch_size),
             gen_batch_size=int(t.gen_batch_size or t.batch_size),
             n_critic=int(t.n_critic),
-            batch_fakes=bool(t.batch_fakes),
-            fuse_real_fake=bool(t.fuse_real_fake),
+            batch_fakes=bool(speed.batch_fakes),
+            fuse_real_fake=bool(speed.fuse_real_fake),
             gp_lambda=float(gp["lambda"]),
             gp_target=float(gp.target),
             gp_one_sided=bool(gp.one_sided),
             gp_every=int(gp.every),
-            cuda_graph=bool(t.cuda_graph),
+            cuda_graph=bool(speed.cuda_graph),
             ema_start=int(t.ema.start),
             num_classes=num_classes,
             acgan_scale=float(cond.acgan_scale),
@@ -69,10 +69,10 @@ class StepSettings:
 @dataclass
 class IterationInputs:
     """What one generator iteration consumes, drawn before it runs
-    (:meth:`wgangp.train.trainer.Trainer.draw_inputs`).
+    (by the trainer, before :func:`wgangp.core.algorithm.algorithm_1` runs).
 
     ``reals``: the n_critic real batches; ``fake_z``: latents of the fakes, one tensor
-    per critic update or one for all of them (``trainer.batch_fakes``); ``eps``: the
+    per critic update or one for all of them (``speed.batch_fakes``); ``eps``: the
     interpolation weights per critic update, None where the lazy penalty skips it;
     ``gen_z``: the generator update's latents. Class-conditional runs also carry
     ``real_labels`` (one per real batch; the fakes of that critic update share them)

@@ -1,19 +1,18 @@
-"""``trainer.cuda_graph``: the whole generator iteration captured once and replayed.
+"""``speed.cuda_graph``: the whole generator iteration captured once and replayed.
 
 Why: at the paper's batch sizes a CUDA WGAN-GP iteration is thousands of small kernels
 (n_critic critic updates, each with a double backward, then a generator update), and
 the eager loop is bound by launching them: on an H100 the ``dcgan32`` iteration took
 37 ms for 210 GFLOP (README, Speed). Replaying a captured graph launches them all at once.
 
-Why the numbers do not change: :meth:`~wgangp.train.trainer.Trainer.iteration` draws no random
-number, reads no data and makes no host sync. Each iteration's inputs (real batches,
-latents, interpolation weights) are drawn eagerly by
-:meth:`~wgangp.train.trainer.Trainer.draw_inputs` from the same generators in the same order
-as an eager step, then copied into the static tensors the graph reads. Parameters,
-optimizer moments and batch-norm buffers are updated in place by the replayed kernels,
-so checkpoints, pictures and the EMA see them as usual. (tests/test_cuda_graph.py checks
-the draw-first split bitwise on the CPU; its CUDA tests, graph against eager training,
-have not run yet: no GPU was lent since this was written.)
+Why the numbers do not change: the iteration (:func:`wgangp.core.algorithm.algorithm_1`)
+draws no random number, reads no data and makes no host sync. Each iteration's inputs
+(real batches, latents, interpolation weights) are drawn eagerly beforehand from the
+same generators in the same order as an eager step, then copied into the static tensors
+the graph reads. Parameters, optimizer moments and batch-norm buffers are updated in
+place by the replayed kernels, so checkpoints, pictures and the EMA see them as usual.
+tests/test_cuda_graph.py checks the draw-first split bitwise, and graph against eager
+training on CUDA. Opt-in: docs/speed.md says where it pays.
 
 How (PyTorch's CUDA-graph notes, "whole-network capture"):
 
@@ -25,14 +24,15 @@ How (PyTorch's CUDA-graph notes, "whole-network capture"):
   rate, which linear decay writes into (a Python float would be frozen into the graph).
 * autocast runs without its weight-cast cache (a cast cached outside the capture would
   be read as stale memory inside it).
-* Non-finite checks use the device flag of ``trainer.nan_check=iteration``: the flag and
-  the loss terms the graph wrote are read once after each replay.
+* Non-finite checks use the device flag of ``speed.nan_check=iteration``: the flag and
+  the loss terms the graph wrote are handed back to their owner (:class:`DeferredCheck`)
+  after each replay, to be read once.
 * Loading a checkpoint replaces the optimizer-state tensors the graph points at: the
   graph is dropped and captured again after a new warm-up.
 
 What cannot be captured is refused before training (wgangp/config/validate.py): a CPU device,
-torchrun, fp16 (GradScaler's scale lives on the host), ``trainer.compile``, the lazy
-penalty (``gp.every > 1``: a different graph per phase), ``trainer.nan_check=step``.
+torchrun, fp16 (GradScaler's scale lives on the host), ``speed.compile``, the lazy
+penalty (``gp.every > 1``: a different graph per phase), ``speed.nan_check=step``.
 What a model does inside the iteration is checked on the last warm-up iteration
 (:class:`CaptureCheck`): a host sync, a random draw, a shape that depends on values or
 a copy between devices there stops the run with the operator's name, instead of CUDA's
@@ -43,7 +43,7 @@ that silently reuse one draw's numbers).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -54,7 +54,6 @@ from wgangp.errors import ConfigError
 
 if TYPE_CHECKING:
     from wgangp.core.step import IterationInputs
-    from wgangp.train.trainer import Trainer
 
 #: eager iterations before the capture (the PyTorch notes use 3 for whole networks)
 WARMUP = 3
@@ -172,28 +171,53 @@ class CaptureCheck(TorchDispatchMode):
 
 def check_capturable(fn: Callable[[], T], device: torch.device) -> T:
     """``fn()`` under :class:`CaptureCheck`; a :class:`~wgangp.errors.ConfigError` on
-    ``trainer.cuda_graph`` naming each operator that cannot be captured."""
+    ``speed.cuda_graph`` naming each operator that cannot be captured."""
     with CaptureCheck(device) as check:
         out = fn()
     if check.found:
         ops = "; ".join(f"{op}: {why}" for op, why in check.found.items())
         raise ConfigError(
-            "trainer.cuda_graph",
+            "speed.cuda_graph",
             True,
             "an iteration with no host sync, random draw, value-dependent shape or "
             "host-device copy",
-            f"the iteration runs {ops}; set trainer.cuda_graph=false to train this model eagerly",
+            f"the iteration runs {ops}; set speed.cuda_graph=false to train this model eagerly",
         )
     return out
 
 
-class GraphedIteration:
-    """Replays ``trainer.iteration`` from a CUDA graph; :meth:`step` stands in for it."""
+class DeferredCheck(Protocol):
+    """The owner of the deferred non-finite check's state (the device flag and the
+    updates' loss terms), which a captured iteration writes into its own tensors."""
 
-    def __init__(self, trainer: Trainer, warmup: int = WARMUP) -> None:
-        if trainer.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, not {trainer.device}")
-        self.trainer = trainer
+    def snapshot(self) -> Any:  # noqa: ANN401
+        """The state as the iteration left it."""
+
+    def restore(self, state: Any) -> None:  # noqa: ANN401
+        """Take ``state`` as the state to check next."""
+
+
+class GraphedIteration:
+    """Replays ``iteration`` from a CUDA graph; :meth:`step` stands in for
+    ``iteration(draw_inputs())``.
+
+    ``draw_inputs``: every random draw and data read of one iteration, eagerly;
+    ``iteration``: the iteration on those inputs (no draw, read or host sync);
+    ``checks``: where the replay's non-finite flag and loss terms go.
+    """
+
+    def __init__(
+        self,
+        device: torch.device,
+        draw_inputs: Callable[[], IterationInputs],
+        iteration: Callable[[IterationInputs], dict[str, Tensor]],
+        checks: DeferredCheck,
+        warmup: int = WARMUP,
+    ) -> None:
+        if device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
+        self.device = device
+        self.draw_inputs, self.iteration, self.checks = draw_inputs, iteration, checks
         self.warmup = warmup
         self.captures = 0  # graphs captured so far (a resume captures again)
         self.replays = 0
@@ -205,8 +229,7 @@ class GraphedIteration:
         self.warmed = 0
         self.static: IterationInputs | None = None
         self.stats: dict[str, Tensor] = {}
-        self.pending: list[tuple[str, Tensor, dict[str, Tensor]]] = []
-        self.bad: Tensor | None = None
+        self.check_state: Any = None
 
     def step(self) -> dict[str, Tensor]:
         """One generator iteration: eager while warming up, then captured and replayed.
@@ -214,16 +237,16 @@ class GraphedIteration:
         Returns the iteration's statistics as fresh tensors (the graph's own outputs are
         overwritten by the next replay).
         """
-        t = self.trainer
-        inputs = t.draw_inputs()
+        inputs = self.draw_inputs()
         if self.graph is None:
             if self.warmed < self.warmup:
                 self.warmed += 1
                 if self.warmed < self.warmup:
-                    return on_side_stream(lambda: t.iteration(inputs), t.device)
+                    return on_side_stream(lambda: self.iteration(inputs), self.device)
                 # the last one, set up as the capture will see it: check what it runs
                 return on_side_stream(
-                    lambda: check_capturable(lambda: t.iteration(inputs), t.device), t.device
+                    lambda: check_capturable(lambda: self.iteration(inputs), self.device),
+                    self.device,
                 )
             self._capture(inputs)
         else:
@@ -233,22 +256,22 @@ class GraphedIteration:
         assert self.graph is not None
         self.graph.replay()
         self.replays += 1
-        # the device flag and loss terms the replay wrote, for the trainer's one check
-        t._pending, t._bad = list(self.pending), self.bad  # type: ignore[assignment]
+        # the device flag and loss terms the replay wrote, for the owner's one check
+        self.checks.restore(self.check_state)
         return {k: v.clone() for k, v in self.stats.items()}
 
     def _capture(self, inputs: IterationInputs) -> None:
-        t = self.trainer
         # static inputs outside the graph's memory pool: this iteration's own values
         static = self.static = inputs.clone()
-        self.graph, self.stats = capture(lambda: t.iteration(static), t.device)
-        self.pending, self.bad = list(t._pending), t._bad
+        self.graph, self.stats = capture(lambda: self.iteration(static), self.device)
+        self.check_state = self.checks.snapshot()
         self.captures += 1
 
 
 __all__ = [
     "WARMUP",
     "CaptureCheck",
+    "DeferredCheck",
     "GraphedIteration",
     "capture",
     "check_capturable",

@@ -17,7 +17,7 @@ it has already touched. This is what PyTorch's caching allocator does on CUDA. T
 price is the same: memory a step freed is not given back to the OS while the process
 lives, so the resident size stays at the peak. It is applied only for training on the
 CPU, where it was measured to pay: a CUDA run's activations live in the caching
-allocator, and its host memory has no such churn. The switch is a plain flag; the
+allocator, and its host memory has no such churn. The switch is ``speed.keep_freed_memory``; the
 settings are process-wide, like ``cudnn.benchmark``, and never undone.
 ``scripts/bench.py`` times the textbook loop in the same process, under the same
 settings.

@@ -1,4 +1,4 @@
-"""The memory format of image models: ``trainer.channels_last = auto | true | false``.
+"""The memory format of image models: ``speed.channels_last = auto | true | false``.
 
 Which layout is faster depends on the convolution kernels the machine runs, not on
 the model. On the CPU, PyTorch's convolutions are oneDNN's: its AVX-512 kernels are much
@@ -33,7 +33,7 @@ _BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
 def normalize_setting(value: object) -> str:
-    """``trainer.channels_last`` as one of :data:`SETTINGS` (booleans arrive as
+    """``speed.channels_last`` as one of :data:`SETTINGS` (booleans arrive as
     ``True``/``False`` from the command line); anything else is returned as given."""
     return str(value).lower() if str(value).lower() in SETTINGS else str(value)
 
@@ -62,7 +62,7 @@ def resolve_memory_format(
         return torch.contiguous_format
     setting = normalize_setting(setting)
     if setting not in SETTINGS:
-        raise ValueError(f"trainer.channels_last={setting!r}: expected one of {SETTINGS}")
+        raise ValueError(f"speed.channels_last={setting!r}: expected one of {SETTINGS}")
     if setting == "auto":
         use = device.type == "cpu" and cpu_prefers_channels_last()
     else:

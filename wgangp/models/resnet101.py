@@ -96,7 +96,7 @@ class StridedPointwiseConv(nn.Conv2d):
     ``fan_out = c_out / 4``) but never calls the strided kernel: PyTorch's CPU (oneDNN)
     backward of a strided 1×1 conv on channels-last maps with few channels corrupts the
     heap (seen with PyTorch 2.14 at 64×64, 4 → 8 and 8 → 16 channels: tiny widths and
-    ``trainer.channels_last``)."""
+    ``speed.channels_last``)."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__(c_in, c_out, 1, stride=2)

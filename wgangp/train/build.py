@@ -35,7 +35,7 @@ def conditional_classes(cfg: DictConfig, data: Any) -> int:  # noqa: ANN401
 
 
 def agreed_memory_format(
-    setting: Any,  # noqa: ANN401 - the trainer.channels_last value
+    setting: Any,  # noqa: ANN401 - the speed.channels_last value
     device: torch.device,
     shape: tuple[int, ...],
     dist: distributed.DistInfo,
@@ -49,7 +49,7 @@ def agreed_memory_format(
         nhwc = distributed.broadcast_object(fmt == torch.channels_last)
         fmt = torch.channels_last if nhwc else torch.contiguous_format
     if len(shape) == 3:
-        log.info("memory format: %s (trainer.channels_last=%s)", fmt, setting)
+        log.info("memory format: %s (speed.channels_last=%s)", fmt, setting)
     return fmt
 
 

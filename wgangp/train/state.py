@@ -87,7 +87,7 @@ def load_state_dict(run: Checkpointed, ckpt: dict[str, Any], path: Any) -> None:
     run.generator.load_state_dict(ckpt["generator"])
     run.opt_c.load_state_dict(ckpt["opt_critic"])
     run.opt_g.load_state_dict(ckpt["opt_generator"])
-    # saved under the other memory format (trainer.channels_last, or auto on
+    # saved under the other memory format (speed.channels_last, or auto on
     # another machine): fused Adam would pair the moments with the wrong elements
     for opt in (run.opt_c, run.opt_g):
         layout.match_param_layouts(opt)

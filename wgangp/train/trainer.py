@@ -11,6 +11,7 @@ updates, signals and an unwritable log in :mod:`~wgangp.train.guards`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -22,7 +23,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
-from wgangp.core import losses
+from wgangp.core import algorithm, losses
 from wgangp.core import step as step_lib
 from wgangp.core.optim import TFRMSprop, linear_decay
 from wgangp.data import build_data
@@ -40,6 +41,7 @@ from wgangp.models import build_critic, build_generator
 from wgangp.models.sampling import has_batchnorm
 from wgangp.train import artifacts, build, distributed, guards, records, state
 from wgangp.train.guards import NonFiniteError
+from wgangp.train.step import NonFiniteStep, UpdateExecutor, resolve_nan_check
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def _adam_impl(device: torch.device, graphed: bool = False) -> dict[str, bool]:
     Fused: one kernel for every parameter (on 2 CPU cores a toy_quality step at batch
     256 took 21.8 ms instead of foreach's 24.3 ms), and it can skip an update on the
     device (``found_inf``), which the sync-free non-finite check and GradScaler rely on.
-    ``graphed`` (trainer.cuda_graph): capturable, i.e. its step count stays on the device.
+    ``graphed`` (speed.cuda_graph): capturable, i.e. its step count stays on the device.
     """
     fused = device.type in _FUSED_ADAM_DEVICES
     return {"fused": fused, "foreach": not fused, "capturable": graphed}
@@ -122,7 +124,9 @@ class Trainer:
             self.hot = dataclasses.replace(self.hot, fuse_real_fake=False)
         self.generator = build_generator(cfg.generator, shape, self.num_classes).to(device)
         # the layout before DDP: its gradient buckets take the parameters' strides
-        self.memory_format = build.agreed_memory_format(t.channels_last, device, shape, self.dist)
+        self.memory_format = build.agreed_memory_format(
+            cfg.speed.channels_last, device, shape, self.dist
+        )
         layout.use_memory_format(self.memory_format, self.critic, self.generator)
         # the modules the training steps call: DDP wrappers under torchrun, else the
         # modules themselves; self.critic/self.generator stay the plain modules
@@ -131,33 +135,30 @@ class Trainer:
         self.generator_ddp = distributed.wrap(self.generator, device, sync_bn=t.sync_bn)
         if isinstance(self.generator_ddp, torch.nn.parallel.DistributedDataParallel):
             self.generator = self.generator_ddp.module  # SyncBatchNorm may have replaced layers
-        # --- speed options (wgangp/core/step.py; measured by scripts/bench.py)
+        # --- speed (the speed group, configs/speed/; scripts/bench.py measures it)
+        sp = cfg.speed
         if device.type == "cuda":
-            torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
-        keep_freed_host_memory(device, bool(t.keep_freed_memory))
-        nan_check = (
-            t.nan_check
-            if t.nan_check != "auto"
-            # the deferred check skips updates through fused Adam's found_inf
-            else ("iteration" if device.type == "cuda" and cfg.optim.name == "adam" else "step")
+            torch.backends.cudnn.benchmark = bool(sp.cudnn_benchmark)
+        keep_freed_host_memory(device, bool(sp.keep_freed_memory))
+        # autocast, GradScaler, the non-finite check and the optimizer step of an update
+        self.updates = UpdateExecutor(
+            device,
+            t.precision,
+            resolve_nan_check(sp.nan_check, device, cfg.optim.name),
+            graphed=bool(sp.cuda_graph),
+            dist=self.dist,
         )
-        self.deferred_nan_check = nan_check == "iteration"
-        # fp16: GradScaler with the AMP "gradient penalty" recipe. The penalty's double
-        # backward overflows fp16 at the default 2^16 scale; 2^10 starts in range.
-        self.scaler = (
-            torch.amp.GradScaler(device.type, init_scale=2.0**10) if t.precision == "fp16" else None
-        )
+        self.scaler = self.updates.scaler
+        self.deferred_nan_check = self.updates.deferred
         opt = cfg.optim.name
         self.opt_c = _optimizer(
-            opt, self.critic.parameters(), cfg.optim.critic, device, t.cuda_graph
+            opt, self.critic.parameters(), cfg.optim.critic, device, sp.cuda_graph
         )
         self.opt_g = _optimizer(
-            opt, self.generator.parameters(), cfg.optim.generator, device, t.cuda_graph
+            opt, self.generator.parameters(), cfg.optim.generator, device, sp.cuda_graph
         )
-        # loss=dcgan|lsgan: the baseline's two losses (None: the Wasserstein ones)
-        self.score_loss = losses.SCORE_LOSSES.get(self.hot.objective)
         # loss=wgan: the weights clipped after every critic update
-        self._clipped = list(self.critic.parameters()) if self.hot.clip else []
+        self.clipped = list(self.critic.parameters()) if self.hot.clip else []
         if self.dist.enabled:
             # DDP: every critic call of the critic step goes through the wrapper and one
             # backward follows (proven equal to one process in tests/test_distributed.py);
@@ -169,20 +170,16 @@ class Trainer:
         else:
             # forwards without the penalty may be compiled; the penalty's double backward
             # always uses the eager critic (inductor refuses double backward, pytorch#181581)
-            self.critic_fwd = torch.compile(self.critic) if t.compile else self.critic
-            self.generator_fwd = torch.compile(self.generator) if t.compile else self.generator
+            self.critic_fwd = torch.compile(self.critic) if sp.compile else self.critic
+            self.generator_fwd = torch.compile(self.generator) if sp.compile else self.generator
             self.penalty_critic = self.critic
-            if cfg.gp.detach_relu_masks:
+            if sp.detach_relu_masks:
                 self.penalty_critic = with_detached_relu_masks(self.penalty_critic)
-            if cfg.gp.native_conv_grads:
+            if sp.native_conv_grads:
                 self.penalty_critic = with_native_conv_grads(self.penalty_critic)
             self.critic_frozen_fwd = self.critic_fwd
-        # deferred check flag, 1.0 once an update of the iteration was non-finite: float,
-        # since fused Adam's found_inf is one (skip the step where it is exactly 1)
-        self._bad = torch.zeros((), device=device)
-        self._unit = torch.ones(1, device=device)  # _nonfinite's inv_scale
-        self._pending: list[tuple[str, Tensor, dict[str, Tensor]]] = []
-        self._gp_stats: dict[str, Tensor] = {}
+        # the latest penalty's statistics (the lazy penalty logs them between penalties)
+        self.penalty_stats: dict[str, Tensor] = {}
         self.ema: AveragedModel | None = None
         if t.ema.decay is not None:
             self.ema = state.new_ema(self.generator, t.ema.decay)
@@ -203,7 +200,6 @@ class Trainer:
         self.overrides: list[str] = []
         self.ckpts = CheckpointManager(self.run_dir, t.keep_checkpoints)
         self.ckpts.remove_stale_temporaries()  # left by a process killed mid-write
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         # sample-quality metrics (eval.every > 0), best value of eval.keep_best so far
         self.evaluator = (
             evaluate.Evaluator(cfg.eval, cfg.dataset, self.data, device)
@@ -211,8 +207,12 @@ class Trainer:
             else None
         )
         self.best: dict[str, Any] | None = None
-        # trainer.cuda_graph: train_step replays one captured iteration (wgangp/fast/cuda_graph.py)
-        self.graphed = GraphedIteration(self) if t.cuda_graph else None
+        # speed.cuda_graph: train_step replays one captured iteration (wgangp/fast/cuda_graph.py)
+        self.graphed = (
+            GraphedIteration(device, self.draw_inputs, self.iteration, self.updates)
+            if sp.cuda_graph
+            else None
+        )
         build.log_summary(cfg, self.data, self.critic, self.generator, self.dist)
 
     @property
@@ -221,14 +221,63 @@ class Trainer:
         return int(self.cfg.trainer.batch_size) * self.dist.world_size
 
     # ------------------------------------------------------------------ the method
-    def _autocast(self) -> Any:
-        return torch.autocast(
-            self.device.type,
-            dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
-            # a weight cast cached outside a CUDA-graph capture is stale memory inside it
-            cache_enabled=not self.hot.cuda_graph,
-        )
+    # Algorithm 1 itself is wgangp/core/algorithm.py; the methods below are how this
+    # trainer runs its forwards and updates (the algorithm's Networks)
+
+    def precision(self) -> Any:  # noqa: ANN401
+        return self.updates.autocast()
+
+    def to_layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+    def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        """Fakes for a critic update: G(z) (class-conditional: G(z, labels)), no graph,
+        in fp32 at least (bf16 under autocast is widened, fp64 models stay fp64)."""
+        with torch.no_grad(), self.updates.autocast():
+            fake = self.generator_fwd(z) if labels is None else self.generator_fwd(z, labels)
+        return losses.at_least_fp32(fake)
+
+    def critic_scores(
+        self, real: Tensor, fake: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """D(real), D(fake) (one forward with ``speed.fuse_real_fake``) and their logits."""
+        fuse = self.hot.fuse_real_fake
+        if labels is None:
+            return (*step_lib.critic_scores(self.critic_fwd, real, fake, fuse), None, None)
+        return step_lib.critic_scores_and_logits(self.critic_fwd, real, fake, fuse)
+
+    def output_scale(self) -> Tensor | None:
+        return self.updates.loss_scale()
+
+    @contextlib.contextmanager
+    def critic_frozen(self) -> Any:  # noqa: ANN401
+        # the critic's parameters need no gradient in the generator update: skip them
+        self.critic.requires_grad_(False)
+        try:
+            yield
+        finally:
+            self.critic.requires_grad_(True)
+
+    def generator_scores(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        # under DDP the plain critic: its frozen parameters are no reducer's business
+        if labels is None:
+            return self.critic_frozen_fwd(self.to_layout(self.generator_fwd(z))), None
+        fake = self.to_layout(self.generator_fwd(z, labels))
+        return self.critic_frozen_fwd(fake, with_logits=True)
+
+    def update(self, who: str, loss: Tensor, shown: dict[str, Tensor]) -> None:
+        """Backward and optimizer step of the critic or the generator (UpdateExecutor)."""
+        opt = self.opt_c if who == "critic" else self.opt_g
+        terms = {f"{who} loss": loss.detach()}
+        terms.update({_TERMS[k]: v for k, v in shown.items() if k in _TERMS})
+        if "gp" in shown:
+            terms["GP"] = shown["gp"]
+        # fp16: a penalty that overflowed under loss scaling is GradScaler's to skip
+        # (it lowers the scale); a genuine NaN still shows in the forward terms
+        check = None
+        if self.scaler is not None and who == "critic":
+            check = next(iter(shown.values()))
+        self.updates.apply(loss, opt, who, terms, check=check)
 
     def noise(self, n: int) -> Tensor:
         return torch.randn(n, self.generator.z_dim, generator=self.rng, device=self.device)
@@ -236,9 +285,6 @@ class Trainer:
     def class_labels(self, n: int) -> Tensor:
         """``n`` classes uniform over the data set's (the generator update's labels)."""
         return torch.randint(0, self.num_classes, (n,), generator=self.rng, device=self.device)
-
-    def _fmt(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
     def critic_step(
         self,
@@ -250,7 +296,8 @@ class Trainer:
         eps: Tensor | None = None,
         labels: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """One critic update on L_D = E[D(x̃)] − E[D(x)] + λ·GP.
+        """One critic update on L_D = E[D(x̃)] − E[D(x)] + λ·GP
+        (:func:`wgangp.core.algorithm.critic_update`).
 
         ``penalty=False`` leaves the penalty out (the lazy penalty's in-between steps);
         ``lam_scale`` multiplies λ (k for a penalty taken every k-th step); ``eps``: the
@@ -258,115 +305,24 @@ class Trainer:
         the real batch's classes, which ``fake`` was generated with; the loss gains
         ``conditional.acgan_scale`` · CE(class logits of ``real``, ``labels``).
         """
-        hot = self.hot
-        real, fake = self._fmt(real), self._fmt(fake)
-        acgan: dict[str, Tensor] = {}
-        with self._autocast():
-            if labels is None:
-                d_real, d_fake = step_lib.critic_scores(
-                    self.critic_fwd, real, fake, hot.fuse_real_fake
-                )
-            else:
-                d_real, d_fake, l_real, l_fake = step_lib.critic_scores_and_logits(
-                    self.critic_fwd, real, fake, hot.fuse_real_fake
-                )
-                acgan = {
-                    "acgan/critic": losses.class_loss(l_real, labels),
-                    "acgan/real_acc": losses.class_accuracy(l_real, labels),
-                    "acgan/fake_acc": losses.class_accuracy(l_fake, labels),
-                }
-            if penalty:
-                gp = losses.gradient_penalty(
-                    self.penalty_critic,
-                    real,
-                    fake,
-                    target=hot.gp_target,
-                    one_sided=hot.gp_one_sided,
-                    eps=eps,
-                    generator=self.rng,
-                    output_scale=self._loss_scale(),
-                )
-        if self.score_loss is not None:  # loss=dcgan|lsgan: no Wasserstein estimate
-            loss, shown = self._score_critic_loss(d_real, d_fake)
-        else:
-            # the loss is λ·GP − W: its two means are computed once, for both
-            w = losses.wasserstein_estimate(d_real, d_fake)
-            if penalty:
-                lam = hot.gp_lambda * lam_scale
-                loss = losses.critic_loss(d_real, d_fake, gp.penalty, lam, estimate=w)
-                self._gp_stats = {
-                    "gp": gp.penalty.detach(),
-                    "grad_norm": gp.grad_norm.detach().mean(),
-                }
-            else:
-                loss = losses.critic_loss(d_real, d_fake, w.new_zeros(()), 0.0, estimate=w)
-            shown = {"wasserstein": w.detach()}
-        if acgan:
-            loss = loss + hot.acgan_scale * acgan["acgan/critic"]
-            acgan["acgan/critic"] = acgan["acgan/critic"].detach()
-        terms = {"critic loss": loss.detach(), **{_TERMS[k]: v for k, v in shown.items()}}
-        if "gp" in self._gp_stats:
-            terms["GP"] = self._gp_stats["gp"]
-        # fp16: a penalty that overflowed under loss scaling is GradScaler's to skip
-        # (it lowers the scale); a genuine NaN still shows in the forward terms
-        check = None if self.scaler is None else next(iter(shown.values()))
-        self._apply(loss, self.opt_c, "critic", terms, check=check)
-        if self._clipped:  # loss=wgan: weight clipping, after the update as the official code
-            with torch.no_grad():
-                torch._foreach_clamp_min_(self._clipped, -hot.clip)
-                torch._foreach_clamp_max_(self._clipped, hot.clip)
-        return {
-            "loss/critic": terms["critic loss"],
-            **shown,
-            **self._gp_stats,  # the latest penalty (lazy penalty: from an earlier step)
-            **acgan,
-        }
-
-    def _score_critic_loss(
-        self, d_real: Tensor, d_fake: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """loss=dcgan|lsgan: the critic's loss, and its mean outputs on real and fake
-        (``dcgan``: as probabilities) for the logs."""
-        score = self.score_loss
-        assert score is not None
-        shown = {
-            "d_real": score.shown(d_real.detach().float()).mean(),
-            "d_fake": score.shown(d_fake.detach().float()).mean(),
-        }
-        return score.critic(d_real, d_fake), shown
+        return algorithm.critic_update(
+            self, self.hot, real, fake, penalty=penalty, lam_scale=lam_scale, eps=eps, labels=labels
+        )
 
     def generator_step(
         self, z: Tensor | None = None, labels: Tensor | None = None
     ) -> dict[str, Tensor]:
-        """One generator update on L_G = −E[D(G(z))] (``z`` drawn here if not given).
+        """One generator update on L_G = −E[D(G(z))] (``z`` drawn here if not given;
+        :func:`wgangp.core.algorithm.generator_update`).
 
         Class-conditional: G(z, ``labels``) (uniform classes drawn here if not given),
         and L_G gains ``conditional.acgan_scale_g`` · CE(class logits, ``labels``).
         """
-        hot = self.hot
         if z is None:
-            z = self.noise(hot.gen_batch_size)
-        if labels is None and hot.num_classes:
+            z = self.noise(self.hot.gen_batch_size)
+        if labels is None and self.hot.num_classes:
             labels = self.class_labels(z.shape[0])
-        stats: dict[str, Tensor] = {}
-        # the critic's parameters need no gradient here: skip computing them
-        self.critic.requires_grad_(False)
-        try:
-            with self._autocast():
-                # under DDP the plain critic: its frozen parameters are no reducer's business
-                if labels is None:
-                    fake = self._fmt(self.generator_fwd(z))
-                    loss = self._generator_loss(self.critic_frozen_fwd(fake))
-                else:
-                    fake = self._fmt(self.generator_fwd(z, labels))
-                    score, logits = self.critic_frozen_fwd(fake, with_logits=True)
-                    ce = losses.class_loss(logits, labels)
-                    loss = self._generator_loss(score) + hot.acgan_scale_g * ce
-                    stats["acgan/generator"] = ce.detach()
-            self._apply(loss, self.opt_g, "generator", {"generator loss": loss.detach()})
-        finally:
-            self.critic.requires_grad_(True)
-        return {"loss/generator": loss.detach(), **stats}
+        return algorithm.generator_update(self, self.hot, z, labels)
 
     def measured_critic_loss(self, real: Tensor, fake: Tensor, rng: torch.Generator) -> Tensor:
         """The critic update's loss of one batch, measured without updating anything
@@ -374,8 +330,8 @@ class Trainer:
         ε drawn from ``rng`` (a CPU generator), with no AC-GAN term. D(x) and D(x̃) are
         scored apart, a batch-norm critic normalising each by its own statistics
         without touching its running ones; the plain critic, on this process alone."""
-        real, fake = self._fmt(real), self._fmt(fake.to(real.dtype))
-        with self._autocast():
+        real, fake = self.to_layout(real), self.to_layout(fake.to(real.dtype))
+        with self.updates.autocast():
             return evaluate.measure_critic_batch(
                 self.critic,
                 real,
@@ -387,124 +343,12 @@ class Trainer:
                     self.hot.gp_target,
                     self.hot.gp_one_sided,
                 ),
-                output_scale=self._loss_scale(),  # fp16: as in the update
+                output_scale=self.updates.loss_scale(),  # fp16: as in the update
             )
 
-    def _generator_loss(self, d_fake: Tensor) -> Tensor:
-        """L_G: −E[D(G(z))], or the baseline's (loss=dcgan|lsgan)."""
-        if self.score_loss is None:
-            return losses.generator_loss(d_fake)
-        return self.score_loss.generator(d_fake)
-
-    def _loss_scale(self) -> Tensor | None:
-        """fp16: GradScaler's current scale as a device tensor (no host sync)."""
-        if self.scaler is None:
-            return None
-        return self.scaler.scale(torch.ones((), device=self.device))
-
     def _nonfinite(self, loss: Tensor, opt: torch.optim.Optimizer) -> Tensor:
-        """A 0-dim device float: 1 if the loss or a gradient is NaN or ±Inf, else 0 (no
-        host sync).
-
-        With fp16 loss scaling an overflowing gradient is GradScaler's business (it
-        skips that step and lowers the scale), so only the loss is checked then.
-        """
-        # x·0 is 0 for every finite x and NaN for ±Inf and NaN
-        found = (loss.detach().float() * 0 != 0).float().reshape(1)
-        if self.scaler is None:
-            by_dtype: dict[torch.dtype, list[Tensor]] = {}
-            for g in opt.param_groups:
-                for p in g["params"]:
-                    if p.grad is not None:
-                        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
-            for grads in by_dtype.values():
-                # GradScaler's own test, element by element, "unscaling" by exactly 1
-                # (x·1 is x bitwise): no overflow of a sum, and 5× faster on the CPU
-                # than one norm per tensor (~5 ms of a dcgan32 iteration)
-                torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._unit)
-        return found.squeeze(0)
-
-    def _apply(
-        self,
-        loss: Tensor,
-        opt: torch.optim.Optimizer,
-        who: str,
-        terms: dict[str, Tensor] | None = None,
-        check: Tensor | None = None,
-    ) -> None:
-        """Backward, then ``opt.step()`` only if the loss and every gradient are finite.
-
-        ``check``: the value tested instead of ``loss`` (fp16: the forward terms).
-
-        A NaN/Inf never reaches the weights (or Adam's moments). With
-        ``trainer.nan_check=step`` the host checks each update (free on CPU, one sync
-        per update on CUDA) and raises :class:`_NonFiniteStep` with the loss ``terms``;
-        with ``iteration`` a device flag makes the fused optimizer skip the update and
-        the host looks once per generator iteration (:meth:`_check_pending`).
-        """
-        opt.zero_grad(set_to_none=True)
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-        if check is None:
-            check = loss
-        if not self.deferred_nan_check:
-            bad = bool(self._nonfinite(check, opt))
-            if self.dist.enabled:  # every rank skips, or none: the replicas stay equal
-                bad = distributed.any_true(bad, self.device)
-            if bad:
-                cause = "loss" if not torch.isfinite(check) else "gradient"
-                opt.zero_grad(set_to_none=True)
-                values = {k: float(v) for k, v in (terms or {}).items()}
-                raise _NonFiniteStep(who, float(loss.detach()), values, cause)
-            self._opt_step(opt)
-            return
-        # sync-free: a device flag, set by this or an earlier update of this iteration,
-        # makes the fused optimizer skip the update on the device (found_inf); the host
-        # looks once per generator iteration (_check_pending)
-        self._bad = torch.maximum(self._bad, self._nonfinite(check, opt))
-        self._pending.append((who, check.detach().float(), dict(terms or {})))
-        if self.scaler is not None:
-            # GradScaler skips steps whose gradients are non-finite: poison one
-            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            if params:
-                g0 = params[0].grad
-                g0.add_(torch.where(self._bad > 0, float("nan"), 0.0).to(g0.dtype))
-            self._opt_step(opt)
-        else:
-            opt.found_inf = self._bad  # type: ignore[attr-defined]
-            try:
-                opt.step()
-            finally:
-                del opt.found_inf  # type: ignore[attr-defined]
-
-    def _opt_step(self, opt: torch.optim.Optimizer) -> None:
-        if self.scaler is None:
-            opt.step()
-        else:
-            self.scaler.step(opt)
-            self.scaler.update()
-
-    def _check_pending(self) -> None:
-        """Deferred check: one host sync per generator iteration; raise on the first bad update."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        bad_flag = bool(self._bad)
-        if self.dist.enabled:
-            bad_flag = distributed.any_true(bad_flag, self.device)
-        self._bad = torch.zeros_like(self._bad)
-        if not bad_flag:
-            return
-        values = torch.stack([v for _, v, _ in pending]).cpu()
-        nonfinite = (~torch.isfinite(values)).nonzero()
-        # a finite loss with a non-finite gradient: blame the first update of the iteration
-        i = int(nonfinite[0]) if len(nonfinite) else 0
-        who, _, terms = pending[i]
-        raise _NonFiniteStep(
-            who,
-            float(values[i]),
-            {k: float(v) for k, v in terms.items()},
-            "loss" if len(nonfinite) else "gradient",
-        )
+        """1 if the loss or a gradient is NaN or ±Inf, else 0 (UpdateExecutor.nonfinite)."""
+        return self.updates.nonfinite(loss, opt)
 
     def draw_inputs(self) -> step_lib.IterationInputs:
         """Everything random that one generator iteration consumes, drawn in the order
@@ -545,39 +389,15 @@ class Trainer:
         return step_lib.IterationInputs(reals, fake_z, eps, gen_z, labels, gen_labels)
 
     def iteration(self, inputs: step_lib.IterationInputs) -> dict[str, Tensor]:
-        """n_critic critic updates and one generator update on pre-drawn ``inputs``.
+        """Algorithm 1 (:func:`wgangp.core.algorithm.algorithm_1`) on pre-drawn ``inputs``:
+        n_critic critic updates and one generator update.
 
         No random draw, data read or host sync happens in here (with
-        ``trainer.nan_check=iteration``), which is what lets ``trainer.cuda_graph``
+        ``speed.nan_check=iteration``), which is what lets ``speed.cuda_graph``
         capture it whole (wgangp/fast/cuda_graph.py).
         """
-        t = self.hot
-        stats: dict[str, Tensor] = {}
-        self._pending = []
-        self._bad = torch.zeros_like(self._bad)
-        fakes: tuple[Tensor, ...] = ()
-        labels = inputs.real_labels
-        for i, (real, eps) in enumerate(zip(inputs.reals, inputs.eps, strict=True)):
-            # class-conditional: the fakes take the real batch's labels (as the official code)
-            y = None if labels is None else labels[i]
-            if t.batch_fakes:
-                if not fakes:
-                    all_y = None if labels is None else torch.cat(labels)
-                    fakes = self._fakes(inputs.fake_z[0], all_y).chunk(t.n_critic)
-                fake = fakes[i]
-            else:
-                fake = self._fakes(inputs.fake_z[i], y)
-            stats = self.critic_step(
-                real, fake, penalty=eps is not None, lam_scale=float(t.gp_every), eps=eps, labels=y
-            )
-        stats.update(self.generator_step(inputs.gen_z, inputs.gen_labels))
-        return stats
-
-    def _fakes(self, z: Tensor, labels: Tensor | None) -> Tensor:
-        """Fakes for a critic update: G(z) (class-conditional: G(z, labels)), no graph."""
-        with torch.no_grad(), self._autocast():
-            fake = self.generator_fwd(z) if labels is None else self.generator_fwd(z, labels)
-        return fake.float()
+        self.updates.start_iteration()
+        return algorithm.algorithm_1(inputs, self, self.hot)
 
     def train_step(self) -> dict[str, Tensor]:
         """n_critic critic updates (fresh real batch, fresh fakes each), then one G update."""
@@ -586,7 +406,7 @@ class Trainer:
         else:
             stats = self.iteration(self.draw_inputs())
         if self.deferred_nan_check:
-            self._check_pending()
+            self.updates.check_pending()
         if self.ema is not None and self.step >= self.hot.ema_start:
             self.ema.update_parameters(self.generator)
         return stats
@@ -641,7 +461,7 @@ class Trainer:
             self._decay_lr()
         try:
             return self.train_step()
-        except _NonFiniteStep as bad:
+        except NonFiniteStep as bad:
             t = self.cfg.trainer
             last = self.ckpts.dir / "last.pt"
             self.nan_skips = guards.skip_or_stop(
@@ -730,7 +550,7 @@ class Trainer:
             generator=self.generator,
             batch=self.diagnostic_batch() if self.cfg.diagnostics.layer_grads else None,
             objective=self.hot.objective,
-            clipped=self._clipped,
+            clipped=self.clipped,
             clip=self.hot.clip,
         )
 
@@ -788,20 +608,6 @@ class Trainer:
             last=self.ckpts.dir / "last.pt",
             save=self.save,
         )
-
-
-class _NonFiniteStep(Exception):  # noqa: N818 - internal control flow
-    """A critic/generator update whose loss (``cause="loss"``) or gradient was NaN/Inf.
-
-    ``terms``: the loss terms of that update by name (critic loss, W estimate, GP, or
-    generator loss), as floats, for the message.
-    """
-
-    def __init__(
-        self, who: str, value: float, terms: dict[str, float] | None = None, cause: str = "loss"
-    ) -> None:
-        self.who, self.value, self.terms, self.cause = who, value, dict(terms or {}), cause
-        super().__init__(f"non-finite {who} {cause} (loss {value})")
 
 
 __all__ = ["Interrupted", "NonFiniteError", "Trainer"]
