@@ -282,3 +282,43 @@ def test_linear_lr_decay_is_a_function_of_the_step(tmp_path):
     assert tr.opt_g.param_groups[0]["lr"] == pytest.approx(cfg.optim.generator.lr / 4)
     with pytest.raises(ConfigError, match="optim.lr_decay"):
         validate(compose_cfg("optim.lr_decay=cosine"))
+
+
+def test_evaluation_says_whether_keep_best_improved_in_the_metrics_direction(tmp_path):
+    """Evaluator.evaluate returns the values and, for eval.keep_best, whether the value
+    beats the best so far (wasserstein: lower is better) and the best so far after it;
+    keeping the run's best is the training loop's business."""
+    cfg = compose_cfg(*TOY_EVAL)
+    tr = Trainer(cfg, tmp_path / "run", CPU)
+    ev = Evaluator(cfg.eval, cfg.dataset, tr.data, CPU)
+    first = ev.evaluate(tr.generator)
+    w = first.values["wasserstein"]
+    assert first.best_metric == "wasserstein" and first.is_new_best and first.best_value == w
+    worse = ev.evaluate(tr.generator, best_value=w / 2)  # the same samples: the same value
+    assert worse.values == first.values
+    assert not worse.is_new_best and worse.best_value == w / 2
+    better = ev.evaluate(tr.generator, best_value=2 * w)
+    assert better.is_new_best and better.best_value == w
+    cfg.eval.keep_best = None
+    untracked = Evaluator(cfg.eval, cfg.dataset, tr.data, CPU).evaluate(tr.generator)
+    assert untracked.best_metric is None and not untracked.is_new_best
+    assert untracked.best_value is None
+
+
+def test_metrics_import_nothing_of_train():
+    """The evaluator returns values; the trainer keeps the best: metrics/ imports no
+    module of train/ (type-only imports included)."""
+    import ast
+
+    import wgangp.metrics
+
+    for path in Path(wgangp.metrics.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not [n for n in names if n.startswith("wgangp.train")], path.name

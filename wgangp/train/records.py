@@ -25,9 +25,6 @@ from wgangp.train import distributed
 log = logging.getLogger("wgangp.train.trainer")
 eval_log = logging.getLogger("wgangp.metrics.evaluator")
 
-#: the step statistics shown beside the progress bar
-BAR_VALUES = ("wasserstein", "gp", "d_real", "d_fake")
-
 
 class NullWriter:
     """Stands in for the event log on ranks > 0, which write nothing."""
@@ -60,17 +57,27 @@ class StepMeans:
             self.sums[k] += v
         self.count += 1
 
-    def take(self) -> tuple[dict[str, float], float]:
+    def take(self, train_seconds: float, global_batch: int) -> tuple[dict[str, float], float]:
         """The means since the last take, averaged over ranks, with
-        ``perf/steps_per_sec``, and the seconds they took; the sums start again."""
+        ``perf/steps_per_sec``, ``perf/train_s`` (``train_seconds``, the run's training
+        time before, plus the time since the last take: resumes included, the pauses
+        between them not, what the paper's Figure 3, right, plots quality against) and
+        ``perf/global_batch_size``; and that new training time. The sums start again."""
         now = time.perf_counter()
         means = distributed.mean_over_ranks(dict(self.sums))
         values = {k: float(v) / self.count for k, v in means.items()}  # the one host sync
-        seconds = now - self.tick
-        values["perf/steps_per_sec"] = self.count / max(seconds, 1e-9)
+        values["perf/steps_per_sec"] = self.count / max(now - self.tick, 1e-9)
+        train_seconds += now - self.tick
+        values["perf/train_s"] = train_seconds
+        values["perf/global_batch_size"] = float(global_batch)
         self.sums.clear()
         self.count, self.tick = 0, now
-        return values, seconds
+        return values, train_seconds
+
+
+def bar_postfix(values: dict[str, float]) -> dict[str, str]:
+    """The step statistics shown beside the progress bar."""
+    return {k: f"{values[k]:.3g}" for k in ("wasserstein", "gp", "d_real", "d_fake") if k in values}
 
 
 def write_step_log(
@@ -131,9 +138,9 @@ def write_evaluation(
 
 
 __all__ = [
-    "BAR_VALUES",
     "NullWriter",
     "StepMeans",
+    "bar_postfix",
     "open_event_log",
     "progress_bar",
     "write_evaluation",

@@ -435,7 +435,11 @@ class Trainer:
                     bar.update(1)
                     means.add(stats)
                     if self.step % t.log_every == 0 or self.step == t.steps:
-                        last = self._log_means(writer, means, bar)
+                        last, self.train_seconds = means.take(
+                            self.train_seconds, self.global_batch_size
+                        )
+                        self._log(writer, last)
+                        bar.set_postfix(records.bar_postfix(last))
                     if self.evaluator and self.step % ev_every == 0:
                         last.update(self.evaluate(writer))
                     if diag_every and self.step % diag_every == 0 and main:
@@ -468,18 +472,6 @@ class Trainer:
                 bad, self.step, self.nan_skips, t.nan_policy, t.max_nan_skips, last
             )
             return None
-
-    def _log_means(self, writer: Any, means: records.StepMeans, bar: Any) -> dict[str, float]:  # noqa: ANN401
-        """The log phase: the step statistics' means since the last log, the run's
-        training time (resumes included, the pauses between them not: what the paper's
-        Figure 3, right, plots quality against) and the global batch size."""
-        values, seconds = means.take()
-        self.train_seconds += seconds
-        values["perf/train_s"] = self.train_seconds
-        values["perf/global_batch_size"] = float(self.global_batch_size)
-        self._log(writer, values)
-        bar.set_postfix({k: f"{values[k]:.3g}" for k in records.BAR_VALUES if k in values})
-        return values
 
     def _finish(self, writer: Any, logged: bool) -> dict[str, float]:  # noqa: ANN401
         """The end of the run: the final state evaluated and diagnosed unless that was
