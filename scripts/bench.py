@@ -65,7 +65,8 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wgangp.cli.train import compose_config, config_dir, with_recipe  # noqa: E402
+from wgangp.config.compose import compose_config, config_dir  # noqa: E402
+from wgangp.config.resume import with_recipe  # noqa: E402
 from wgangp.config.validate import validate  # noqa: E402
 from wgangp.core import losses  # noqa: E402
 from wgangp.data import TensorSource, register_dataset  # noqa: E402

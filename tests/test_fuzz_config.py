@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import TINY, cli, compose_cfg
-from wgangp.cli.train import _resume_run_dir, check_group_overrides, config_dir, config_groups
+from wgangp.config.compose import config_dir, config_groups, resume_run_dir
 from wgangp.config.overrides import check_value_overrides
+from wgangp.config.precheck import check_group_overrides
 from wgangp.config.schema import schema_keys
 from wgangp.config.validate import validate
 from wgangp.data import build_data
@@ -138,7 +139,7 @@ def setup_like_the_cli(overrides: list[str], root: str) -> None:
     except HydraException:  # compact composition errors: Hydra prints one clean message
         return
     try:
-        _resume_run_dir(cfg.resume, "outputs/x")
+        resume_run_dir(cfg.resume, "outputs/x")
         validate(cfg)
         # only now: before validate an override such as dataset.download=${nope} would
         # fail here, in the test, instead of in validate's clean message

@@ -18,7 +18,7 @@ from tests.test_image_data import make_cfg
 from tests.test_image_data import no_md5 as _no_md5
 from tests.test_mnist_pkl import cfg_for, write_pkl
 from wgangp.cli.eval import main as eval_main
-from wgangp.cli.train import loggable_names
+from wgangp.config.optimized import loggable_names
 from wgangp.config.validate import validate
 from wgangp.core import losses
 from wgangp.data import build_data

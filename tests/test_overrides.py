@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import TINY, cli
 from tests.test_fuzz_config import override
-from wgangp.cli.train import config_dir, config_groups
+from wgangp.config.compose import config_dir, config_groups
 from wgangp.config.overrides import check_value_overrides
 
 GROUPS = config_groups(config_dir())

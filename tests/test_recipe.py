@@ -11,7 +11,9 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import cli, cli_as_typed
-from wgangp.cli.train import check_group_overrides, compose_config, config_dir, with_recipe
+from wgangp.config.compose import compose_config, config_dir
+from wgangp.config.precheck import check_group_overrides
+from wgangp.config.resume import with_recipe
 from wgangp.io.checkpoint import load_checkpoint
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))

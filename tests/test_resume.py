@@ -165,7 +165,8 @@ def test_keys_added_since_a_checkpoint_resume_at_their_default(tmp_path):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from wgangp.cli.train import config_dir, keys_added_at_default, resume_config
+    from wgangp.config.compose import config_dir
+    from wgangp.config.resume import keys_added_at_default, resume_config
 
     run = [*TINY, "trainer.steps=2"]
     written = OmegaConf.to_container(compose_cfg(*run), resolve=True)
