@@ -160,6 +160,15 @@ def schema_for_dataset(name: str) -> DictConfig:
     return schema
 
 
+def schemas_of_every_kind() -> list[DictConfig]:
+    """The whole schema once with each kind's ``dataset`` node."""
+    base = OmegaConf.structured(Config)
+    return [
+        OmegaConf.merge(base, {"dataset": OmegaConf.structured(kind)})
+        for kind in DATA_SCHEMAS.values()
+    ]
+
+
 def datasets_with_key(key: str, conf_dir: Path | None = None) -> list[str]:
     """The data set options whose kind has key ``dataset.<key>``."""
     conf_dir = conf_dir or config_dir()

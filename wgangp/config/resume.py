@@ -11,7 +11,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from wgangp.config.compose import override_key, schema_for_dataset
+from wgangp.config.compose import (
+    dataset_schema,
+    override_key,
+    schema_for_dataset,
+    schemas_of_every_kind,
+)
 from wgangp.config.legacy import upgrade
 from wgangp.core.optim import linear_decay
 from wgangp.errors import CheckpointError, ConfigError
@@ -55,14 +60,17 @@ def keys_added_at_default(old: dict[str, Any], changes: dict[str, tuple[Any, Any
     describe what the old run did (a checkpoint from before ``generator.input_norm``
     existed normalised per channel, the default), so they are not changes."""
     present = flatten(old)
-    schema = schema_for_dataset(str((old.get("dataset") or {}).get("name")))
+    name = (old.get("dataset") or {}).get("name")
+    kind = dataset_schema(str(name)) if name else None
+    # an old config without a data set name: a dataset key's default in any kind that
+    # has it (the kinds share their common keys' defaults through their bases)
+    schemas = [schema_for_dataset(str(name))] if kind else schemas_of_every_kind()
     out = []
     for key, (_, new) in changes.items():
         if key in present:
             continue
-        try:
-            default = OmegaConf.select(schema, key, throw_on_missing=True)
-        except OmegaConfBaseException:  # a key without a default
+        default = _default(schemas, key)
+        if default is None:
             continue
         if OmegaConf.is_list(default):
             default = OmegaConf.to_container(default)  # e.g. dataset.pixel_range
@@ -71,6 +79,19 @@ def keys_added_at_default(old: dict[str, Any], changes: dict[str, tuple[Any, Any
         if default == new:
             out.append(key)
     return out
+
+
+def _default(schemas: list[DictConfig], key: str) -> Any:  # noqa: ANN401
+    """The default of ``key`` in the first of ``schemas`` that has one (None: none)."""
+    absent = object()
+    for schema in schemas:
+        try:
+            value = OmegaConf.select(schema, key, default=absent, throw_on_missing=True)
+        except OmegaConfBaseException:  # a key without a default
+            continue
+        if value is not absent:
+            return value
+    return None
 
 
 def names_recipe(overrides: list[str]) -> bool:
