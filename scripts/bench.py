@@ -149,6 +149,8 @@ def _image(arch: str, size: int) -> list[str]:
         "critic.dim=64",
         "generator.dim=64",
         "generator.z_dim=128",
+        # the image keys' schema itself: no data set's group defaults come with it
+        "dataset=image_schema",
         "dataset.name=bench_images",
         f"dataset.image_size={size}",
         "dataset.channels=3",

@@ -64,14 +64,44 @@ def defaults_choice(path: Path, group: str) -> str | None:
     return None
 
 
+def experiment_files(conf_dir: Path, experiment: str) -> list[Path]:
+    """``configs/experiment/<experiment>.yaml`` and the experiments it extends through its
+    defaults list (``- cifar10_resnet_paper``), the file itself first."""
+    out: list[Path] = []
+    todo = [experiment]
+    while todo:
+        path = conf_dir / "experiment" / f"{todo.pop(0)}.yaml"
+        if path in out or not path.is_file():
+            continue
+        out.append(path)
+        try:
+            defaults = OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []
+        except Exception:  # noqa: BLE001 - a broken file: Hydra reports it when composing
+            continue
+        todo += [e for e in defaults if isinstance(e, str) and e != "_self_"]
+    return out
+
+
 def experiment_dataset_keys(conf_dir: Path, experiment: str) -> list[str]:
-    """The ``dataset.*`` keys experiment ``experiment`` sets itself."""
-    path = conf_dir / "experiment" / f"{experiment}.yaml"
-    try:
-        node = OmegaConf.load(path).get("dataset") if path.is_file() else None
-    except Exception:  # noqa: BLE001 - a broken file: Hydra reports it when composing
-        return []
-    return list(node) if OmegaConf.is_dict(node) else []
+    """The ``dataset.*`` keys experiment ``experiment`` sets (itself or what it extends)."""
+    keys: list[str] = []
+    for path in experiment_files(conf_dir, experiment):
+        try:
+            node = OmegaConf.load(path).get("dataset")
+        except Exception:  # noqa: BLE001 - a broken file: Hydra reports it when composing
+            continue
+        if OmegaConf.is_dict(node):
+            keys += [k for k in node if k not in keys]
+    return keys
+
+
+def experiment_dataset(conf_dir: Path, experiment: str) -> str | None:
+    """The data set experiment ``experiment`` picks (itself or what it extends)."""
+    for path in experiment_files(conf_dir, experiment):
+        name = defaults_choice(path, "dataset")
+        if name:
+            return name
+    return None
 
 
 def dataset_choices(args: list[str], conf_dir: Path) -> list[tuple[str, str | None]] | None:
@@ -92,7 +122,7 @@ def dataset_choices(args: list[str], conf_dir: Path) -> list[tuple[str, str | No
         return [(name, e) for name in names for e in experiments]
     out: list[tuple[str, str | None]] = []
     for e in experiments:
-        picked = defaults_choice(conf_dir / "experiment" / f"{e}.yaml", "dataset") if e else None
+        picked = experiment_dataset(conf_dir, e) if e else None
         name = picked or default
         if name is None:
             return None
