@@ -14,6 +14,7 @@ from wgangp.config.compose import config_dir, config_groups, resume_run_dir
 from wgangp.config.overrides import check_value_overrides
 from wgangp.config.precheck import check_group_overrides
 from wgangp.config.schema import schema_keys
+from wgangp.config.schema_data import DATA_SCHEMAS, data_keys
 from wgangp.config.validate import validate
 from wgangp.data import build_data
 from wgangp.errors import UserError
@@ -112,7 +113,9 @@ SCALARS = st.one_of(
         max_size=6,
     ),
 )
-KEYS = st.sampled_from(schema_keys() + JUNK_KEYS)
+#: every kind's data set keys too (the base schema's dataset node holds name only)
+DATASET_KEYS = sorted({f"dataset.{k}" for kind in DATA_SCHEMAS.values() for k in data_keys(kind)})
+KEYS = st.sampled_from(schema_keys() + DATASET_KEYS + JUNK_KEYS)
 
 
 @st.composite
