@@ -4,8 +4,8 @@ Pre-checks the command line (:mod:`wgangp.config.precheck`,
 :mod:`wgangp.config.overrides`), composes ``configs/config.yaml`` (+ the overrides) on
 top of the structured schema, checks it (:mod:`wgangp.config.validate`), then hands it
 to the trainer in Hydra's run directory; a user mistake is one line on stderr.
-``resume=PATH`` continues a run in place: the run directory becomes PATH's, and the config is the one the run was
-started with plus this command line's overrides.
+``resume=PATH`` continues a run in place: the run directory becomes PATH's, and the
+config is the one the run was started with plus this command line's overrides.
 
 Under ``torchrun`` every rank runs this same Hydra app (see :func:`main`): the ranks
 agree on one run directory, and only rank 0 writes ``.hydra/``, ``train.log``,
