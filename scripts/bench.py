@@ -69,7 +69,8 @@ sys.path.insert(0, str(REPO))
 
 from scripts.benchtools.kernels import count_ops, kernel_ms, synchronize  # noqa: E402
 from scripts.benchtools.memory import LiveBytes, state_bytes  # noqa: E402
-from wgangp.cli.train import compose_config, config_dir, with_recipe  # noqa: E402
+from wgangp.config.compose import compose_config, config_dir  # noqa: E402
+from wgangp.config.resume import with_recipe  # noqa: E402
 from wgangp.config.validate import validate  # noqa: E402
 from wgangp.core import losses  # noqa: E402
 from wgangp.data import TensorSource, register_dataset  # noqa: E402
@@ -150,6 +151,8 @@ def _image(arch: str, size: int) -> list[str]:
         "critic.dim=64",
         "generator.dim=64",
         "generator.z_dim=128",
+        # the image keys' schema itself: no data set's group defaults come with it
+        "dataset=image_schema",
         "dataset.name=bench_images",
         f"dataset.image_size={size}",
         "dataset.channels=3",

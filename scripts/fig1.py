@@ -38,7 +38,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wgangp.cli.train import compose_config  # noqa: E402
+from wgangp.config.compose import compose_config  # noqa: E402
 from wgangp.core import losses  # noqa: E402
 from wgangp.metrics import diagnostics  # noqa: E402
 from wgangp.train.trainer import Trainer  # noqa: E402

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from wgangp.cli.train import compose_config
+    from wgangp.config.compose import compose_config
     from wgangp.train.trainer import Trainer
 
     work = Path(args.out or tempfile.mkdtemp(prefix="wgangp-image-demo-"))

@@ -52,7 +52,7 @@ METRICS = ["modes_captured", "high_quality", "reverse_kl", "wasserstein"]
 
 
 def compose(dataset: str, seed: int, extra: list[str]) -> Any:
-    from wgangp.cli.train import compose_config
+    from wgangp.config.compose import compose_config
 
     return compose_config(
         [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wgangp.cli.train import compose_config
+from wgangp.config.compose import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -254,7 +254,8 @@ def test_a_change_of_baseline_on_resume_is_refused(tmp_path):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from wgangp.cli.train import config_dir, resume_config
+    from wgangp.config.compose import config_dir
+    from wgangp.config.resume import resume_config
 
     run = [*TINY, "loss=dcgan", "trainer.steps=2"]
     ckpt = {"config": OmegaConf.to_container(compose_cfg(*run), resolve=True), "overrides": run}

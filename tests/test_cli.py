@@ -89,7 +89,10 @@ def test_multirun_sweep_gives_one_run_directory_per_job(tmp_path):
 def test_user_config_dir_is_searched(tmp_path):
     extra = tmp_path / "my_configs" / "dataset"
     extra.mkdir(parents=True)
-    (extra / "ring_wide.yaml").write_text("name: gaussians8\nscale: 4.0\n")
+    # a data set config names its kind's schema first (wgangp/config/schema_data.py)
+    (extra / "ring_wide.yaml").write_text(
+        "defaults:\n  - points_schema\nname: gaussians8\nscale: 4.0\n"
+    )
     cli(
         "--config-dir",
         str(tmp_path / "my_configs"),

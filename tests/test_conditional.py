@@ -298,7 +298,7 @@ def test_what_conditional_training_needs_is_checked_before_any_work(overrides, k
 
 
 def test_changing_conditional_on_resume_is_refused():
-    from wgangp.cli.train import INCOMPATIBLE
+    from wgangp.config.resume import INCOMPATIBLE
 
     assert "conditional.enabled".startswith(INCOMPATIBLE)
 

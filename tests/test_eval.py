@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from tests.conftest import TINY, compose_cfg
 from tests.test_images_e2e import IMG, make_folder
 from wgangp.cli.eval import main as eval_main
-from wgangp.cli.train import optimized_value
+from wgangp.config.optimized import optimized_value
 from wgangp.config.validate import validate
 from wgangp.errors import ConfigError
 from wgangp.io.checkpoint import load_checkpoint

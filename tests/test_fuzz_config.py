@@ -10,9 +10,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import TINY, cli, compose_cfg
-from wgangp.cli.train import _resume_run_dir, check_group_overrides, config_dir, config_groups
+from wgangp.config.compose import config_dir, config_groups, resume_run_dir
 from wgangp.config.overrides import check_value_overrides
+from wgangp.config.precheck import check_group_overrides
 from wgangp.config.schema import schema_keys
+from wgangp.config.schema_data import DATA_SCHEMAS, data_keys
 from wgangp.config.validate import validate
 from wgangp.data import build_data
 from wgangp.errors import UserError
@@ -111,7 +113,9 @@ SCALARS = st.one_of(
         max_size=6,
     ),
 )
-KEYS = st.sampled_from(schema_keys() + JUNK_KEYS)
+#: every kind's data set keys too (the base schema's dataset node holds name only)
+DATASET_KEYS = sorted({f"dataset.{k}" for kind in DATA_SCHEMAS.values() for k in data_keys(kind)})
+KEYS = st.sampled_from(schema_keys() + DATASET_KEYS + JUNK_KEYS)
 
 
 @st.composite
@@ -138,7 +142,7 @@ def setup_like_the_cli(overrides: list[str], root: str) -> None:
     except HydraException:  # compact composition errors: Hydra prints one clean message
         return
     try:
-        _resume_run_dir(cfg.resume, "outputs/x")
+        resume_run_dir(cfg.resume, "outputs/x")
         validate(cfg)
         # only now: before validate an override such as dataset.download=${nope} would
         # fail here, in the test, instead of in validate's clean message

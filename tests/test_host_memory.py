@@ -63,7 +63,7 @@ TRAINER = """
 import tempfile
 from hydra import compose, initialize_config_dir
 from wgangp.config.schema import register_configs
-from wgangp.cli.train import config_dir, register_resolvers
+from wgangp.config.compose import config_dir, register_resolvers
 from wgangp.train.trainer import Trainer
 register_configs(); register_resolvers()
 with initialize_config_dir(str(config_dir()), version_base="1.3"):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import TINY, cli
 from tests.test_fuzz_config import override
-from wgangp.cli.train import config_dir, config_groups
+from wgangp.config.compose import config_dir, config_groups
 from wgangp.config.overrides import check_value_overrides
 
 GROUPS = config_groups(config_dir())
@@ -89,7 +89,12 @@ def test_unknown_keys_and_wrong_types_in_one_line(args, message):
         ["dataset=nope", "critic=mlp", "hydra/launcher=basic"],  # groups: checked elsewhere
         ["-m", "gp.lambda=1,10", "trainer.seed=range(3)", "gp.target=interval(0,1)"],
         ["gp.lambda=[", "=3", "gp.lambda"],  # malformed: Hydra's own message
-        ["eval.metrics=[js1,js4]", "eval.metrics=null", "dataset.pixel_range=[0,1]"],
+        [
+            "eval.metrics=[js1,js4]",
+            "eval.metrics=null",
+            "dataset=mnist",
+            "dataset.pixel_range=[0,1]",
+        ],
     ],
 )
 def test_what_it_leaves_to_the_later_checks(args):

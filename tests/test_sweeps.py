@@ -16,14 +16,9 @@ from omegaconf import OmegaConf
 from tests.conftest import TINY, cli, compose_cfg
 from wgangp.cli.sweep_report import find_jobs, load_job, sample_sheet, sheet_layout
 from wgangp.cli.sweep_report import main as report_main
-from wgangp.cli.train import (
-    LOGGED_SCALARS,
-    _short_dirname,
-    check_group_overrides,
-    check_optimized_metric,
-    config_dir,
-    sweep_jobs,
-)
+from wgangp.config.compose import config_dir, short_dirname
+from wgangp.config.optimized import LOGGED_SCALARS, check_optimized_metric
+from wgangp.config.precheck import check_group_overrides, sweep_jobs
 from wgangp.errors import ConfigError
 from wgangp.io.checkpoint import load_checkpoint
 
@@ -156,9 +151,9 @@ def test_optuna_sweep_of_three_trials(tmp_path):
 
 def test_long_job_names_are_shortened_and_distinct():
     short = "gp.lambda=0.1,trainer.n_critic=5"
-    assert _short_dirname(short) == short
-    a = _short_dirname("x" * 300 + "a")
-    b = _short_dirname("x" * 300 + "b")
+    assert short_dirname(short) == short
+    a = short_dirname("x" * 300 + "a")
+    b = short_dirname("x" * 300 + "b")
     assert len(a) <= 120 and a != b and a.startswith("xxx")
 
 

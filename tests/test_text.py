@@ -494,7 +494,7 @@ def test_the_paper_preset(tmp_path):
     assert (cfg.eval.every, cfg.eval.num_samples) == (100, 640)
     assert list(cfg.eval.metrics) == ["js1", "js2", "js3", "js4"]
     # a sweep optimises js4 (lower is better); keep_best can keep its best checkpoint
-    from wgangp.cli.train import check_optimized_metric
+    from wgangp.config.optimized import check_optimized_metric
     from wgangp.metrics import is_better
 
     assert cfg.optimized_metric == "metrics/js4"

@@ -109,7 +109,8 @@ def test_checkpoints_from_before_the_loss_group_resume_and_a_change_is_refused(t
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from wgangp.cli.train import config_dir, resume_config
+    from wgangp.config.compose import config_dir
+    from wgangp.config.resume import resume_config
 
     run = [*TINY, "trainer.steps=2"]
     written = OmegaConf.to_container(compose_cfg(*run), resolve=True)

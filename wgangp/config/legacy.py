@@ -1,9 +1,12 @@
-"""Keys that moved: the speed switches left ``trainer.*`` and ``gp.*`` for ``speed.*``.
+"""Configs stored by older versions of wgangp, brought to today's layout.
 
 A checkpoint stores the composed config and the overrides of the run that wrote it,
-with the names of its time; :func:`upgrade_config` and :func:`upgrade_overrides` give
-them today's names, so such a run resumes. A command line that names an old key gets
-one line naming the new one (:func:`moved_key_message`).
+with the names and layout of its time. :func:`upgrade` gives a stored config today's
+layout, so such a run resumes: the speed switches that left ``trainer.*`` and ``gp.*``
+for ``speed.*`` (:func:`upgrade_config`; :func:`upgrade_overrides` for the stored
+overrides) and the ``dataset`` keys of other kinds of data, which one schema for every
+data set used to carry (:func:`keep_dataset_kind_keys`). A command line that names an
+old key gets one line naming the new one (:func:`moved_key_message`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from wgangp.config.compose import dataset_schema
+from wgangp.config.schema_data import data_keys
 from wgangp.errors import ConfigError
 
 #: old dotted key → new dotted key
@@ -79,4 +84,33 @@ def moved_key_message(override: str) -> str | None:
     )
 
 
-__all__ = ["MOVED_KEYS", "moved_key_message", "upgrade_config", "upgrade_overrides"]
+def upgrade(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` (a checkpoint's plain config) in today's layout; the input is not changed."""
+    return keep_dataset_kind_keys(upgrade_config(cfg))
+
+
+def keep_dataset_kind_keys(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` without the ``dataset`` keys its data set's kind does not have.
+
+    Checkpoints written while one schema served every data set hold every kind's keys
+    (a gaussians8 run stored ``seq_len``, ``crop``, ``dequantize``, ...) at their
+    defaults, which its data set never read.
+    """
+    dataset = cfg.get("dataset")
+    if not isinstance(dataset, dict):
+        return cfg
+    kind = dataset_schema(str(dataset.get("name")))
+    if kind is None:
+        return cfg
+    keys = data_keys(kind)
+    return {**cfg, "dataset": {k: v for k, v in dataset.items() if k in keys}}
+
+
+__all__ = [
+    "MOVED_KEYS",
+    "keep_dataset_kind_keys",
+    "moved_key_message",
+    "upgrade",
+    "upgrade_config",
+    "upgrade_overrides",
+]

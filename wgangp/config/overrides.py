@@ -12,14 +12,24 @@ composition and to Hydra.
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import AnyNode, BooleanNode, EnumNode, FloatNode, IntegerNode, StringNode
 
+from wgangp.config.choices import dataset_choices
+from wgangp.config.compose import (
+    config_dir,
+    dataset_schema,
+    datasets_with_key,
+    describe_kind,
+    schema_for_dataset,
+)
 from wgangp.config.legacy import moved_key_message
 from wgangp.config.schema import Config, schema_keys
+from wgangp.config.schema_data import data_keys
 from wgangp.errors import ConfigError
 
 _KINDS: tuple[tuple[type, str], ...] = (
@@ -54,16 +64,21 @@ def _elements(value: Any) -> list[Any] | None:  # noqa: ANN401
     return [value]
 
 
-def check_value_overrides(args: list[str], groups: set[str]) -> str | None:
+def check_value_overrides(
+    args: list[str], groups: set[str], conf_dir: Path | None = None
+) -> str | None:
     """A one-line message for the first override that sets an unknown schema key or
     gives a key a value of the wrong type; None when every one passes or is not ours
-    to judge. ``groups``: the config groups (their overrides are checked elsewhere)."""
+    to judge. ``groups``: the config groups (their overrides are checked elsewhere).
+    ``dataset.*`` keys are checked against the kind of every data set the command line
+    trains on (:func:`wgangp.config.choices.dataset_choices`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    conf_dir = conf_dir or config_dir()
     known = schema_keys()
     known_set = set(known)
     sections = {k.rsplit(".", 1)[0] for k in known if "." in k}
-    schema = OmegaConf.structured(Config)
+    datasets = _dataset_kinds(args, conf_dir)
     parser = OverridesParser.create()
     for arg in args:
         if _interpolated_resume(arg):
@@ -86,27 +101,76 @@ def check_value_overrides(args: list[str], groups: set[str]) -> str | None:
         key = override.key_or_group
         if not key or key in groups or "/" in key or key.split(".")[0] == "hydra":
             continue
-        if key not in known_set:
+        raw = arg.split("=", 1)[1]
+        schema = OmegaConf.structured(Config)
+        if key.startswith("dataset.") and key != "dataset.name":
+            if datasets is None:
+                continue  # data sets of another config directory: Hydra checks the key
+            problem = _dataset_key_problem(key, raw, datasets, conf_dir)
+            if problem:
+                return problem
+            schema = schema_for_dataset(datasets[0][0])
+        elif key not in known_set:
             moved = moved_key_message(arg)
             if moved:
                 return moved
             if key in sections or any(key.startswith(k + ".") for k in known_set):
-                continue  # a whole section, or inside a free-form node (dataset.modes)
+                continue  # a whole section
             close = difflib.get_close_matches(key, known, n=1)
             return str(
                 ConfigError(
                     key,
-                    arg.split("=", 1)[1],
+                    raw,
                     "a key of the schema (see wgangp/config/schema.py)",
                     f"did you mean {close[0]}?" if close else "remove it",
                 )
             )
         values = _elements(override.value())
         node = _node(schema, key)
+        if node is None:
+            continue  # inside a free-form node (dataset.modes)
         for value in values or []:
-            problem = _type_problem(key, value, node)
+            problem = _type_problem(key, value, node, schema)
             if problem:
                 return problem
+    return None
+
+
+def _dataset_kinds(args: list[str], conf_dir: Path) -> list[tuple[str, type]] | None:
+    """``(data set, its kind's schema)`` for every data set the command line trains on;
+    None when one of them is not known here."""
+    choices = dataset_choices(args, conf_dir)
+    if choices is None:
+        return None
+    out = []
+    for name, _ in choices:
+        kind = dataset_schema(name, conf_dir)
+        if kind is None:
+            return None
+        out.append((name, kind))
+    return out
+
+
+def _dataset_key_problem(
+    key: str, raw: str, datasets: list[tuple[str, type]], conf_dir: Path
+) -> str | None:
+    """Why ``dataset.<key>`` is no key of one of ``datasets`` (None: all have it)."""
+    leaf = key.split(".")[1]
+    for name, kind in datasets:
+        keys = data_keys(kind)
+        if leaf in keys:
+            continue
+        elsewhere = datasets_with_key(leaf, conf_dir)
+        if elsewhere:
+            which = "that data set" if len(elsewhere) == 1 else "one of those"
+            fix = (
+                f"{leaf} is a key of dataset={' | '.join(elsewhere)}: choose {which}, "
+                f"or drop {key}={raw}"
+            )
+        else:
+            close = difflib.get_close_matches(leaf, keys, n=1)
+            fix = f"did you mean dataset.{close[0]}?" if close else "remove it"
+        return str(ConfigError(key, raw, "a key of " + describe_kind(name, kind), fix))
     return None
 
 
@@ -117,18 +181,22 @@ def _interpolated_resume(arg: str) -> bool:
 
 
 def _node(cfg: DictConfig, key: str) -> Any:  # noqa: ANN401
+    """The schema node of ``key``; None below a free-form (untyped) value."""
     parent: Any = cfg
     for part in key.split("."):
+        if not isinstance(parent, DictConfig):
+            return None
         parent = parent._get_node(part)
     return parent
 
 
-def _type_problem(key: str, value: Any, node: Any) -> str | None:  # noqa: ANN401
-    """Why ``key`` cannot take ``value`` (None: it can, or it is not a typed leaf)."""
+def _type_problem(key: str, value: Any, node: Any, schema: DictConfig) -> str | None:  # noqa: ANN401
+    """Why ``key`` of ``schema`` cannot take ``value`` (None: it can, or it is not a
+    typed leaf)."""
     if isinstance(node, AnyNode) or isinstance(value, str) and "${" in value:
         return None  # untyped, or an interpolation (resolved and checked after composing)
     try:
-        OmegaConf.update(OmegaConf.structured(Config), key, value, merge=True)
+        OmegaConf.update(schema.copy(), key, value, merge=True)
     except OmegaConfBaseException:
         default = node._value()
         if default is not None and default != MISSING and not isinstance(default, str):

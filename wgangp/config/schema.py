@@ -5,7 +5,8 @@ wrong type (``gp.lambda=abc``) or an unknown key (``trainer.stepz=5``) is refuse
 OmegaConf before any work starts. Semantic checks that a type cannot express
 (``λ ≥ 0``, ``0 ≤ β < 1``, CUDA present, ...) live in :mod:`wgangp.config.validate`.
 
-Groups mirror the code: ``dataset`` → :mod:`wgangp.data`, ``critic``/``generator`` →
+Groups mirror the code: ``dataset`` → :mod:`wgangp.data` (one schema per kind of
+data: :mod:`wgangp.config.schema_data`), ``critic``/``generator`` →
 :mod:`wgangp.models`, ``optim``, ``gp`` → :mod:`wgangp.core.losses`, ``trainer`` →
 :mod:`wgangp.train.trainer`, ``speed`` → :mod:`wgangp.fast`, ``eval`` →
 :mod:`wgangp.metrics.evaluator`, ``diagnostics`` → :mod:`wgangp.metrics.diagnostics`.
@@ -15,52 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-
-@dataclass
-class DatasetConfig:
-    """Where samples come from. One schema for every data set; ``name`` picks the loader."""
-
-    name: str = MISSING
-    # points data: a .npy/.csv file of an N×D array, optional known modes for metrics
-    path: str | None = None
-    modes: Any = None
-    mode_std: float | None = None
-    # image data
-    root: str = "data"
-    image_size: int = 32
-    channels: int = 3
-    download: bool = False
-    num_workers: int = 2
-    crop: str = "center"
-    category: str = "bedroom"
-    split: str = "train"
-    # image sets: train on a random subset of N samples of the split (the same N for
-    # every run, whatever trainer.seed; the paper's Figure 4b: 1000 MNIST digits); null: all
-    subset: int | None = None
-    on_device: bool = False
-    # training batches as (x + U[0, 1)) / 128 - 1 instead of x / 127.5 - 1 (gan_cifar_resnet.py)
-    dequantize: bool = False
-    # image sets: [-1, 1] (x / 127.5 - 1) or [0, 1] (x / 255, gan_mnist.py);
-    # see wgangp/data/pixels.py
-    pixel_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])
-    # scale of the on-the-fly toy distributions (None: the official script's value)
-    scale: float | None = None
-    noise: float | None = None
-    # toy sets: null draws every batch afresh; N draws one fixed set of N points from
-    # trainer.seed (the Gaussians N/K per mode), shuffled once and read in order, over
-    # and over (gan_toy.py's 25 Gaussians: 100000); see wgangp/data/toy.py
-    fixed_points: int | None = None
-    # text (billion_word, wgangp/data/text.py): symbols per sample, lines loaded,
-    # vocabulary size with unk, and byte (the official Python 2 reading) | char symbols
-    seq_len: int = 32
-    max_examples: int = 10_000_000
-    max_vocab: int = 2048
-    unit: str = "byte"
+from wgangp.config.schema_data import DataConfig, register_data_configs
 
 
 @dataclass
@@ -302,7 +262,9 @@ class DiagnosticsConfig:
 
 @dataclass
 class Config:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    # the kind's own schema (wgangp/config/schema_data.py) replaces this base once a
+    # data set is chosen
+    dataset: DataConfig = field(default_factory=DataConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -323,6 +285,7 @@ def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="wgangp_schema", node=Config)
+    register_data_configs()
 
 
 def schema_keys(cls: type = Config, prefix: str = "") -> list[str]:

@@ -17,11 +17,13 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from wgangp.config.compose import dataset_schema
 from wgangp.config.legacy import MOVED_KEYS
+from wgangp.config.schema_data import KIND_NAMES
+from wgangp.config.torchrun import env_info
 from wgangp.data.pixels import SIGNED, UNIT, pixel_range
 from wgangp.errors import ConfigError
 from wgangp.fast import layout
-from wgangp.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -286,10 +288,16 @@ def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
 
 
 def check_known_keys(cfg: Any) -> None:
-    """Refuse keys the schema does not have (``+trainer.stepz=1`` would be ignored)."""
+    """Refuse keys the schema does not have (``+trainer.stepz=1`` would be ignored); the
+    ``dataset`` keys are those of its data set's kind."""
     from wgangp.config.schema import schema_keys
+    from wgangp.config.schema_data import data_keys
 
-    known = set(schema_keys())
+    kind = OmegaConf.get_type(cfg, "dataset") if "dataset" in cfg else None
+    if kind not in KIND_NAMES and "dataset" in cfg:  # a plain config: its name's kind
+        kind = dataset_schema(str(cfg.dataset.get("name")))
+    dataset_keys = [f"dataset.{k}" for k in data_keys(kind)] if kind in KIND_NAMES else []
+    known = set(schema_keys()) | set(dataset_keys)
     for key in _leaf_keys(cfg):
         if key in known or any(key.startswith(k + ".") for k in known):
             continue  # a known key, or inside a free-form one (dataset.modes)
@@ -477,7 +485,7 @@ def validate_cuda_graph(cfg: Any, device: torch.device) -> None:
             f"use speed.nan_check=iteration (or auto) {off}",
         ),
         (
-            distributed.env_info().enabled,
+            env_info().enabled,
             "torchrun (WORLD_SIZE > 1)",
             f"DDP's gradient all-reduce is not captured here; {off.removeprefix('or ')}",
         ),

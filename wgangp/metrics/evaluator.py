@@ -238,7 +238,11 @@ class Evaluator:
             from wgangp.data import build_data
 
             # the whole split: dataset.subset picks training samples, not held-out ones
-            ds = OmegaConf.merge(self.dataset_cfg, {"split": self.cfg.split, "subset": None})
+            # (keys its kind has: a toy or text set has neither; wgangp/config/schema_data.py)
+            other = {"split": self.cfg.split, "subset": None}
+            ds = OmegaConf.merge(
+                self.dataset_cfg, {k: v for k, v in other.items() if k in self.dataset_cfg}
+            )
             # only sample() is used, never a training batch: batch size 1 fits any set
             self._split_source = build_data(ds, 1, self.device, self.cfg.seed)
         return self._split_source

@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+# the environment parsing and the shared start time sit in the config layer, which
+# needs them before composing (re-exported here: this module is the runtime's one place)
+from wgangp.config.torchrun import DistInfo, env_info, start_time
 from wgangp.data.image_source import rank_seed
 from wgangp.models.sampling import has_batchnorm
 
@@ -45,36 +45,6 @@ log = logging.getLogger(__name__)
 
 #: how long a rank waits for the others in a collective before failing (not hanging)
 TIMEOUT = datetime.timedelta(minutes=30)
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in the job (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def env_info(environ: dict[str, str] | None = None) -> DistInfo:
-    """Rank, local rank and world size from torchrun's environment variables."""
-    env = os.environ if environ is None else environ
-    world = int(env.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    return DistInfo(
-        rank=int(env.get("RANK", "0")),
-        local_rank=int(env.get("LOCAL_RANK", "0")),
-        world_size=world,
-    )
 
 
 def backend() -> str:
@@ -159,21 +129,6 @@ def mean_over_ranks(values: dict[str, Tensor]) -> dict[str, Tensor]:
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= dist.get_world_size()
     return {k: flat[i] for i, k in enumerate(keys)}
-
-
-_START: float | None = None
-
-
-def start_time() -> float:
-    """The job's start time, rank 0's clock on every rank (cached after the first call).
-
-    Called once by every rank before Hydra composes the config, so the default run
-    directory ``outputs/<date>/<time>`` names the same directory on every rank.
-    """
-    global _START
-    if _START is None:
-        _START = float(broadcast_object(time.time()))
-    return _START
 
 
 def device_for(device: torch.device, local: DistInfo) -> torch.device:
