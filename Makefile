@@ -66,7 +66,7 @@ test-slow:
 lint:
 	$(PYTHON) -m ruff check wgangp tests scripts
 	$(PYTHON) -m ruff format --check wgangp tests scripts
-	@# lint-imports: the layer contracts in pyproject.toml join once the layers hold them
+	$(BIN)lint-imports
 	$(MAKE) docs
 
 # docs/configuration.md is generated from the schema; --strict fails on a broken link
