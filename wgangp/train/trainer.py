@@ -11,7 +11,6 @@ updates, signals and an unwritable log in :mod:`~wgangp.train.guards`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import signal
@@ -23,9 +22,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
-from wgangp.core import algorithm, losses
+from wgangp.core import algorithm
 from wgangp.core import step as step_lib
-from wgangp.core.optim import TFRMSprop, linear_decay
 from wgangp.data import build_data
 from wgangp.data.text import Vocabulary
 from wgangp.errors import ConfigError, Interrupted
@@ -39,60 +37,15 @@ from wgangp.io.tblog import EventLogError
 from wgangp.metrics import evaluator as evaluate
 from wgangp.models import build_critic, build_generator
 from wgangp.models.sampling import has_batchnorm
-from wgangp.train import artifacts, build, distributed, guards, records, state
+from wgangp.train import artifacts, build, distributed, guards, optimizers, records, state
 from wgangp.train.guards import NonFiniteError
+from wgangp.train.networks import StepNetworks
 from wgangp.train.step import NonFiniteStep, UpdateExecutor, resolve_nan_check
 
 log = logging.getLogger(__name__)
 
 
-#: devices with a fused (single-kernel) Adam in PyTorch
-_FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps", "xpu")
-
-
-def _adam_impl(device: torch.device, graphed: bool = False) -> dict[str, bool]:
-    """Adam's implementation flags: fused where PyTorch has it, else foreach.
-
-    Fused: one kernel for every parameter (on 2 CPU cores a toy_quality step at batch
-    256 took 21.8 ms instead of foreach's 24.3 ms), and it can skip an update on the
-    device (``found_inf``), which the sync-free non-finite check and GradScaler rely on.
-    ``graphed`` (speed.cuda_graph): capturable, i.e. its step count stays on the device.
-    """
-    fused = device.type in _FUSED_ADAM_DEVICES
-    return {"fused": fused, "foreach": not fused, "capturable": graphed}
-
-
-def _adam_lr(lr: Any, device: torch.device, graphed: bool) -> float | Tensor:  # noqa: ANN401
-    """The learning rate as Adam should hold it: under a CUDA graph a device tensor
-    (the graph reads it, linear decay writes into it), else a float."""
-    value = float(lr)
-    return torch.tensor(value, device=device) if graphed else value
-
-
-def _optimizer(
-    name: str, params: Any, node: Any, device: torch.device, graphed: bool
-) -> torch.optim.Optimizer:
-    """``optim.name``'s optimizer: Adam (the paper's), or TF1's RMSProp (the weight-
-    clipping baseline's, wgangp/core/optim.py)."""
-    if name == "rmsprop":
-        return TFRMSprop(params, lr=float(node.lr))
-    return _adam(params, node, device, graphed)
-
-
-def _adam(params: Any, node: Any, device: torch.device, graphed: bool) -> torch.optim.Adam:
-    return torch.optim.Adam(
-        params,
-        lr=_adam_lr(node.lr, device, graphed),
-        betas=tuple(node.betas),
-        **_adam_impl(device, graphed),
-    )
-
-
-#: the critic's logged values by their names in a non-finite-loss message
-_TERMS = {"wasserstein": "W estimate", "d_real": "mean D(x)", "d_fake": "mean D(x̃)"}
-
-
-class Trainer:
+class Trainer(StepNetworks):
     """Holds everything about a run and trains it; ``fit()`` runs to ``trainer.steps``."""
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path, device: torch.device) -> None:
@@ -151,10 +104,10 @@ class Trainer:
         self.scaler = self.updates.scaler
         self.deferred_nan_check = self.updates.deferred
         opt = cfg.optim.name
-        self.opt_c = _optimizer(
+        self.opt_c = optimizers.make_optimizer(
             opt, self.critic.parameters(), cfg.optim.critic, device, sp.cuda_graph
         )
-        self.opt_g = _optimizer(
+        self.opt_g = optimizers.make_optimizer(
             opt, self.generator.parameters(), cfg.optim.generator, device, sp.cuda_graph
         )
         # loss=wgan: the weights clipped after every critic update
@@ -220,72 +173,6 @@ class Trainer:
         """Samples per critic update over all ranks: per-rank batch × world size."""
         return int(self.cfg.trainer.batch_size) * self.dist.world_size
 
-    # ------------------------------------------------------------------ the method
-    # Algorithm 1 itself is wgangp/core/algorithm.py; the methods below are how this
-    # trainer runs its forwards and updates (the algorithm's Networks)
-
-    def precision(self) -> Any:  # noqa: ANN401
-        return self.updates.autocast()
-
-    def to_layout(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
-
-    def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
-        """Fakes for a critic update: G(z) (class-conditional: G(z, labels)), no graph,
-        in fp32 at least (bf16 under autocast is widened, fp64 models stay fp64)."""
-        with torch.no_grad(), self.updates.autocast():
-            fake = self.generator_fwd(z) if labels is None else self.generator_fwd(z, labels)
-        return losses.at_least_fp32(fake)
-
-    def critic_scores(
-        self, real: Tensor, fake: Tensor, labels: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """D(real), D(fake) (one forward with ``speed.fuse_real_fake``) and their logits."""
-        fuse = self.hot.fuse_real_fake
-        if labels is None:
-            return (*step_lib.critic_scores(self.critic_fwd, real, fake, fuse), None, None)
-        return step_lib.critic_scores_and_logits(self.critic_fwd, real, fake, fuse)
-
-    def output_scale(self) -> Tensor | None:
-        return self.updates.loss_scale()
-
-    @contextlib.contextmanager
-    def critic_frozen(self) -> Any:  # noqa: ANN401
-        # the critic's parameters need no gradient in the generator update: skip them
-        self.critic.requires_grad_(False)
-        try:
-            yield
-        finally:
-            self.critic.requires_grad_(True)
-
-    def generator_scores(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        # under DDP the plain critic: its frozen parameters are no reducer's business
-        if labels is None:
-            return self.critic_frozen_fwd(self.to_layout(self.generator_fwd(z))), None
-        fake = self.to_layout(self.generator_fwd(z, labels))
-        return self.critic_frozen_fwd(fake, with_logits=True)
-
-    def update(self, who: str, loss: Tensor, shown: dict[str, Tensor]) -> None:
-        """Backward and optimizer step of the critic or the generator (UpdateExecutor)."""
-        opt = self.opt_c if who == "critic" else self.opt_g
-        terms = {f"{who} loss": loss.detach()}
-        terms.update({_TERMS[k]: v for k, v in shown.items() if k in _TERMS})
-        if "gp" in shown:
-            terms["GP"] = shown["gp"]
-        # fp16: a penalty that overflowed under loss scaling is GradScaler's to skip
-        # (it lowers the scale); a genuine NaN still shows in the forward terms
-        check = None
-        if self.scaler is not None and who == "critic":
-            check = next(iter(shown.values()))
-        self.updates.apply(loss, opt, who, terms, check=check)
-
-    def noise(self, n: int) -> Tensor:
-        return torch.randn(n, self.generator.z_dim, generator=self.rng, device=self.device)
-
-    def class_labels(self, n: int) -> Tensor:
-        """``n`` classes uniform over the data set's (the generator update's labels)."""
-        return torch.randint(0, self.num_classes, (n,), generator=self.rng, device=self.device)
-
     def critic_step(
         self,
         real: Tensor,
@@ -349,44 +236,6 @@ class Trainer:
     def _nonfinite(self, loss: Tensor, opt: torch.optim.Optimizer) -> Tensor:
         """1 if the loss or a gradient is NaN or ±Inf, else 0 (UpdateExecutor.nonfinite)."""
         return self.updates.nonfinite(loss, opt)
-
-    def draw_inputs(self) -> step_lib.IterationInputs:
-        """Everything random that one generator iteration consumes, drawn in the order
-        the iteration uses it (real batch, latents, ε per critic update; the generator
-        update's latents last), so that drawing first changes no number."""
-        t = self.hot
-        every = t.gp_every
-        reals: list[Tensor] = []
-        fake_z: list[Tensor] = []
-        eps: list[Tensor | None] = []
-        labels: list[Tensor] | None = [] if t.num_classes else None
-        for i in range(t.n_critic):
-            if labels is None:
-                real = self.data.next_batch()
-            else:
-                real, y = self.data.next_labeled_batch()
-                labels.append(y)
-            reals.append(real)
-            if not t.batch_fakes:
-                fake_z.append(self.noise(t.batch_size))
-            elif i == 0:  # all n_critic batches from one generator forward
-                fake_z.append(self.noise(t.batch_size * t.n_critic))
-            # lazy penalty: on every k-th critic update (counted over the whole run)
-            if t.penalty and (self.step * t.n_critic + i) % every == 0:
-                eps.append(
-                    losses.interpolation_weights(
-                        real.shape[0],
-                        real.dim(),
-                        device=real.device,
-                        dtype=real.dtype,
-                        generator=self.rng,
-                    )
-                )
-            else:
-                eps.append(None)
-        gen_z = self.noise(t.gen_batch_size)
-        gen_labels = self.class_labels(t.gen_batch_size) if t.num_classes else None
-        return step_lib.IterationInputs(reals, fake_z, eps, gen_z, labels, gen_labels)
 
     def iteration(self, inputs: step_lib.IterationInputs) -> dict[str, Tensor]:
         """Algorithm 1 (:func:`wgangp.core.algorithm.algorithm_1`) on pre-drawn ``inputs``:
@@ -491,14 +340,9 @@ class Trainer:
 
     def _decay_lr(self) -> None:
         """Linear decay to 0 at ``trainer.steps`` (a function of the step: resume-safe)."""
-        frac = linear_decay(self.step, self.cfg.trainer.steps)
-        o = self.cfg.optim
-        for opt, node in ((self.opt_c, o.critic), (self.opt_g, o.generator)):
-            for group in opt.param_groups:
-                if isinstance(group["lr"], Tensor):  # read by a CUDA graph: in place
-                    group["lr"].fill_(node.lr * frac)
-                else:
-                    group["lr"] = node.lr * frac
+        optimizers.decay_linearly(
+            self.opt_c, self.opt_g, self.cfg.optim, self.step, self.cfg.trainer.steps
+        )
 
     def _log(self, writer: Any, values: dict[str, float]) -> None:  # noqa: ANN401
         lrs = {
@@ -571,7 +415,9 @@ class Trainer:
         graphed = self.graphed is not None
         for opt in (self.opt_c, self.opt_g):
             state.use_implementation(
-                opt, _adam_impl(self.device, graphed), lambda lr: _adam_lr(lr, self.device, graphed)
+                opt,
+                optimizers.adam_impl(self.device, graphed),
+                lambda lr: optimizers.adam_lr(lr, self.device, graphed),
             )
         if self.graphed is not None:  # the optimizer-state tensors it points at are new
             self.graphed.reset()
