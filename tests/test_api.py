@@ -19,7 +19,7 @@ from wgangp.config.validate import validate
 from wgangp.data.pixels import as_signed
 from wgangp.errors import CheckpointError, ConfigError
 from wgangp.io.checkpoint import load_checkpoint
-from wgangp.metrics.images import quantize
+from wgangp.metrics.features import quantize
 from wgangp.train.trainer import Trainer
 
 TOY = [

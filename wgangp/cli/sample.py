@@ -154,7 +154,7 @@ def latents(cfg: Any, z_dim: int, device: torch.device) -> Tensor:  # noqa: ANN4
 
 def to_uint8(images: Tensor) -> np.ndarray:
     """The bytes a PNG of these [-1, 1] images holds (the rounding of the grids too)."""
-    from wgangp.metrics.images import quantize
+    from wgangp.metrics.features import quantize
 
     return quantize(images).numpy()
 

@@ -3,7 +3,10 @@
 Points (data sets with known modes): ``modes_captured``, ``high_quality``,
 ``reverse_kl`` (:mod:`wgangp.metrics.points`) and ``wasserstein`` (any point data).
 Images (through a :class:`FeatureExtractor`, normally :class:`InceptionExtractor`):
-``fid``, ``kid``, ``is``, ``precision``, ``recall`` (:mod:`wgangp.metrics.images`).
+``fid``, ``kid``, ``is``, ``precision``, ``recall`` (:mod:`wgangp.metrics.images`; the
+extractors in :mod:`wgangp.metrics.features`, the maths in
+:mod:`wgangp.metrics.image_scores`, the cached real statistics in
+:mod:`wgangp.metrics.real_stats`).
 Text (symbol sequences): ``js1`` … ``js4`` (:mod:`wgangp.metrics.text`).
 
 :func:`compute_metrics` dispatches by name; :data:`METRIC_DIRECTION` says for each name
@@ -18,28 +21,24 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from wgangp.errors import ConfigError, MetricUnavailable
-from wgangp.metrics.images import (
-    DEFAULT_STATS_DIR,
-    IMAGE_METRICS,
+from wgangp.metrics.features import (
     INCEPTION_WEIGHTS_FILES,
     FeatureExtractor,
     Features,
     InceptionExtractor,
-    RealStats,
-    StatsKey,
     extract_features,
-    feature_statistics,
-    fid_from_features,
     find_inception_weights,
-    frechet_distance,
-    image_metrics,
-    inception_score_from_logits,
-    kid_from_features,
-    load_or_compute_real_stats,
-    precision_recall_from_features,
-    real_stats_path,
     to_uint8,
 )
+from wgangp.metrics.image_scores import (
+    feature_statistics,
+    fid_from_features,
+    frechet_distance,
+    inception_score_from_logits,
+    kid_from_features,
+    precision_recall_from_features,
+)
+from wgangp.metrics.images import IMAGE_METRICS, image_metrics
 from wgangp.metrics.points import (
     DEFAULT_EXACT_MAX_N,
     assign_modes,
@@ -53,6 +52,13 @@ from wgangp.metrics.points import (
     wasserstein_distance,
     wasserstein_exact,
     wasserstein_with_reference,
+)
+from wgangp.metrics.real_stats import (
+    DEFAULT_STATS_DIR,
+    RealStats,
+    StatsKey,
+    load_or_compute_real_stats,
+    real_stats_path,
 )
 from wgangp.metrics.text import TEXT_METRICS, reference_ngrams, text_metrics
 
