@@ -419,7 +419,7 @@ def test_the_generator_learns_its_classes(tmp_path, no_md5):
         ("speed.fuse_real_fake=false",),
         ("trainer.ema.decay=0.9", "gp.every=2"),
         ("speed.native_conv_grads=false", "speed.detach_relu_masks=false"),
-        ("speed.channels_last=false"),
+        ("speed.channels_last=false",),
     ],
     ids=["bf16", "unfused", "ema-lazy", "plain-penalty", "nchw"],
 )

@@ -275,7 +275,7 @@ def test_a_run_directory_where_nothing_can_be_created_is_one_clear_line(tmp_path
 
 def test_a_nan_through_the_cli_stops_with_the_step_terms_and_checkpoint(tmp_path):
     run = tmp_path / "run"
-    # n_critic=1: critic_loss call k is step k's
+    # n_critic=1: critic loss k is step k's
     proc = start(
         run,
         *TINY,

@@ -13,8 +13,8 @@ faults can be combined with commas (``tb_enospc_after:3,enospc_after:2``).
   first (N=0) is the file-version event written when the writer is created.
 * ``log_enospc_after:N``: the (N+1)-th and every later write to a ``logging``
   file (Hydra's ``train.log``) fails with ``ENOSPC``.
-* ``nan_critic_at:N``: the N-th call of ``wgangp.core.losses.critic_loss`` (1-based)
-  returns NaN.
+* ``nan_critic_at:N``: the N-th critic loss (``wgangp.core.algorithm.critic_objective``,
+  1-based) is NaN.
 """
 
 from __future__ import annotations
@@ -94,16 +94,16 @@ def _log_enospc_after(arg: str) -> None:
 
 
 def _nan_critic_at(arg: str) -> None:
-    import wgangp.core.losses
+    import wgangp.core.algorithm
 
-    _critic_loss, _calls = wgangp.core.losses.critic_loss, [0]
+    _objective, _calls = wgangp.core.algorithm.critic_objective, [0]
 
-    def _nan_critic_loss(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def _nan_critic_objective(*args, **kwargs):  # type: ignore[no-untyped-def]
         _calls[0] += 1
-        out = _critic_loss(*args, **kwargs)
-        return out * float("nan") if _calls[0] == int(arg) else out
+        loss, shown = _objective(*args, **kwargs)
+        return (loss * float("nan"), shown) if _calls[0] == int(arg) else (loss, shown)
 
-    wgangp.core.losses.critic_loss = _nan_critic_loss
+    wgangp.core.algorithm.critic_objective = _nan_critic_objective
 
 
 _FAULTS = {
