@@ -17,8 +17,9 @@ from wgangp.core import losses
 from wgangp.errors import ConfigError
 from wgangp.fast import cuda_graph
 from wgangp.fast.cuda_graph import CaptureCheck, GraphedIteration, check_capturable
+from wgangp.train.optimizers import adam
 from wgangp.train.step import NonFiniteStep as _NonFiniteStep
-from wgangp.train.trainer import Trainer, _adam
+from wgangp.train.trainer import Trainer
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -320,7 +321,7 @@ def test_capturable_adam_with_a_tensor_lr_steps_like_the_plain_one():
     node = SimpleNamespace(lr=1e-3, betas=(0.0, 0.9))
     p1 = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(3))]
     p2 = [torch.nn.Parameter(p.detach().clone()) for p in p1]
-    plain, graphed = _adam(p1, node, CPU, graphed=False), _adam(p2, node, CPU, graphed=True)
+    plain, graphed = adam(p1, node, CPU, graphed=False), adam(p2, node, CPU, graphed=True)
     assert isinstance(graphed.param_groups[0]["lr"], torch.Tensor)
     assert graphed.param_groups[0]["capturable"] and not plain.param_groups[0]["capturable"]
     lr_tensor = graphed.param_groups[0]["lr"]

@@ -269,12 +269,12 @@ def test_torchrun_rank0_writes_and_resume_continues_bitwise(tmp_path):
 
 @pytest.mark.parametrize("argv", [["wgangp-train", "-m", "gp.lambda=1,10"]])
 def test_multirun_under_torchrun_is_refused(argv):
-    from wgangp.cli.train import _torchrun_argv
+    from wgangp.cli.train import torchrun_argv
     from wgangp.errors import UserError
 
     with pytest.raises(UserError, match="torchrun"):
-        _torchrun_argv(argv, distributed.DistInfo(rank=1, world_size=2))
-    quiet = _torchrun_argv(["wgangp-train", "x=1"], distributed.DistInfo(rank=1, world_size=2))
+        torchrun_argv(argv, distributed.DistInfo(rank=1, world_size=2))
+    quiet = torchrun_argv(["wgangp-train", "x=1"], distributed.DistInfo(rank=1, world_size=2))
     assert "hydra.output_subdir=null" in quiet
 
 

@@ -204,7 +204,7 @@ RANK_OVERRIDES = (
 )
 
 
-def _torchrun_argv(argv: list[str], info: distributed.DistInfo) -> list[str]:
+def torchrun_argv(argv: list[str], info: distributed.DistInfo) -> list[str]:
     """The command line of one torchrun rank: rank 0's unchanged, others quiet."""
     if any(a in ("-m", "--multirun") for a in argv[1:]):
         raise UserError(
@@ -258,7 +258,7 @@ def main() -> None:
     try:
         if info.enabled:
             try:
-                sys.argv = _torchrun_argv(sys.argv, info)
+                sys.argv = torchrun_argv(sys.argv, info)
             except UserError as e:
                 print(f"wgangp: error: {e}", file=sys.stderr)
                 sys.exit(e.exit_code)
