@@ -179,7 +179,7 @@ class SpeedConfig:
     cudnn_benchmark: bool = True  # CUDA only
     # CUDA: capture one whole generator iteration as a CUDA graph after a short eager
     # warm-up and replay it (wgangp/fast/cuda_graph.py): the eager step's kernels on the
-    # same inputs, launched at once; opt-in (see docs/speed.md)
+    # same inputs, launched at once; opt-in (see docs/performance.md)
     cuda_graph: bool = False
     # glibc: keep freed host memory mapped instead of unmapping it, so each step does not
     # page-fault its activations back in (wgangp/fast/host_memory.py); process-wide

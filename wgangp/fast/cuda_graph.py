@@ -12,7 +12,7 @@ same generators in the same order as an eager step, then copied into the static 
 the graph reads. Parameters, optimizer moments and batch-norm buffers are updated in
 place by the replayed kernels, so checkpoints, pictures and the EMA see them as usual.
 tests/test_cuda_graph.py checks the draw-first split bitwise, and graph against eager
-training on CUDA. Opt-in: docs/speed.md says where it pays.
+training on CUDA. Opt-in: docs/performance.md says where it pays.
 
 How (PyTorch's CUDA-graph notes, "whole-network capture"):
 

@@ -8,7 +8,7 @@ allocates and frees the same large activations every time, so every step touches
 pages, and the kernel zero-fills each 4 KiB page on its first touch (a minor page
 fault). Our step allocates larger blocks than a textbook loop (real and fake in one
 critic forward), which defeats glibc's adaptive threshold more often
-(``scripts/bench.py`` reports ``minor_faults_per_iter``; docs/speed.md has the counts).
+(``scripts/bench.py`` reports ``minor_faults_per_iter``; docs/performance.md has the counts).
 
 :func:`keep_freed_host_memory` sets ``M_MMAP_MAX = 0`` (every block comes from the
 heap) and ``M_TRIM_THRESHOLD`` to its maximum (the heap is never trimmed). After the

@@ -3,7 +3,7 @@
 Which layout is faster depends on the convolution kernels the machine runs, not on
 the model. On the CPU, PyTorch's convolutions are oneDNN's: its AVX-512 kernels are much
 faster on channels-last (NHWC) maps, its AVX2 kernels are as fast or faster on NCHW
-ones (the measurements are in docs/speed.md). So ``auto`` picks channels-last on a CPU
+ones (the measurements are in docs/performance.md). So ``auto`` picks channels-last on a CPU
 whose kernels are AVX-512 ones (:func:`cpu_prefers_channels_last`) and NCHW on other
 CPUs and on CUDA (set ``true`` to try cuDNN's NHWC kernels).
 
