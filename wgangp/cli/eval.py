@@ -12,6 +12,20 @@ reads the checkpoint's critic against its training generator, held-out data from
 ``split=`` (or the run's ``eval.split``, the rest of a ``dataset.subset``, a toy
 distribution's fresh draws), as training logs it. Prints a table;
 ``json=PATH`` also writes ``{"checkpoint", "step", "metrics": {...}}``.
+
+    wgangp-eval samples=FOLDER_OR_NPZ (ref=FOLDER_OR_NPZ | dataset=NAME [dataset.KEY=V])
+                [metrics=fid] [num_samples=N] [resize=legacy_tensorflow|clean]
+                [save_ref=PATH.npz] [split=NAME] [json=PATH] ...
+
+scores any sample set: a folder of images (any size, decoded to 8-bit RGB) or an
+``.npz`` whose array ``samples`` is ``N×C×H×W`` or ``N×H×W×C`` (C = 1 or 3), uint8 in
+[0, 255] or float in the data's pixel range ([-1, 1] unless ``dataset.pixel_range``
+says otherwise). The reference is another folder, a data set as training sees it
+(``num_samples`` draws, 10000 by default), or a ``mu``/``sigma`` ``.npz`` of published
+statistics (then only ``fid`` and ``is``). ``save_ref=PATH.npz`` writes the reference's
+float64 ``mu``/``sigma`` in that format (``samples=`` may then be left out).
+``resize``: ``legacy_tensorflow`` (default: the network's TF1 bilinear resize to
+299×299, as published FIDs) or ``clean`` (PIL bicubic, as clean-fid).
 """
 
 from __future__ import annotations
@@ -21,29 +35,32 @@ import logging
 import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from wgangp.cli.eval_samples import check_sample_args, evaluate_samples, resize_line
 from wgangp.cli.sample import check_output
 from wgangp.config.schema import EvalConfig
 from wgangp.config.validate import resolve_device
 from wgangp.data import build_data
 from wgangp.errors import ConfigError, MetricUnavailable, UserError
 from wgangp.inference.generator import load_with_checkpoint
-from wgangp.metrics import METRIC_DIRECTION, METRIC_NAMES
+from wgangp.metrics import IMAGE_METRICS, METRIC_DIRECTION, METRIC_NAMES
 from wgangp.metrics import evaluator as evaluate
 from wgangp.metrics.evaluator import Evaluator
+from wgangp.metrics.sample_sets import CleanResize
 from wgangp.models import build_critic
 from wgangp.models.sampling import check_bn_mode
 
 USAGE = (
     "wgangp-eval checkpoint=RUN_DIR_OR_FILE [metrics=a,b] [num_samples=N] [seed=0] "
     "[ema=true|false] [device=auto] [inception_weights=PATH] [stats_cache=DIR] [split=NAME] "
-    "[bn=running|batch] [json=PATH]"
+    "[bn=running|batch] [resize=legacy_tensorflow|clean] [json=PATH] | wgangp-eval "
+    "samples=FOLDER_OR_NPZ (ref=FOLDER_OR_NPZ | dataset=NAME [dataset.KEY=V]) [save_ref=PATH.npz]"
 )
 
 
@@ -60,6 +77,12 @@ class EvalArgs:
     split: str | None = None
     bn: str | None = None  # generator batch norm: running | batch; None: the run's eval.bn
     json: str | None = None
+    samples: str | None = None  # a folder of images or an .npz to score (no checkpoint)
+    ref: str | None = None  # the samples' reference: a folder or a mu/sigma .npz
+    save_ref: str | None = None  # write the reference's mu/sigma .npz here
+    resize: str = "legacy_tensorflow"  # how images reach 299x299: legacy_tensorflow | clean
+    # dataset=NAME and its dataset.KEY=V, the samples' reference (as wgangp-train takes them)
+    dataset_keys: list[str] = field(default_factory=list)
 
 
 def parse_args(argv: list[str]) -> Any:
@@ -70,6 +93,9 @@ def parse_args(argv: list[str]) -> Any:
     # metrics=a,b is one string here, not OmegaConf's list syntax
     raw = dict(a.split("=", 1) for a in argv)
     metrics = raw.pop("metrics", None)
+    dataset_keys = [
+        f"{k}={raw.pop(k)}" for k in list(raw) if k == "dataset" or k.startswith("dataset.")
+    ]
     try:
         given = OmegaConf.from_dotlist([f"{k}={v}" for k, v in raw.items()])
         cfg = OmegaConf.merge(OmegaConf.structured(EvalArgs), given)
@@ -77,8 +103,8 @@ def parse_args(argv: list[str]) -> Any:
         key = getattr(e, "full_key", "") or "argument"
         raise ConfigError(key, str(e).splitlines()[0], f"see: {USAGE}") from None
     cfg.metrics = metrics.strip("[]") if metrics else None
-    if not cfg.checkpoint:
-        raise ConfigError("checkpoint", None, "a run directory or a checkpoint file", USAGE)
+    cfg.dataset_keys = dataset_keys
+    check_sample_args(cfg, dataset_keys)  # which mode, and its arguments fit together
     if cfg.num_samples is not None and cfg.num_samples < 2:
         raise ConfigError("num_samples", cfg.num_samples, "an integer ≥ 2")
     if cfg.bn is not None:
@@ -153,6 +179,8 @@ def evaluate_checkpoint(args: Any) -> tuple[dict[str, float], dict[str, Any]]:
     if evaluator.needs_extractor:  # load Inception here: the evaluator's warning is training's
         try:
             evaluator.extractor = evaluate.make_extractor(ev_cfg, device)
+            if args.resize == "clean":
+                evaluator.extractor = CleanResize(evaluator.extractor)
         except MetricUnavailable as e:
             evaluator.unavailable = own_names(str(e))
     values = evaluator(gen)
@@ -200,11 +228,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         args = parse_args(argv)
+        if not args.checkpoint:
+            main_samples(args)
+            return
         values, ckpt = evaluate_checkpoint(args)
     except UserError as e:
         print(f"wgangp-eval: error: {own_names(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
     print(f"{args.checkpoint} (step {ckpt['step']})")
+    if any(k in IMAGE_METRICS for k in values):
+        print(resize_line(args.resize))
     print(format_table(values))
     if args.json:
         out = Path(args.json).expanduser()
@@ -213,6 +246,30 @@ def main(argv: list[str] | None = None) -> None:
             "checkpoint": str(args.checkpoint),
             "step": int(ckpt["step"]),
             "metrics": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
+        }
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def main_samples(args: Any) -> None:  # noqa: ANN401
+    """``wgangp-eval samples=…`` / ``save_ref=…``: score, print, write the files asked."""
+    scores = evaluate_samples(args, list(args.dataset_keys))
+    if scores.saved is not None:
+        print(f"reference statistics (mu, sigma; float64) written to {scores.saved}")
+    print(f"reference: {scores.reference}")
+    print(resize_line(scores.resize))
+    if not args.samples:
+        return
+    print(f"samples: {args.samples} ({scores.num_samples} images)")
+    print(format_table(scores.values))
+    if args.json:
+        out = Path(args.json).expanduser()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "samples": str(args.samples),
+            "num_samples": scores.num_samples,
+            "reference": scores.reference,
+            "resize": scores.resize,
+            "metrics": {k: (v if math.isfinite(v) else None) for k, v in scores.values.items()},
         }
         out.write_text(json.dumps(payload, indent=2) + "\n")
 

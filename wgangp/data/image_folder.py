@@ -27,6 +27,7 @@ Undecodable files, policy:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,19 @@ def find_images(root: Path) -> list[Path]:
             if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
                 found.append(Path(dirpath) / f)
     return sorted(found)
+
+
+def folder_fingerprint(root: Path) -> str:
+    """A hash of the folder's content as :func:`find_images` sees it: every image's path
+    relative to ``root``, size and modification time, sorted. Adding, removing, replacing
+    or touching an image changes it; moving the folder does not."""
+    digest = hashlib.sha1()
+    for path in find_images(root):
+        st = path.stat()
+        digest.update(
+            f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+        )
+    return digest.hexdigest()
 
 
 def _identifiable(path: Path) -> bool:

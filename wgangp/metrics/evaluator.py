@@ -29,7 +29,6 @@ values and whether ``eval.keep_best``'s metric improved; the training loop recor
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +41,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from wgangp.data.base import DataSource
+from wgangp.data.image_folder import folder_fingerprint
 from wgangp.data.pixels import as_signed, pixel_range
 from wgangp.data.text import is_text
 from wgangp.errors import ConfigError, MetricUnavailable
@@ -81,12 +81,16 @@ def make_extractor(eval_cfg: Any, device: torch.device) -> FeatureExtractor:
 
 
 def dataset_id(ds: Any) -> str:
-    """A data set's name for the real-statistics cache (folder sets: plus a path hash)."""
+    """A data set's name for the real-statistics cache. An ``image_folder`` adds a hash
+    of its content (:func:`~wgangp.data.image_folder.folder_fingerprint`: file list,
+    sizes, modification times), so an edited folder gets fresh statistics and a moved
+    one keeps its own."""
     name = str(ds.name)
     root = ds.get("root") if hasattr(ds, "get") else getattr(ds, "root", None)
     if name == "image_folder" and root:
-        digest = hashlib.sha1(str(Path(str(root)).expanduser().resolve()).encode()).hexdigest()
-        name += "-" + digest[:10]
+        folder = Path(str(root)).expanduser()
+        if folder.is_dir():
+            name += "-" + folder_fingerprint(folder)[:16]
     crop = ds.get("crop", "center") if hasattr(ds, "get") else "center"
     channels = ds.get("channels", 3) if hasattr(ds, "get") else 3
     return f"{name}-{crop}-c{channels}"
