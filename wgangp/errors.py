@@ -8,7 +8,8 @@ from typing import Any
 
 
 class Interrupted(Exception):  # noqa: N818 - a signal, not an error
-    """SIGINT/SIGTERM arrived; a checkpoint was written. ``exit_code`` = 128 + signal."""
+    """SIGINT, SIGTERM, SIGUSR1 or SIGUSR2 arrived; a checkpoint was written.
+    ``exit_code`` = 128 + signal."""
 
     def __init__(self, signum: int, checkpoint: Path | None) -> None:
         self.signum, self.checkpoint = signum, checkpoint

@@ -164,8 +164,9 @@ def task(cfg: DictConfig) -> float | None:
 
     Exit codes: 0 done; 2 a user error (bad config value, data, checkpoint, or a run
     directory / disk that refuses writes); 128+N stopped by signal N after saving a
-    checkpoint (130 SIGINT, 143 SIGTERM). Hydra itself exits 1 on an override it
-    cannot compose (unknown key or option, wrong type).
+    checkpoint (130 SIGINT, 143 SIGTERM, 138 SIGUSR1, 140 SIGUSR2; in a submitit job
+    SIGUSR1/SIGUSR2 requeue the job, and submitit ends the process). Hydra itself exits
+    1 on an override it cannot compose (unknown key or option, wrong type).
 
     Returns what sweepers optimise: when ``eval.keep_best`` is set, the best value of
     that metric over the run's evaluations (the one kept as ``checkpoints/best.pt``;

@@ -142,6 +142,11 @@ class TrainerConfig:
     log_every: int = 50
     sample_every: int = 500
     ckpt_every: int = 500
+    # a checkpoint also once this many minutes of wall time passed since the last one
+    # (0: off), so a kill -9 or a node failure loses at most that much on any preset;
+    # 30 bounds the loss of an image run (5000 steps between step checkpoints: hours)
+    # for the price of one save per half hour, and a toy run ends before it fires
+    ckpt_every_minutes: float = 30.0
     keep_checkpoints: int = 3
     precision: str = "fp32"  # fp32 | bf16 | fp16
     progress: bool = True

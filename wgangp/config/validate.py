@@ -45,6 +45,11 @@ def _finite(key: str, value: Any) -> float:
     return float(value)
 
 
+def _non_negative(key: str, value: Any, fix: str) -> None:
+    if _finite(key, value) < 0:
+        raise ConfigError(key, value, "a number ≥ 0", fix)
+
+
 def _at_least(key: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(key, value, f"an integer ≥ {low}")
@@ -380,11 +385,8 @@ def validate(cfg: Any) -> torch.device:
     """Check ``cfg``; return the training device. Raises :class:`ConfigError`."""
     check_known_keys(cfg)
     check_resolvable(cfg)
-    lam = _finite("gp.lambda", cfg.gp["lambda"])
-    if lam < 0:
-        raise ConfigError("gp.lambda", cfg.gp["lambda"], "a number ≥ 0", "the paper uses 10")
-    if _finite("gp.target", cfg.gp.target) < 0:
-        raise ConfigError("gp.target", cfg.gp.target, "a number ≥ 0", "the paper uses 1")
+    _non_negative("gp.lambda", cfg.gp["lambda"], "the paper uses 10")
+    _non_negative("gp.target", cfg.gp.target, "the paper uses 1")
     _at_least("gp.every", cfg.gp.every, 1)
     validate_optim(cfg)
     validate_eval(cfg)
@@ -403,6 +405,7 @@ def validate(cfg: Any) -> torch.device:
     _at_least("trainer.log_every", t.log_every, 1)
     _at_least("trainer.sample_every", t.sample_every, 0)
     _at_least("trainer.ckpt_every", t.ckpt_every, 0)
+    _non_negative("trainer.ckpt_every_minutes", t.ckpt_every_minutes, "0 is off, e.g. 30")
     _at_least("trainer.keep_checkpoints", t.keep_checkpoints, 0)
     _at_least("trainer.max_nan_skips", t.max_nan_skips, 0)
     if t.precision not in PRECISIONS:

@@ -120,6 +120,15 @@ def any_true(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def any_true_each(flags: tuple[bool, ...], device: torch.device) -> list[bool]:
+    """:func:`any_true` of each flag, in one all-reduce for all of them."""
+    if not info().enabled:
+        return list(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def mean_over_ranks(values: dict[str, Tensor]) -> dict[str, Tensor]:
     """Average scalar tensors over ranks (one all-reduce for the whole dict)."""
     if not info().enabled or not values:
@@ -169,6 +178,7 @@ def wrap(module: nn.Module, device: torch.device, *, sync_bn: bool = False) -> n
 __all__ = [
     "DistInfo",
     "any_true",
+    "any_true_each",
     "backend",
     "barrier",
     "broadcast_object",

@@ -1,13 +1,16 @@
 """What stops a run, or lets it go on: a non-finite update (``trainer.nan_policy``),
-SIGINT/SIGTERM (a checkpoint of the current step, then stop), and a TensorBoard log that
-cannot be written (a checkpoint of the current step when it can be had, then one line
-saying what was kept and how to continue)."""
+SIGINT/SIGTERM/SIGUSR1/SIGUSR2 (a checkpoint of the current step, then stop; a submitit
+job is requeued), a TensorBoard log that cannot be written (a checkpoint of the current
+step when it can be had, then one line saying what was kept and how to continue), and
+the wall-clock checkpoints (``trainer.ckpt_every_minutes``) that bound what a kill -9
+or a node failure can lose."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -63,13 +66,22 @@ def skip_or_stop(
     raise NonFiniteError(f"{msg}; {fix}")
 
 
+#: the signals that stop a run after a checkpoint of the current step; SLURM (through
+#: submitit) warns a job of its time limit with SIGUSR2, or SIGUSR1 on some set-ups
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+#: the signals after which a submitit job is requeued rather than ended
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
 class StopSignals:
-    """SIGINT and SIGTERM while in the block: the first asks for a checkpoint after the
-    current step (:attr:`received`), a second stops at once (KeyboardInterrupt)."""
+    """:data:`STOP_SIGNALS` while in the block: the first asks for a checkpoint after
+    the current step (:attr:`received`), a second stops at once (KeyboardInterrupt).
+    The handlers found on entry (submitit's, in a submitit job) are put back on exit,
+    or earlier by :meth:`restore`; :attr:`previous` holds them."""
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self._previous: dict[int, Any] = {}
+        self.previous: dict[int, Any] = {}
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:  # second signal: stop now
@@ -77,18 +89,16 @@ class StopSignals:
         self.received = signum
         log.warning("%s received: saving a checkpoint after this step", signal.Signals(signum).name)
 
-    def agreed(self, distributed_run: bool, device: torch.device) -> bool:
-        """Whether to stop at this step: under torchrun when any rank received a signal,
-        since the ranks must stop together, at the same step, or hang."""
-        stop = self.received is not None
-        if distributed_run:
-            stop = distributed.any_true(stop, device)
-        return stop
+    def restore(self) -> None:
+        """Put the handlers found on entry back (idempotent)."""
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
 
     def __enter__(self) -> StopSignals:
-        for s in (signal.SIGINT, signal.SIGTERM):
+        for s in STOP_SIGNALS:
             with contextlib.suppress(ValueError):  # not the main thread (some launchers)
-                self._previous[s] = signal.signal(s, self._request_stop)
+                self.previous[s] = signal.signal(s, self._request_stop)
         return self
 
     def __exit__(
@@ -97,8 +107,38 @@ class StopSignals:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
+        self.restore()
+
+
+def agreed(flags: tuple[bool, ...], distributed_run: bool, device: torch.device) -> list[bool]:
+    """Each of ``flags`` true on every rank when it is true on any rank (under torchrun
+    one all-reduce for all of them: the ranks must checkpoint and stop together, at the
+    same step, or hang); in a single process the flags themselves."""
+    if not distributed_run:
+        return list(flags)
+    return distributed.any_true_each(flags, device)
+
+
+def now() -> float:
+    """The clock of the wall-clock checkpoints, in seconds (monotonic)."""
+    return time.monotonic()
+
+
+class CheckpointClock:
+    """``trainer.ckpt_every_minutes``: a checkpoint is :meth:`due` once ``minutes`` of
+    wall time have passed since the last one (or since training started); 0: never."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = 60.0 * float(minutes)
+        self.since = now() if self.seconds > 0 else 0.0
+
+    def due(self) -> bool:
+        return self.seconds > 0 and now() - self.since >= self.seconds
+
+    def restart(self) -> None:
+        """A checkpoint was just written: the next is due ``minutes`` from now."""
+        if self.seconds > 0:
+            self.since = now()
 
 
 def event_log_failure(
@@ -139,4 +179,15 @@ def event_log_failure(
     return EventLogError(error.log_dir, error.error, msg)
 
 
-__all__ = ["NonFiniteError", "NonFiniteUpdate", "StopSignals", "event_log_failure", "skip_or_stop"]
+__all__ = [
+    "REQUEUE_SIGNALS",
+    "STOP_SIGNALS",
+    "CheckpointClock",
+    "NonFiniteError",
+    "NonFiniteUpdate",
+    "StopSignals",
+    "agreed",
+    "event_log_failure",
+    "now",
+    "skip_or_stop",
+]

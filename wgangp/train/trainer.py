@@ -40,6 +40,7 @@ from wgangp.models.sampling import has_batchnorm
 from wgangp.train import artifacts, build, distributed, guards, optimizers, records, state
 from wgangp.train.guards import NonFiniteError
 from wgangp.train.networks import StepNetworks
+from wgangp.train.preemption import requeue_if_submitit
 from wgangp.train.step import NonFiniteStep, UpdateExecutor, resolve_nan_check
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,7 @@ class Trainer(StepNetworks):
                     self.pictures.real(writer)
                     writer.flush()
                 means = records.StepMeans(self.device)  # the first log's time starts here
+                clock = guards.CheckpointClock(t.ckpt_every_minutes)
                 while self.step < t.steps:
                     stats = self._next_step()
                     if stats is None:  # a non-finite update, skipped (trainer.nan_policy)
@@ -295,10 +297,7 @@ class Trainer(StepNetworks):
                         last.update(self.diagnose(writer))
                     if t.sample_every and self.step % t.sample_every == 0:
                         self.write_samples(writer)
-                    if t.ckpt_every and self.step % t.ckpt_every == 0:
-                        self.save()
-                    if signals.agreed(self.dist.enabled, self.device):
-                        raise Interrupted(signals.received or signal.SIGTERM, self.save())
+                    self._checkpoint_phase(signals, clock)
                 last.update(self._finish(writer, logged=bool(last)))
             except EventLogError as e:
                 raise self._event_log_failed(e, start_step) from None
@@ -306,6 +305,26 @@ class Trainer(StepNetworks):
                 bar.close()
                 writer.discard()  # closed by _finish, unless an error is on its way
         return last
+
+    def _checkpoint_phase(self, signals: guards.StopSignals, clock: guards.CheckpointClock) -> None:
+        """One checkpoint when the step (``trainer.ckpt_every``), the wall clock
+        (``trainer.ckpt_every_minutes``) or a stop signal asks for it, every rank
+        agreeing; after a signal, :class:`Interrupted` (a submitit job warned with
+        SIGUSR1/SIGUSR2 is requeued first, see :mod:`~wgangp.train.preemption`)."""
+        every = self.cfg.trainer.ckpt_every
+        on_time, stop = guards.agreed(
+            (clock.due(), signals.received is not None), self.dist.enabled, self.device
+        )
+        if not ((every and self.step % every == 0) or on_time or stop):
+            return
+        saved = self.save()
+        clock.restart()
+        if not stop:
+            return
+        signum = signals.received or signal.SIGTERM  # another rank's signal: as SIGTERM
+        if signum in guards.REQUEUE_SIGNALS and self.dist.is_main:
+            requeue_if_submitit(signum, signals, self.step, saved)
+        raise Interrupted(signum, saved)
 
     def _next_step(self) -> dict[str, Tensor] | None:
         """The step's learning rate, then one training step; None when it was not
