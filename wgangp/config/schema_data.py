@@ -86,6 +86,8 @@ class DecodedImageDataConfig(ImageDataConfig):
     # center: the central square of the short side, then resized | resize: stretched to
     # a square | random: a random square of the short side (new each epoch), resized
     crop: str = "center"
+    # true: mirror each training image left-right with probability 1/2 (new each epoch)
+    hflip: bool = False
     # true: decode the whole set once and hold it on the training device (fast on a GPU)
     on_device: bool = False
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,7 @@ def to_unit_range(batch: Tensor, pixels: tuple[float, float] = SIGNED) -> Tensor
 
 
 _DEQUANTIZE_STREAM = 0x44455155  # keeps the noise seeds apart from other uses of mix_seed
+_HFLIP_STREAM = 0x48464C50  # keeps the flip decisions apart from the crop positions
 
 
 def dequantized(batch: Tensor, seed: int, pixels: tuple[float, float] = SIGNED) -> Tensor:
@@ -101,6 +102,19 @@ def mix_seed(*parts: int) -> int:
     return h >> 1
 
 
+def flips(aug_seed: int) -> bool:
+    """Whether ``dataset.hflip`` mirrors the item of augmentation seed ``aug_seed``
+    (probability 1/2, independent of that seed's random crop)."""
+    return bool(mix_seed(_HFLIP_STREAM, aug_seed) & 1)
+
+
+def unflipped(items: ImageItems) -> ImageItems:
+    """``items`` without ``dataset.hflip``: real images for evaluation and figures."""
+    if not items.transform.hflip:
+        return items
+    return ImageItems(items.base, replace(items.transform, hflip=False))
+
+
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s random stream: ``seed`` itself on rank 0 (so a
     one-process run is unchanged), a well-spread function of ``(seed, rank)`` elsewhere."""
@@ -131,6 +145,10 @@ class ImageTransform:
       then resize. The position comes from the per-item augmentation seed, so it is
       reproducible given ``trainer.seed`` and changes from epoch to epoch.
 
+    ``hflip`` (``dataset.hflip``): after cropping and resizing, mirror the image left to
+    right with probability 1/2, decided by the same per-item augmentation seed (so the
+    same for every worker count, and again after a resume).
+
     Channels: the image is first converted with PIL to ``"L"`` (1 channel; RGB uses
     ITU-R 601-2 luma) or ``"RGB"`` (3 channels; grey is replicated). Palette, alpha
     and CMYK images convert too (alpha is dropped). 16-bit grey images are clipped to
@@ -140,6 +158,7 @@ class ImageTransform:
     size: int
     channels: int
     crop: str = "center"
+    hflip: bool = False
 
     def __call__(self, img: Image.Image, aug_seed: int = 0) -> Tensor:
         mode = MODES[self.channels]
@@ -156,6 +175,8 @@ class ImageTransform:
             img = img.crop((left, top, left + side, top + side))
         if img.size != (self.size, self.size):
             img = img.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        if self.hflip and flips(aug_seed):
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         arr = np.asarray(img, dtype=np.uint8)
         if arr.ndim == 2:
             arr = arr[:, :, None]
@@ -384,7 +405,8 @@ class ImageSource(DataSource):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` images (without replacement when ``n`` ≤ the set's size), loaded apart
-        from the training stream, whose position they leave unchanged."""
+        from the training stream, whose position they leave unchanged; never mirrored by
+        ``dataset.hflip``."""
         total = len(self.items)
         dev = generator.device if generator is not None else torch.device("cpu")
         if n <= total:
@@ -393,7 +415,8 @@ class ImageSource(DataSource):
             idx = torch.randint(0, total, (n,), generator=generator, device=dev)
         seeds = torch.randint(0, 2**62, (n,), generator=generator, device=dev)
         pairs = list(zip(idx.tolist(), seeds.tolist(), strict=True))
-        batch = load_items(self.items, pairs, self.num_workers).to(self.device)
+        # training-only augmentation (like dequantize): the real images stay unflipped
+        batch = load_items(unflipped(self.items), pairs, self.num_workers).to(self.device)
         return to_unit_range(batch, self.pixels)
 
     def state_dict(self) -> dict[str, Any]:

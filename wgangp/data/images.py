@@ -40,6 +40,7 @@ from wgangp.data.image_source import (
     ImageSource,
     ImageTransform,
     load_on_device,
+    unflipped,
 )
 from wgangp.data.pixels import pixel_range
 from wgangp.data.registry import register_dataset
@@ -190,6 +191,14 @@ def validate_image_config(cfg: Any) -> None:
             "center | resize with dataset.on_device=true",
             "on_device decodes every image once, so a random crop would be frozen; use "
             "dataset.crop=center, or dataset.on_device=false to keep random crops",
+        )
+    if cfg.on_device and cfg.get("hflip"):
+        raise ConfigError(
+            "dataset.hflip",
+            True,
+            "false with dataset.on_device=true",
+            "on_device decodes every image once, so a flip would be frozen; use "
+            "dataset.on_device=false to keep flips",
         )
 
 
@@ -345,7 +354,7 @@ def build_images(cfg: Any, batch_size: int, device: torch.device, seed: int) -> 
     keep = subset_indices(len(whole), cfg.get("subset"), f"{cfg.name} ({cfg.split})")
     if keep is not None:
         base = SubsetOf(whole, keep.tolist())
-    transform = ImageTransform(cfg.image_size, cfg.channels, cfg.crop)
+    transform = ImageTransform(cfg.image_size, cfg.channels, cfg.crop, bool(cfg.get("hflip")))
     items = ImageItems(base, transform)
     labels, num_classes = class_labels(cfg.name, base)
     source = _source(cfg, items, batch_size, device, seed, labels, num_classes)
@@ -357,7 +366,7 @@ def build_images(cfg: Any, batch_size: int, device: torch.device, seed: int) -> 
         def rest_of_split() -> DataSource:
             # for evaluation's sample() only: streamed, whatever dataset.on_device says
             return ImageSource(
-                ImageItems(SubsetOf(whole, rest), transform),
+                unflipped(ImageItems(SubsetOf(whole, rest), transform)),
                 1,
                 device,
                 seed,
