@@ -122,8 +122,8 @@ def test_a_sweep_checks_the_key_against_every_data_set_it_runs():
     ) == (
         "invalid value for dataset.category: 'bridge' (allowed: a key of cifar10 (image data: "
         "name, root, download, image_size, channels, split, subset, dequantize, pixel_range, "
-        "num_workers, crop, on_device)); category is a key of dataset=lsun: choose that data "
-        "set, or drop dataset.category=bridge"
+        "num_workers, crop, hflip, on_device)); category is a key of dataset=lsun: choose "
+        "that data set, or drop dataset.category=bridge"
     )
 
 

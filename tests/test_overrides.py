@@ -5,7 +5,7 @@ and a fix; everything else is left to the later checks and to Hydra."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import TINY, cli
@@ -113,6 +113,7 @@ def test_the_cli_says_it_before_hydra(tmp_path):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.one_of(override(), st.text(max_size=20), st.just("-m")), max_size=5))
+@example(["dataset.category=0", "experiment=0"])  # found by this test: an IndexError
 def test_any_argument_list_gives_a_message_or_none_never_an_exception(args):
     result = check_value_overrides(args, GROUPS)
     assert result is None or result.startswith("invalid value for ")

@@ -104,8 +104,10 @@ def check_value_overrides(
         raw = arg.split("=", 1)[1]
         schema = OmegaConf.structured(Config)
         if key.startswith("dataset.") and key != "dataset.name":
-            if datasets is None:
-                continue  # data sets of another config directory: Hydra checks the key
+            if not datasets:
+                # data sets of another config directory, or none that compose (an unknown
+                # experiment=, refused by the group check): Hydra or that check answers
+                continue
             problem = _dataset_key_problem(key, raw, datasets, conf_dir)
             if problem:
                 return problem
