@@ -81,11 +81,11 @@ def test_onnx_reproduces_the_generator_for_any_batch_size(toy, tmp_path):
     out, meta = export_generator(gen, "onnx", tmp_path / "g.onnx")
     onnx.checker.check_model(str(out))
     assert json.loads(meta.read_text())["file_format"] == "onnx"
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["z"]
+    runtime = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in runtime.get_inputs()] == ["z"]
     for n in (1, 7, 300):
         z = seeded(n, 2)
-        (got,) = session.run(None, {"z": z.numpy()})
+        (got,) = runtime.run(None, {"z": z.numpy()})
         with torch.no_grad():
             want = gen(z).numpy()
         assert got.shape == (n, 2)
@@ -114,8 +114,8 @@ def test_a_conditional_image_run_exports_with_labels(conditional, tmp_path):
     torch.testing.assert_close(scripted(z, labels), want, rtol=0, atol=1e-6)
     assert not torch.equal(scripted(z, 1 - labels), scripted(z, labels))  # labels matter
     out, meta_path = export_generator(gen, "onnx", tmp_path / "g.onnx")
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"z": z.numpy(), "labels": labels.numpy()})
+    runtime = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = runtime.run(None, {"z": z.numpy(), "labels": labels.numpy()})
     np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-5)
     meta = json.loads(meta_path.read_text())
     assert (meta["kind"], meta["num_classes"], meta["pixel_range"]) == ("image", 2, [-1.0, 1.0])
@@ -144,8 +144,8 @@ def test_batch_statistics_export_to_torchscript_and_are_refused_by_onnx(images, 
     )
     assert not (tmp_path / "g.onnx").exists()
     out, _ = export_generator(gen, "onnx", tmp_path / "g.onnx", bn="running")
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"z": z.numpy()})
+    runtime = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = runtime.run(None, {"z": z.numpy()})
     want = wgangp.sample(gen, 8, seed=0, bn="running")
     np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-5)
 
@@ -163,8 +163,8 @@ def test_a_text_run_exports_symbol_indices(tmp_path):
     scripted = torch.jit.load(str(export_generator(gen, "torchscript", tmp_path / "t.pt")[0]))
     assert torch.equal(scripted(z), want)
     out, meta = export_generator(gen, "onnx", tmp_path / "t.onnx")
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert np.array_equal(session.run(None, {"z": z.numpy()})[0], want.numpy())
+    runtime = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert np.array_equal(runtime.run(None, {"z": z.numpy()})[0], want.numpy())
     meta = json.loads(meta.read_text())
     assert meta["kind"] == "text" and meta["symbols"] == list(gen.symbols)
     assert meta["output"] == {"name": "samples", "shape": ["N", 8], "dtype": "int64"}

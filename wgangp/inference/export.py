@@ -184,8 +184,8 @@ def export_onnx(gen: Generator, out: Path, bn: str) -> None:
     onnx.checker.check_model(str(out))
     # a check batch of another size than the traced one: the batch axis is dynamic
     check = example_inputs(frozen, n=3, seed=1)
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    got = session.run(None, {k: v.numpy() for k, v in zip(names, check, strict=True)})[0]
+    runtime = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = runtime.run(None, {k: v.numpy() for k, v in zip(names, check, strict=True)})[0]
     with torch.no_grad():
         want = frozen(*check)
     if got.shape != tuple(want.shape) or not torch.allclose(
