@@ -26,10 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from wgangp.cli.sample import check_output, written
+from wgangp.cli.sample import check_output, key_value_args, written
 from wgangp.config.validate import resolve_device
 from wgangp.errors import ConfigError, UserError
 from wgangp.inference.export import check_format, export_generator, metadata_path, require
@@ -54,15 +51,7 @@ class ExportConfig:
 
 def parse_args(argv: list[str]) -> Any:  # noqa: ANN401
     """``key=value`` arguments checked against :class:`ExportConfig`, before any work."""
-    schema = OmegaConf.structured(ExportConfig)
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise ConfigError(bad[0].split("=")[0], bad[0], "key=value arguments", f"usage: {USAGE}")
-    try:
-        cfg = OmegaConf.merge(schema, OmegaConf.from_dotlist(argv))
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", "") or "argument"
-        raise ConfigError(key, str(e).splitlines()[0], f"see: {USAGE}") from None
+    cfg = key_value_args(ExportConfig, argv, USAGE)
     if not cfg.checkpoint:
         raise ConfigError("checkpoint", None, "a run directory or a checkpoint file", USAGE)
     if not cfg.format:

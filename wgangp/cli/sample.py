@@ -74,17 +74,22 @@ class SampleConfig:
     label: int | None = None  # class-conditional runs: one class for all; None: 0..K-1 in turn
 
 
-def parse_args(argv: list[str]) -> Any:
-    """``key=value`` arguments checked against :class:`SampleConfig`."""
-    schema = OmegaConf.structured(SampleConfig)
+def key_value_args(schema: type, argv: list[str], usage: str) -> Any:  # noqa: ANN401
+    """``key=value`` arguments merged onto the dataclass ``schema``: a non-``key=value``
+    argument, an unknown key or a wrong type is one ConfigError line with ``usage``."""
     bad = [a for a in argv if "=" not in a]
     if bad:
-        raise ConfigError(bad[0].split("=")[0], bad[0], "key=value arguments", f"usage: {USAGE}")
+        raise ConfigError(bad[0].split("=")[0], bad[0], "key=value arguments", f"usage: {usage}")
     try:
-        cfg = OmegaConf.merge(schema, OmegaConf.from_dotlist(argv))
+        return OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(argv))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", "") or "argument"
-        raise ConfigError(key, str(e).splitlines()[0], f"see: {USAGE}") from None
+        raise ConfigError(key, str(e).splitlines()[0], f"see: {usage}") from None
+
+
+def parse_args(argv: list[str]) -> Any:
+    """``key=value`` arguments checked against :class:`SampleConfig`."""
+    cfg = key_value_args(SampleConfig, argv, USAGE)
     if not cfg.checkpoint:
         raise ConfigError("checkpoint", None, "a run directory or a checkpoint file", USAGE)
     if not cfg.out:
