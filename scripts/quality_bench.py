@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""Quality benchmark: the VEEGAN / PacGAN toy comparison (8-mode ring, 25-mode grid).
+"""Quality benchmark: the VEEGAN / PacGAN toy comparison (8-mode ring, 25-mode grid),
+in the built-in units and in PacGAN's published coordinates.
 
     python scripts/quality_bench.py [--seeds 5] [--jobs 2] [--quick] [--json PATH]
                                     [--figure docs/quality_ring.png] [--out DIR]
                                     [-- extra=overrides ...]
 
 Trains ``experiment=toy_quality`` (configs/experiment/toy_quality.yaml) on gaussians8
-and gaussians25 for each seed, then evaluates 2500 samples of the (EMA) generator as
+and gaussians25, and on the same mixtures in PacGAN's coordinates (√2 and 2√2 times
+larger: ``ring_pacgan``, ``grid_pacgan``, a points file written per seed, as a user
+would bring one) for each seed, then evaluates 2500 samples of the (EMA) generator as
 VEEGAN and PacGAN do: modes captured (a mode with at least one sample within 3σ of
 it), % high-quality samples (within 3σ of the nearest mode), reverse KL of the mode
 histogram against uniform, and the Wasserstein-1 distance to fresh real data with the
@@ -46,18 +49,75 @@ PUBLISHED = {
         "PacGAN4": {"modes": 24.8, "high_quality": 93.6, "reverse_kl": 0.04},
     },
 }
-LABEL = {"gaussians8": "2-D ring (8 modes)", "gaussians25": "2-D grid (25 modes)"}
-NUM_MODES = {"gaussians8": 8, "gaussians25": 25}
+#: the same mixtures in PacGAN's published coordinates (gan_toy.py's before its division
+#: by √2 and 2√2): a user's points file of POINTS_FILE_SIZE balanced draws, one per seed,
+#: trained through dataset.standardize and measured in the file's units
+PACGAN_SETS = {
+    "ring_pacgan": {"like": "gaussians8", "radius": 2.0, "std": 0.02},
+    "grid_pacgan": {"like": "gaussians25", "spacing": 2.0, "std": 0.05},
+}
+POINTS_FILE_SIZE = 100_000
+for _name, _spec in PACGAN_SETS.items():
+    PUBLISHED[_name] = PUBLISHED[_spec["like"]]
+LABEL = {
+    "gaussians8": "2-D ring (8 modes)",
+    "gaussians25": "2-D grid (25 modes)",
+    "ring_pacgan": "2-D ring, PacGAN's coordinates (file)",
+    "grid_pacgan": "2-D grid, PacGAN's coordinates (file)",
+}
+NUM_MODES = {"gaussians8": 8, "gaussians25": 25, "ring_pacgan": 8, "grid_pacgan": 25}
+DATASETS = ",".join(NUM_MODES)
+
+
+def pacgan_modes(name: str) -> list[list[float]]:
+    """The mode centres of a PacGAN-coordinate set."""
+    from wgangp.data.toy import grid_modes, ring_modes
+
+    spec = PACGAN_SETS[name]
+    modes = ring_modes(8, spec["radius"]) if "radius" in spec else grid_modes(5, spec["spacing"])
+    return modes.tolist()
+
+
+def write_points_file(name: str, seed: int, path: Path) -> None:
+    """POINTS_FILE_SIZE points of a PacGAN-coordinate set, n/K around each mode."""
+    import numpy as np
+    import torch
+
+    modes = torch.tensor(pacgan_modes(name), dtype=torch.float64)
+    g = torch.Generator().manual_seed(10_000 + seed)
+    k = torch.arange(len(modes)).repeat(POINTS_FILE_SIZE // len(modes))
+    noise = torch.randn(len(k), 2, generator=g, dtype=torch.float64)
+    points = modes[k] + PACGAN_SETS[name]["std"] * noise
+    np.save(path, points.numpy().astype(np.float32))
+
+
+def dataset_overrides(dataset: str, seed: int, out: str) -> list[str]:
+    """The data set's overrides: a built-in name, or a points file written for ``seed``."""
+    if dataset not in PACGAN_SETS:
+        return [f"dataset={dataset}"]
+    path = Path(out) / f"{dataset}_seed{seed}.npy"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_points_file(dataset, seed, path)
+    modes = ",".join(f"[{x!r},{y!r}]" for x, y in pacgan_modes(dataset))
+    return [
+        "dataset=points",
+        f"dataset.path={path}",
+        f"dataset.modes=[{modes}]",
+        f"dataset.mode_std={PACGAN_SETS[dataset]['std']}",
+    ]
+
+
 METRICS = ["modes_captured", "high_quality", "reverse_kl", "wasserstein"]
 
 
-def compose(dataset: str, seed: int, extra: list[str]) -> Any:
+def compose(dataset: str, seed: int, extra: list[str], out: str) -> Any:
     from wgangp.config.compose import compose_config
 
     return compose_config(
         [
             "experiment=toy_quality",
-            f"dataset={dataset}",
+            *dataset_overrides(dataset, seed, out),
             f"trainer.seed={seed}",
             "trainer.progress=false",
             "trainer.device=cpu",
@@ -80,7 +140,7 @@ def run_one(
     from wgangp.train.artifacts import evaluated_generator
     from wgangp.train.trainer import Trainer
 
-    cfg = compose(dataset, seed, extra)
+    cfg = compose(dataset, seed, extra, out)
     run_dir = Path(out) / f"{dataset}_seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -106,11 +166,12 @@ def run_one(
         fake = next(generate_batches(gen, 2500, 2500, 1234, torch.device("cpu")))
         real = trainer.data.sample(2500, generator=torch.Generator().manual_seed(5))
         torch.save(
-            {
-                "fake": fake,
-                "real": real,
+            {  # the points in the data's units, the critic of the networks' coordinates
+                "fake": evaluator.to_data_units(fake),
+                "real": evaluator.to_data_units(real),
                 "critic": trainer.critic.state_dict(),
                 "critic_cfg": dict(cfg.critic),
+                "standardize": trainer.data.standardization.state_dict(),
             },
             run_dir / "figure_data.pt",
         )
@@ -197,6 +258,7 @@ def draw_figure(results: list[dict[str, Any]], path: Path) -> None:
     import torch
     from omegaconf import OmegaConf
 
+    from wgangp.data.standardize import Standardization, StandardizedInput
     from wgangp.io.plots import critic_grid
     from wgangp.models import build_critic
 
@@ -207,6 +269,7 @@ def draw_figure(results: list[dict[str, Any]], path: Path) -> None:
         d = torch.load(r["figure_data"], weights_only=True)
         critic = build_critic(OmegaConf.create(d["critic_cfg"]), (2,))
         critic.load_state_dict(d["critic"])
+        critic = StandardizedInput(critic, Standardization.from_state(d["standardize"], 2))
         critic.eval()
         lim = 1.1 * float(d["real"].abs().max()) + 0.1
         lo, hi = torch.tensor([-lim, -lim]), torch.tensor([lim, lim])
@@ -237,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=2, help="parallel training processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per training process")
-    ap.add_argument("--datasets", default="gaussians8,gaussians25")
+    ap.add_argument("--datasets", default=DATASETS, help=f"some of {DATASETS}")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 1/4 of the steps (smoke test)")
     ap.add_argument("--json", help="write per-run results and the summary here")
     ap.add_argument("--figure", help="PNG of samples over the critic's contours (first seed)")
@@ -248,9 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds
     if args.quick:
         seeds = min(seeds, 2)
-        steps = int(compose("gaussians8", 0, extra).trainer.steps)
+        steps = int(compose("gaussians8", 0, extra, "").trainer.steps)
         extra.append(f"trainer.steps={max(steps // 4, 1)}")
     out = args.out or tempfile.mkdtemp(prefix="wgangp-quality-")
+    unknown = sorted(set(args.datasets.split(",")) - set(NUM_MODES))
+    if unknown:
+        ap.error(f"--datasets: unknown {unknown} (allowed: {DATASETS})")
     jobs = [(ds, s) for s in range(seeds) for ds in args.datasets.split(",")]
     print(f"{len(jobs)} runs, {args.jobs} at a time × {args.threads} threads, in {out}", flush=True)
     env_threads = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}

@@ -47,7 +47,8 @@ from wgangp.cli.sample import check_output
 from wgangp.config.schema import EvalConfig
 from wgangp.config.validate import resolve_device
 from wgangp.data import build_data
-from wgangp.errors import ConfigError, MetricUnavailable, UserError
+from wgangp.data.standardize import adopt_saved
+from wgangp.errors import CheckpointError, ConfigError, MetricUnavailable, UserError
 from wgangp.inference.generator import load_with_checkpoint
 from wgangp.metrics import IMAGE_METRICS, METRIC_DIRECTION, METRIC_NAMES
 from wgangp.metrics import evaluator as evaluate
@@ -175,6 +176,10 @@ def evaluate_checkpoint(args: Any) -> tuple[dict[str, float], dict[str, Any]]:
     # the evaluator only draws data.sample(n), never a training batch: batch size 1
     # builds any set the run trained on, however small
     data = build_data(cfg.dataset, 1, device, seed=int(cfg.trainer.seed))  # its fixed sets
+    try:  # points: the coordinates the networks learned in, whatever the file says now
+        adopt_saved(data, ckpt.get("standardize"))
+    except ValueError as e:
+        raise CheckpointError(args.checkpoint, f"it was {e}") from None
     evaluator = Evaluator(ev_cfg, cfg.dataset, data, device)
     if evaluator.needs_extractor:  # load Inception here: the evaluator's warning is training's
         try:

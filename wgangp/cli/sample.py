@@ -260,7 +260,9 @@ def _real_points(ckpt: dict, n: int) -> Tensor | None:
     try:
         cfg = OmegaConf.create(ckpt["config"])
         src = build_data(cfg.dataset, min(n, 256), torch.device("cpu"), seed=0)
-        return src.sample(n, generator=torch.Generator().manual_seed(0))
+        real = src.sample(n, generator=torch.Generator().manual_seed(0))
+        st = src.standardization
+        return real if st is None else st.inverse(real)  # in the data's units
     except (UserError, OSError):
         return None
 

@@ -41,6 +41,16 @@ class PointsDataConfig(DataConfig):
     scale: float | None = None
     # toy distributions: the std of each mode / the Swiss roll's noise (null: official)
     noise: float | None = None
+    # the networks' coordinates: global (x − mean) / s, one scale s for all coordinates
+    # (the geometry kept) | per_dim: each coordinate's own std | none: the data's units.
+    # Samples, pictures, metrics and exports are in the data's units whatever it is; the
+    # built-in distributions are drawn standardized (wgangp/data/standardize.py)
+    standardize: str = "global"
+    # dataset=points: the mean to subtract, D numbers (null: the file's)
+    standardize_mean: Any = None
+    # dataset=points: the scale to divide by, one number (global) or D (per_dim);
+    # null: the file's
+    standardize_scale: Any = None
     # toy sets: null draws every batch afresh; N draws one fixed set of N points from
     # trainer.seed (the Gaussians N/K per mode), shuffled once and read in order, over
     # and over (gan_toy.py's 25 Gaussians: 100000); see wgangp/data/toy.py

@@ -22,6 +22,7 @@ from wgangp.config.legacy import MOVED_KEYS
 from wgangp.config.schema_data import KIND_NAMES
 from wgangp.config.torchrun import env_info
 from wgangp.data.pixels import SIGNED, UNIT, pixel_range
+from wgangp.data.standardize import standardization_mode
 from wgangp.errors import ConfigError
 from wgangp.fast import layout
 
@@ -395,6 +396,8 @@ def validate(cfg: Any) -> torch.device:
     validate_text(cfg)
     validate_loss(cfg)
     validate_subset(cfg.dataset)
+    if "standardize" in cfg.dataset:
+        standardization_mode(cfg.dataset)
     validate_diagnostics(cfg)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wgangp.data.standardize import Standardization
 from wgangp.errors import ConfigError, DataError
 
 #: ``dataset.subset`` is drawn from this seed, not ``trainer.seed``: runs that differ in
@@ -48,9 +49,13 @@ class DataSource(ABC):
 
     #: shape of one sample: ``(D,)`` for points, ``(C, H, W)`` for images
     sample_shape: tuple[int, ...]
-    #: known mode centres ``(K, D)`` and their std (points data sets), for metrics
+    #: known mode centres ``(K, D)`` and their std (points data sets), for metrics, in
+    #: the data's units
     modes: Tensor | None = None
     mode_std: float | None = None
+    #: points data: the map between the data's units and the networks' coordinates,
+    #: in which the batches come (:mod:`wgangp.data.standardize`); None for images and text
+    standardization: Standardization | None = None
     #: classes of a labelled set (mnist, fashion_mnist, cifar10, a folder of class
     #: folders); None: no labels, for the reason ``label_problem`` gives if it is set
     num_classes: int | None = None

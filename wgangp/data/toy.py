@@ -5,6 +5,10 @@ Scales follow the official ``gan_toy.py``: the 8-Gaussian ring has centres at ra
 and std 0.02, the 25-Gaussian grid spacing 2 and std 0.05, each divided by the same
 constant as the official script (√2 and 2√2), and the Swiss roll is sklearn's
 ``make_swiss_roll(noise=0.25)`` projected on (x, z) and divided by 7.5.
+
+Every source draws in the networks' coordinates and carries the
+:class:`~wgangp.data.standardize.Standardization` back to the data's units; its
+``modes`` and ``mode_std`` are in the data's units (:mod:`wgangp.data.standardize`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from wgangp.data.base import DataSource, TensorSource
+from wgangp.data.standardize import Standardization, configured, standardization_mode
 from wgangp.errors import ConfigError, DataError
 from wgangp.io.paths import expand_path
 
@@ -64,14 +69,28 @@ class _Generated(DataSource):
 
 
 class MixtureOfGaussians(_Generated):
-    """Isotropic Gaussians of equal weight around fixed centres, sampled on the device."""
+    """Isotropic Gaussians of equal weight around fixed centres, sampled on the device.
+
+    ``centres`` and ``std`` are in the networks' coordinates; ``modes`` and ``mode_std``
+    are the same in the data's units, through ``standardization`` (global: one scale).
+    """
 
     def __init__(
-        self, modes: Tensor, std: float, batch_size: int, device: torch.device, seed: int
+        self,
+        centres: Tensor,
+        std: float,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        standardization: Standardization | None = None,
     ) -> None:
-        self.modes = modes.to(device)
-        self.mode_std = std
-        self.sample_shape = (modes.shape[1],)
+        self.centres = centres.to(device)
+        self.centre_std = std
+        st = standardization or Standardization.identity(centres.shape[1])
+        self.standardization = st
+        self.modes = st.inverse(self.centres)
+        self.mode_std = std if st.is_identity else std * float(st.scale[0])
+        self.sample_shape = (centres.shape[1],)
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
@@ -80,9 +99,15 @@ class MixtureOfGaussians(_Generated):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         g = generator if generator is not None else self.rng
         dev = g.device
-        k = torch.randint(0, self.modes.shape[0], (n,), generator=g, device=dev)
-        noise = torch.randn(n, self.modes.shape[1], generator=g, device=dev)
-        return (self.modes.to(dev)[k] + self.mode_std * noise).to(self.device)
+        k = torch.randint(0, self.centres.shape[0], (n,), generator=g, device=dev)
+        noise = torch.randn(n, self.centres.shape[1], generator=g, device=dev)
+        return (self.centres.to(dev)[k] + self.centre_std * noise).to(self.device)
+
+    def use_standardization(self, st: Standardization) -> None:
+        """Draw in ``st``'s coordinates (a checkpoint's), the modes staying where they are."""
+        self.centres = st.forward(self.modes.double()).float() if not st.is_identity else self.modes
+        self.centre_std = self.mode_std / float(st.scale[0])
+        self.standardization = st
 
 
 class SwissRoll(_Generated):
@@ -95,6 +120,7 @@ class SwissRoll(_Generated):
         self.noise = noise
         self.seed = seed
         self.rng = torch.Generator(device=device).manual_seed(seed)
+        self.standardization = Standardization.identity(2, "global")
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         g = generator if generator is not None else self.rng
@@ -120,15 +146,24 @@ class FixedToySet(TensorSource):
     ) -> None:
         g = torch.Generator().manual_seed(seed)
         if isinstance(source, MixtureOfGaussians):
-            modes = source.modes.cpu()
-            k = torch.arange(modes.shape[0]).repeat(n // modes.shape[0])
-            points = modes[k] + source.mode_std * torch.randn(n, modes.shape[1], generator=g)
+            centres = source.centres.cpu()
+            k = torch.arange(centres.shape[0]).repeat(n // centres.shape[0])
+            noise = torch.randn(n, centres.shape[1], generator=g)
+            points = centres[k] + source.centre_std * noise
             self.modes, self.mode_std = source.modes, source.mode_std
         else:
             points = source.sample(n, generator=g).cpu()
         device = source.device
         super().__init__(points.to(device), batch_size, seed, "the fixed set", reshuffle=False)
         self.distribution = source
+        self.standardization = source.standardization
+
+    def use_standardization(self, st: Standardization) -> None:
+        """The same points in ``st``'s coordinates (a checkpoint's)."""
+        in_data_units = self.standardization.inverse(self.data.double())
+        self.data = st.forward(in_data_units).float()
+        self.standardization = st
+        self.distribution.use_standardization(st)
 
     def unseen(self) -> DataSource:
         """Fresh draws from the distribution the fixed set was drawn from."""
@@ -196,14 +231,18 @@ def load_points(path: str | Path) -> Tensor:
 
 
 class PointsFile(TensorSource):
-    """Points from a file, with optional known modes for the mode metrics."""
+    """Points from a file, held standardized (``dataset.standardize``), with optional
+    known modes, in the file's units, for the mode metrics."""
 
     def __init__(self, cfg: Any, batch_size: int, device: torch.device, seed: int) -> None:
         if not cfg.path:
             raise ConfigError(
                 "dataset.path", cfg.path, "a .npy or .csv file", "e.g. dataset.path=points.npy"
             )
-        super().__init__(load_points(cfg.path).to(device), batch_size, seed, name=str(cfg.path))
+        self.raw = load_points(cfg.path)
+        self.standardization = configured(cfg, self.raw)
+        data = self._standardized(self.standardization).to(device)
+        super().__init__(data, batch_size, seed, name=str(cfg.path))
         if cfg.modes is not None:
             allowed = f"a list of K points of dimension {self.sample_shape[0]}, e.g. [[0,0],[1,1]]"
             raw = OmegaConf.to_container(cfg.modes) if OmegaConf.is_config(cfg.modes) else cfg.modes
@@ -221,6 +260,14 @@ class PointsFile(TensorSource):
                     "dataset.mode_std", cfg.mode_std, "a positive float when dataset.modes is set"
                 )
             self.mode_std = float(cfg.mode_std)
+
+    def _standardized(self, st: Standardization) -> Tensor:
+        return st.forward(self.raw.double()).float() if not st.is_identity else self.raw
+
+    def use_standardization(self, st: Standardization) -> None:
+        """Train in ``st``'s coordinates (a checkpoint's, when the file's statistics moved)."""
+        self.standardization = st
+        self.data = self._standardized(st).to(self.data.device)
 
 
 def _toy_float(cfg: Any, key: str, default: float, positive: bool) -> float:
@@ -241,6 +288,23 @@ def _toy_float(cfg: Any, key: str, default: float, positive: bool) -> float:
             f"e.g. dataset.{key}={default} (the default), or drop the override",
         )
     return float(value)
+
+
+def builtin_standardization_mode(cfg: Any) -> str:  # noqa: ANN401
+    """``dataset.standardize`` of a built-in distribution, whose transform is known:
+    given statistics are refused (they are for points files)."""
+    mode = standardization_mode(cfg)
+    for key in ("standardize_mean", "standardize_scale"):
+        if cfg.get(key) is not None:
+            value = cfg.get(key)
+            raise ConfigError(
+                f"dataset.{key}",
+                OmegaConf.to_container(value) if OmegaConf.is_config(value) else value,
+                f"null for {cfg.name}",
+                f"{cfg.name} is drawn in standardized coordinates (dataset.scale/2 is its "
+                "scale); given statistics are for dataset=points",
+            )
+    return mode
 
 
 def build_toy(cfg: Any, batch_size: int, device: torch.device, seed: int) -> DataSource:
@@ -269,18 +333,22 @@ def build_toy(cfg: Any, batch_size: int, device: torch.device, seed: int) -> Dat
                 "a points file already is a fixed set; drop dataset.fixed_points",
             )
         return PointsFile(cfg, batch_size, device, seed)
+    mode = builtin_standardization_mode(cfg)
     source: MixtureOfGaussians | SwissRoll
-    if name == "gaussians8":
+    if name in ("gaussians8", "gaussians25"):
         scale = _toy_float(cfg, "scale", 2.0, positive=True)
-        std = _toy_float(cfg, "noise", 0.02, positive=True)
-        source = MixtureOfGaussians(
-            ring_modes(8, scale) / 1.414, std / 1.414, batch_size, device, seed
+        std = _toy_float(cfg, "noise", 0.02 if name == "gaussians8" else 0.05, positive=True)
+        # drawn at the official scale (unit variance per coordinate); dataset.scale moves
+        # the data's units only, unless dataset.standardize=none trains in them
+        s = 1.0 if mode == "none" else scale / 2.0
+        centres, divisor = (
+            (ring_modes(8, scale / s), 1.414)
+            if name == "gaussians8"
+            else (grid_modes(5, scale / s), 2.828)
         )
-    elif name == "gaussians25":
-        scale = _toy_float(cfg, "scale", 2.0, positive=True)
-        std = _toy_float(cfg, "noise", 0.05, positive=True)
+        st = Standardization(mode, [0.0, 0.0], [s, s])
         source = MixtureOfGaussians(
-            grid_modes(5, scale) / 2.828, std / 2.828, batch_size, device, seed
+            centres / divisor, std / s / divisor, batch_size, device, seed, st
         )
     elif name == "swissroll":
         noise = _toy_float(cfg, "noise", 0.25, positive=False)

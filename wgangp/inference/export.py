@@ -118,6 +118,11 @@ def metadata(gen: Generator, fmt: str, bn: str) -> dict[str, Any]:
         "num_classes": gen.num_classes,
         "pixel_range": list(gen.pixel_range) if gen.pixel_range is not None else None,
         "symbols": list(gen.symbols) if gen.symbols is not None else None,
+        # points: output = mean + scale · network(z), the data's units (built into the
+        # torchscript and onnx files; a safetensors consumer applies it)
+        "standardize": (
+            gen.standardization.state_dict() if gen.standardization is not None else None
+        ),
         "bn": bn,
         "ema": gen.ema,
         "step": gen.step,
@@ -275,6 +280,7 @@ def load_safetensors(path: str | Path, device: str | torch.device = "cpu") -> Ge
         symbols=tuple(meta["symbols"]) if meta.get("symbols") else None,
         ema=bool(meta.get("ema")),
         step=int(meta.get("step") or 0),
+        standardize=meta.get("standardize"),
     )
     return gen.to(as_device(device)).eval()
 

@@ -5,8 +5,9 @@ and the config that built them. :func:`load_generator` rebuilds the network and 
 it in :class:`Generator`, which carries what a consumer needs to use it without wgangp's
 configs: the latent size, the shape of one sample, the classes, the data kind and, for
 images, the pixel range. ``Generator(z, labels)`` maps latents to samples in the data's
-scale: points in the data's coordinates, images in the run's pixel range
-(``[-1, 1]`` or ``[0, 1]``), text as symbol indices (the argmax at each position).
+scale: points in the data's own units (the run trained in standardized coordinates,
+:mod:`wgangp.data.standardize`, and the module maps back), images in the run's pixel
+range (``[-1, 1]`` or ``[0, 1]``), text as symbol indices (the argmax at each position).
 
 ``wgangp-sample`` uses these same functions, so a seed gives the same samples here and
 in its files.
@@ -22,6 +23,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from wgangp.data.pixels import pixel_range as dataset_pixel_range
+from wgangp.data.standardize import Standardization, StandardizedInput
 from wgangp.errors import ConfigError
 from wgangp.io.checkpoint import load_checkpoint, resolve_checkpoint_path
 from wgangp.models import build_critic, build_generator
@@ -44,17 +46,21 @@ class Generator(nn.Module):
 
     ``forward(z, labels=None)`` maps latents ``z`` of shape ``(N, z_dim)`` (and, for a
     class-conditional run, classes ``labels`` of shape ``(N,)``; None: ``i mod K`` for
-    row ``i``) to ``(N, *output_shape)`` samples in the data's scale: points as they
-    are, images in :attr:`pixel_range`, text as the index of the most likely symbol at
-    each position (``argmax`` over the network's ``(N, V, L)`` distributions). Batch
-    norms follow the module's mode; :func:`sample` samples in the run's ``eval.bn``.
+    row ``i``) to ``(N, *output_shape)`` samples in the data's scale: points in the
+    data's units (``mean + scale · network(z)``), images in :attr:`pixel_range`, text
+    as the index of the most likely symbol at each position (``argmax`` over the
+    network's ``(N, V, L)`` distributions). Batch norms follow the module's mode;
+    :func:`sample` samples in the run's ``eval.bn``.
 
     Attributes: ``network`` (the generator itself; its state dict has the checkpoint's
     keys), ``z_dim``, ``sample_shape`` (one network output, the checkpoint's: ``(D,)``,
     ``(C, H, W)`` or ``(V, L)``), ``output_shape`` (one sample of ``forward``),
     ``num_classes`` (0: unconditional), ``kind`` (points | image | text),
     ``pixel_range`` (images: ``(-1.0, 1.0)`` or ``(0.0, 1.0)``; None otherwise),
-    ``symbols`` (text: the vocabulary, ``unk`` first; None otherwise), ``bn`` (the
+    ``symbols`` (text: the vocabulary, ``unk`` first; None otherwise),
+    ``standardization`` (points: the map between the data's units and the network's
+    coordinates, a :class:`~wgangp.data.standardize.Standardization`; the identity
+    for a run from before standardization; None otherwise), ``bn`` (the
     run's ``eval.bn``), ``ema`` (whether these are the EMA weights), ``step`` and
     ``config`` (the run's resolved config, a plain dict).
 
@@ -76,6 +82,7 @@ class Generator(nn.Module):
         symbols: tuple[str, ...] | None = None,
         ema: bool = False,
         step: int = 0,
+        standardize: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.network = network
@@ -87,6 +94,16 @@ class Generator(nn.Module):
         dataset = config.get("dataset") or {}
         self.pixel_range = dataset_pixel_range(dataset) if self.kind == "image" else None
         self.symbols = symbols
+        self.standardization = (
+            Standardization.from_state(standardize, self.sample_shape[0])
+            if self.kind == "points"
+            else None
+        )
+        st = self.standardization
+        # buffers, so .to(device) moves them and TorchScript / ONNX exports carry them
+        mean, scale = (None, None) if st is None else (st.mean.float(), st.scale.float())
+        self.register_buffer("data_mean", mean, persistent=False)
+        self.register_buffer("data_scale", scale, persistent=False)
         self.bn = str((config.get("eval") or {}).get("bn", "running"))
         self.ema, self.step, self.config = ema, int(step), config
 
@@ -94,6 +111,8 @@ class Generator(nn.Module):
         out = self.network(z, labels) if self.num_classes else self.network(z)
         if self.kind == "text":
             return out.argmax(dim=1)
+        if self.data_scale is not None and not self.standardization.is_identity:
+            return out * self.data_scale + self.data_mean
         return out
 
 
@@ -149,6 +168,7 @@ def load_with_checkpoint(
         symbols=tuple(vocab["symbols"]) if vocab else None,
         ema=use_ema,
         step=int(ckpt["step"]),
+        standardize=ckpt.get("standardize"),
     )
     return gen.to(as_device(device)).eval(), ckpt
 
@@ -176,8 +196,10 @@ def load_generator(
 def load_critic(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The critic of a run on ``device``, in eval mode.
 
-    ``critic(x)`` scores ``(N, *sample_shape)`` data in the run's training scale
-    (points as they are, images in the run's pixel range, text as one-hot ``(N, V, L)``)
+    ``critic(x)`` scores ``(N, *sample_shape)`` data in the data's scale (points in
+    the data's units: a points critic is wrapped in
+    :class:`~wgangp.data.standardize.StandardizedInput`, which standardizes them as in
+    training; images in the run's pixel range, text as one-hot ``(N, V, L)``)
     with ``(N,)`` linear scores, higher for data the critic takes as real; an AC-GAN
     critic (``num_classes > 0``) also gives class logits:
     ``scores, logits = critic(x, with_logits=True)``.
@@ -193,6 +215,11 @@ def load_critic(checkpoint: str | Path, device: str | torch.device = "cpu") -> n
     num_classes = int(ckpt.get("num_classes") or 0)
     critic = build_critic(cfg.critic, tuple(ckpt["sample_shape"]), num_classes)
     critic.load_state_dict(ckpt["critic"])
+    shape = tuple(ckpt["sample_shape"])
+    if data_kind(shape, bool(ckpt.get("vocab"))) == "points":
+        st = Standardization.from_state(ckpt.get("standardize"), shape[0])
+        if not st.is_identity:
+            critic = StandardizedInput(critic, st)
     return critic.to(as_device(device)).eval()
 
 

@@ -182,14 +182,20 @@ class Evaluator:
         self.heldout: DataSource | None = self._heldout_source() if self.measures_critic else None
 
     # ---------------------------------------------------------------- real data
+    def to_data_units(self, points: Tensor) -> Tensor:
+        """Points from the networks' coordinates to the data's (the metrics' units)."""
+        st = self.data.standardization
+        return points if st is None else st.inverse(points.double()).float()
+
     def real_points(self) -> tuple[Tensor, Tensor]:
-        """Two independent fixed real samples of ``num_samples`` points (CPU)."""
+        """Two independent fixed real samples of ``num_samples`` points (CPU), in the
+        data's units."""
         if self._real_points is None:
             g = torch.Generator().manual_seed(self.cfg.seed + 1)
             n = self.num_samples
             self._real_points = (
-                self.data.sample(n, generator=g).float().cpu(),
-                self.data.sample(n, generator=g).float().cpu(),
+                self.to_data_units(self.data.sample(n, generator=g).float().cpu()),
+                self.to_data_units(self.data.sample(n, generator=g).float().cpu()),
             )
         return self._real_points
 
@@ -357,7 +363,7 @@ class Evaluator:
             out.update({f"{k}_real": v for k, v in self.real_floor().items()})
             return out
         if self.is_points:
-            fake = torch.cat(list(self._fakes(generator))).cpu()
+            fake = self.to_data_units(torch.cat(list(self._fakes(generator))).cpu())
             real, real_ref = self.real_points()
             return compute_metrics(
                 self.sample_names,

@@ -14,6 +14,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from wgangp.core import losses
 from wgangp.data.pixels import as_signed, pixel_range
+from wgangp.data.standardize import StandardizedInput
 from wgangp.data.text import Vocabulary, as_markdown, write_lines
 from wgangp.io.plots import image_grid, layer_grad_figure, save_figure, scatter_figure
 from wgangp.metrics import diagnostics
@@ -99,6 +100,10 @@ class Pictures:
         elif fake.dim() == 2:
             n = fake.shape[0]
             real = self.data.sample(n, generator=torch.Generator(self.device).manual_seed(0))
+            st = self.data.standardization
+            if st is not None and not st.is_identity:  # the picture in the data's units
+                fake, real = st.inverse(fake), st.inverse(real)
+                critic = StandardizedInput(critic, st)
             fig = scatter_figure(fake, real, critic, title=f"step {step}")
             save_figure(fig, self.dir / f"{name}.png")
             writer.add_figure("samples", fig, step, close=True)

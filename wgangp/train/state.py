@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from wgangp.data.standardize import adopt_saved
 from wgangp.data.text import Vocabulary
 from wgangp.errors import CheckpointError
 from wgangp.fast import layout
@@ -55,6 +56,7 @@ def state_dict(run: Checkpointed, ranks: list[dict[str, Any]] | None = None) -> 
     rng = {"torch": torch.get_rng_state(), "noise": run.rng.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
+    st = run.data.standardization
     state = {
         "step": run.step,
         "critic": run.critic.state_dict(),
@@ -70,6 +72,8 @@ def state_dict(run: Checkpointed, ranks: list[dict[str, Any]] | None = None) -> 
         "num_classes": run.num_classes,  # class-conditional: the generator's classes
         # text: how wgangp-sample decodes the generator's output without the data
         "vocab": None if run.vocab is None else dataclasses.asdict(run.vocab),
+        # points: the map from the networks' coordinates back to the data's units
+        "standardize": None if st is None else st.state_dict(),
         "config": OmegaConf.to_container(run.cfg, resolve=True),
         "overrides": list(run.overrides),
         "history": list(run.history),
@@ -102,6 +106,7 @@ def load_state_dict(run: Checkpointed, ckpt: dict[str, Any], path: Any) -> None:
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     run.data.load_state_dict(ckpt["data"])
+    keep_standardization(run.data, ckpt, path)
     run.step = int(ckpt["step"])
     if run.dist.enabled:
         load_rank_state(run, ckpt.get("ranks"), path)
@@ -109,6 +114,32 @@ def load_state_dict(run: Checkpointed, ckpt: dict[str, Any], path: Any) -> None:
     run.train_seconds = float(ckpt.get("train_seconds", 0.0))  # older checkpoints: 0
     run.history = list(ckpt.get("history", []))
     run.best = ckpt.get("best")
+
+
+def keep_standardization(data: Any, ckpt: dict[str, Any], path: Any) -> None:  # noqa: ANN401
+    """A resumed points run keeps the coordinates its networks learned in: when the
+    data's statistics moved since the checkpoint (an edited file), the checkpoint's
+    transform stays; a checkpoint from before standardization trained in data units."""
+    try:
+        replaced = adopt_saved(data, ckpt.get("standardize"))
+    except ValueError as e:
+        raise CheckpointError(
+            path,
+            f"it was {e}; resume with the data set's settings it was trained on "
+            "(dataset.scale, dataset.standardize)",
+        ) from None
+    if replaced is None:
+        return
+    if ckpt.get("standardize") is None:
+        log.warning("%s was trained in the data's units; the run keeps them", path)
+    else:
+        log.warning(
+            "%s was trained with the transform %s; the data's is now %s (an edited file?): "
+            "the run keeps the checkpoint's",
+            path,
+            data.standardization.describe(),
+            replaced.describe(),
+        )
 
 
 def use_implementation(

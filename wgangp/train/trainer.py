@@ -58,6 +58,9 @@ class Trainer(StepNetworks):
         self.dist = distributed.info()
         torch.manual_seed(t.seed)  # weight init (the same on every rank)
         self.data = build_data(cfg.dataset, t.batch_size, device, t.seed)
+        st = self.data.standardization
+        if st is not None and not st.is_identity:
+            log.info("the networks see standardized points: %s", st.describe())
         # conditional.enabled: the data set's classes (AC-GAN), else 0
         self.num_classes = build.conditional_classes(cfg, self.data)
         # what the step reads, read once
