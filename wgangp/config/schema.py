@@ -299,9 +299,9 @@ class LoggerConfig:
     """Where a run is recorded: each chosen tracker fills its key, the others stay null
     (``logger=[tensorboard,mlflow]`` chooses two; wgangp/io/trackers/)."""
 
-    tensorboard: TensorBoardLoggerConfig | None = None
-    mlflow: MlflowLoggerConfig | None = None
-    wandb: WandbLoggerConfig | None = None
+    tensorboard: TensorBoardLoggerConfig | None = None  # run_dir/tb (the default)
+    mlflow: MlflowLoggerConfig | None = None  # an MLflow run (a file store by default)
+    wandb: WandbLoggerConfig | None = None  # a W&B run (offline by default)
 
 
 @dataclass
