@@ -208,3 +208,29 @@ def test_an_unknown_logger_name_is_one_line():
         "invalid value for logger.wandb.mode: 'cloud' (allowed: offline | online | disabled); "
         "offline needs no network"
     )
+
+
+def test_a_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path):
+    pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    from mlflow.tracking import MlflowClient
+
+    from wgangp.io.checkpoint import load_checkpoint
+
+    base = (*TINY, "logger=[mlflow,wandb]", "trainer.sample_every=0")
+    cfg = compose_cfg(*base, "trainer.steps=5")
+    Trainer(cfg, tmp_path, validate(cfg)).fit()
+    ids = json.loads((tmp_path / "trackers.json").read_text())
+    cfg = compose_cfg(*base, "trainer.steps=10")
+    resumed = Trainer(cfg, tmp_path, validate(cfg))
+    resumed.load_state_dict(load_checkpoint(tmp_path / "checkpoints" / "last.pt"))
+    resumed.fit()
+    assert json.loads((tmp_path / "trackers.json").read_text()) == ids
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    (only,) = client.search_runs([client.get_experiment_by_name("wgangp").experiment_id])
+    assert only.info.run_id == ids["mlflow"] and only.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(ids["mlflow"], "wasserstein")] == [5, 10]
+    assert only.data.params["trainer.steps"] == "5"  # MLflow keeps a parameter's first value
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(ids["wandb"]) for r in runs)
+    assert not (tmp_path / "tb").exists()  # logger without tensorboard: no event log
