@@ -290,7 +290,7 @@ class WandbLoggerConfig:
 
     # offline (run_dir/wandb, no network; upload later with wandb sync) | online | disabled
     mode: str = "offline"
-    project: str = "wgangp"
+    project: str = "wgangp"  # the W&B project the run goes into
     entity: str | None = None  # a team or user (online); null: the account's default
 
 
