@@ -6,7 +6,7 @@
 # make quality:  the toy quality benchmark (scripts/quality_bench.py, ~45 min on 2 cores)
 # make fig1:     the paper's Figure 1, clipping against the penalty (scripts/fig1.py, ~6 min)
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= dev,docs,export,metrics,sweep,lsun
+EXTRAS ?= dev,docs,export,metrics,sweep,lsun,mlflow,wandb
 WHEELS ?= wheels
 
 # Inside an active virtual or conda environment, everything runs in it. Without one, a

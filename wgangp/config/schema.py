@@ -266,6 +266,45 @@ class DiagnosticsConfig:
 
 
 @dataclass
+class TensorBoardLoggerConfig:
+    """``logger=tensorboard``: the event log in ``run_dir/tb``."""
+
+    # the HParams dashboard's entry at the end of the run: every config value and the
+    # final metrics, so that a sweep's runs compare side by side
+    hparams: bool = True
+
+
+@dataclass
+class MlflowLoggerConfig:
+    """``logger=mlflow`` (``pip install 'wgangp[mlflow]'``)."""
+
+    # null: a file store in the run directory (run_dir/mlruns); else a path, a file://
+    # or sqlite:/// URI, or a tracking server's http(s) URL
+    tracking_uri: str | None = None
+    experiment: str = "wgangp"  # created when missing
+
+
+@dataclass
+class WandbLoggerConfig:
+    """``logger=wandb`` (``pip install 'wgangp[wandb]'``)."""
+
+    # offline (run_dir/wandb, no network; upload later with wandb sync) | online | disabled
+    mode: str = "offline"
+    project: str = "wgangp"  # the W&B project the run goes into
+    entity: str | None = None  # a team or user (online); null: the account's default
+
+
+@dataclass
+class LoggerConfig:
+    """Where a run is recorded: each chosen tracker fills its key, the others stay null
+    (``logger=[tensorboard,mlflow]`` chooses two; wgangp/io/trackers/)."""
+
+    tensorboard: TensorBoardLoggerConfig | None = None  # run_dir/tb (the default)
+    mlflow: MlflowLoggerConfig | None = None  # an MLflow run (a file store by default)
+    wandb: WandbLoggerConfig | None = None  # a W&B run (offline by default)
+
+
+@dataclass
 class Config:
     # the kind's own schema (wgangp/config/schema_data.py) replaces this base once a
     # data set is chosen
@@ -280,6 +319,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     # a run directory, a checkpoint file, or "auto" (latest checkpoint of this run dir)
     resume: str | None = None
     # the logged value the Hydra task returns (what an Optuna sweep optimises)

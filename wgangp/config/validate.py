@@ -382,6 +382,34 @@ def validate_diagnostics(cfg: Any) -> None:
         )
 
 
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def validate_logger(cfg: Any) -> None:
+    """The chosen trackers' packages are installed (one line naming the extra, before
+    any work starts) and ``logger.wandb.mode`` is one wandb knows."""
+    from wgangp.io.trackers import PACKAGES, missing_package
+
+    chosen = cfg.get("logger") or {}
+    for name in PACKAGES:
+        if chosen.get(name) is None:
+            continue
+        package = missing_package(name)
+        if package is not None:
+            ready = " | ".join(n for n in PACKAGES if missing_package(n) is None)
+            raise ConfigError(
+                "logger",
+                name,
+                f"{ready}, or several: logger=[tensorboard,{name}]",
+                f"the {package} package is not installed: pip install 'wgangp[{name}]'",
+            )
+    w = chosen.get("wandb")
+    if w is not None and w.mode not in WANDB_MODES:
+        raise ConfigError(
+            "logger.wandb.mode", w.mode, " | ".join(WANDB_MODES), "offline needs no network"
+        )
+
+
 def validate(cfg: Any) -> torch.device:
     """Check ``cfg``; return the training device. Raises :class:`ConfigError`."""
     check_known_keys(cfg)
@@ -399,6 +427,7 @@ def validate(cfg: Any) -> torch.device:
     if "standardize" in cfg.dataset:
         standardization_mode(cfg.dataset)
     validate_diagnostics(cfg)
+    validate_logger(cfg)
     t = cfg.trainer
     _at_least("trainer.n_critic", t.n_critic, 1)
     _at_least("trainer.batch_size", t.batch_size, 1)

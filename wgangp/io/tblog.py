@@ -146,6 +146,15 @@ class EventLog:
     def add_histogram(self, *args: Any, **kwargs: Any) -> None:
         self._call("add_histogram", *args, **kwargs)
 
+    def add_summary(self, summary: Any, step: int | None = None) -> None:  # noqa: ANN401
+        """A ready ``Summary`` proto (the HParams plugin's), into this run's event file."""
+        if self._error is not None:
+            raise self._error
+        try:
+            self._writer._get_file_writer().add_summary(summary, step)
+        except OSError as e:
+            raise self._fail(e) from None
+
     def add_figure(
         self, tag: str, figure: Any, *args: Any, close: bool = True, **kwargs: Any
     ) -> None:

@@ -1,4 +1,5 @@
-"""What a run reports as it goes: the TensorBoard event log (rank 0's), the means of the
+"""What a run reports as it goes: the TensorBoard event log and the other trackers of
+``logger`` (rank 0's, one :class:`~wgangp.io.trackers.fanout.RunLog`), the means of the
 step statistics every ``trainer.log_every`` steps with their log line and progress bar,
 and each evaluation (``metrics/<name>`` scalars, one JSON line in ``metrics.jsonl``)."""
 
@@ -18,6 +19,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from wgangp.io.tblog import EventLog
+from wgangp.io.trackers.base import Scalar, Tracker, flatten
+from wgangp.io.trackers.fanout import RunLog
 from wgangp.metrics.evaluator import METRICS_FILE, Evaluation
 from wgangp.train import distributed
 
@@ -37,6 +40,57 @@ def open_event_log(run_dir: Path, step: int, is_main: bool) -> EventLog | NullWr
     """Rank 0's event log in ``run_dir/tb``; events past ``step`` (a resume's start)
     are dropped from it, as a crashed run may have written some."""
     return EventLog(run_dir / "tb", purge_step=step or None) if is_main else NullWriter()
+
+
+def config_params(cfg: Any) -> dict[str, Scalar]:  # noqa: ANN401
+    """The composed config as flat parameters (``gp.lambda``: 10.0, ...)."""
+    from omegaconf import OmegaConf
+
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation only Hydra's running app resolves
+        tree = OmegaConf.to_container(cfg, resolve=False)
+    return flatten(tree)
+
+
+def open_run_log(run_dir: Path, step: int, is_main: bool, cfg: Any) -> RunLog | NullWriter:  # noqa: ANN401
+    """Rank 0's record of the run: the trackers of ``logger`` (the TensorBoard event log
+    as :func:`open_event_log`), the config logged as parameters. A resumed run (``step``
+    > 0) continues its MLflow and W&B runs. Ranks > 0 record nothing."""
+    if not is_main:
+        return NullWriter()
+    chosen = cfg.get("logger") or {}
+    params = config_params(cfg)
+    trackers: list[Tracker] = []
+    events = None
+    try:
+        if chosen.get("mlflow") is not None:
+            from wgangp.io.trackers.mlflow_run import MlflowTracker
+
+            m = chosen.mlflow
+            trackers.append(MlflowTracker(run_dir, m.tracking_uri, m.experiment, step > 0))
+        if chosen.get("wandb") is not None:
+            from wgangp.io.trackers.wandb_run import WandbTracker
+
+            w = chosen.wandb
+            trackers.append(WandbTracker(run_dir, params, w.mode, w.project, w.entity, step > 0))
+        tb = chosen.get("tensorboard")
+        events = EventLog(run_dir / "tb", purge_step=step or None) if tb is not None else None
+        log_ = RunLog(events, trackers, hparams=bool(tb is not None and tb.hparams))
+        log_.log_params(params)
+    except BaseException:
+        for t in trackers:
+            t.discard()
+        if events is not None:
+            events.discard()
+        raise
+    return log_
+
+
+def final_values(values: dict[str, float]) -> dict[str, float]:
+    """The values a run ends with, as its final metrics: the last step statistics,
+    ``metrics/*`` and ``best/*`` (not the timings ``perf/*`` nor ``lr/*``)."""
+    return {k: float(v) for k, v in values.items() if not k.startswith(("perf/", "lr/"))}
 
 
 def progress_bar(steps: int, step: int, enabled: bool) -> tqdm:
@@ -81,7 +135,7 @@ def bar_postfix(values: dict[str, float]) -> dict[str, str]:
 
 
 def write_step_log(
-    writer: EventLog | NullWriter,
+    writer: EventLog | RunLog | NullWriter,
     step: int,
     values: dict[str, float],
     lrs: dict[str, float | Tensor],
@@ -100,7 +154,7 @@ def write_evaluation(
     result: Evaluation,
     step: int,
     run_dir: Path,
-    writer: EventLog | NullWriter,
+    writer: EventLog | RunLog | NullWriter,
     keep_best: Callable[[dict[str, Any]], Path],
 ) -> dict[str, float]:
     """``metrics/<name>`` and ``perf/eval_seconds`` scalars, a line ``{"step", "time",
@@ -141,7 +195,10 @@ __all__ = [
     "NullWriter",
     "StepMeans",
     "bar_postfix",
+    "config_params",
+    "final_values",
     "open_event_log",
+    "open_run_log",
     "progress_bar",
     "write_evaluation",
     "write_step_log",

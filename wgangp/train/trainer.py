@@ -275,7 +275,7 @@ class Trainer(StepNetworks):
         bar = records.progress_bar(t.steps, self.step, t.progress and main)
         with guards.StopSignals() as signals:
             try:
-                writer = records.open_event_log(self.run_dir, self.step, main)
+                writer = records.open_run_log(self.run_dir, self.step, main, self.cfg)
                 if self.step == 0 and main:  # the real data's picture, at the run's start
                     self.pictures.real(writer)
                     writer.flush()
@@ -301,7 +301,7 @@ class Trainer(StepNetworks):
                     if t.sample_every and self.step % t.sample_every == 0:
                         self.write_samples(writer)
                     self._checkpoint_phase(signals, clock)
-                last.update(self._finish(writer, logged=bool(last)))
+                last.update(self._finish(writer, last))
             except EventLogError as e:
                 raise self._event_log_failed(e, start_step) from None
             finally:
@@ -344,17 +344,20 @@ class Trainer(StepNetworks):
             )
             return None
 
-    def _finish(self, writer: Any, logged: bool) -> dict[str, float]:  # noqa: ANN401
+    def _finish(self, writer: Any, last: dict[str, float]) -> dict[str, float]:  # noqa: ANN401
         """The end of the run: the final state evaluated and diagnosed unless that was
-        done at this step (a resume at the last step, which ``logged`` nothing,
-        evaluates again: fit returns its metrics), its samples, the final checkpoint."""
+        done at this step (a resume at the last step, which logged nothing (``last``
+        empty), evaluates again: fit returns its metrics), its samples, the final values
+        to the trackers (TensorBoard's HParams entry), the final checkpoint."""
         out: dict[str, float] = {}
-        if self.evaluator and (self.step % self.cfg.eval.every or not logged):
+        if self.evaluator and (self.step % self.cfg.eval.every or not last):
             out.update(self.evaluate(writer))
         diag_every = self.cfg.diagnostics.every
         if diag_every and self.dist.is_main and self.step % diag_every:
             out.update(self.diagnose(writer))
         self.write_samples(writer)
+        if self.dist.is_main:
+            writer.log_final(records.final_values({**last, **out}), self.step)
         writer.flush()  # before the final checkpoint: a failure is reported like others
         self.save()
         writer.close()
