@@ -234,3 +234,32 @@ def test_a_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path):
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(ids["wandb"]) for r in runs)
     assert not (tmp_path / "tb").exists()  # logger without tensorboard: no event log
+
+
+def test_a_tracker_failing_mid_run_stops_with_one_line_after_a_checkpoint(tmp_path, monkeypatch):
+    """An unreachable tracker costs no training: the run saves the step it reached
+    (like a TensorBoard write failure) and says how to go on."""
+    pytest.importorskip("mlflow")
+    from wgangp.io.checkpoint import load_checkpoint
+    from wgangp.io.trackers import mlflow_run
+    from wgangp.io.trackers.base import TrackerError
+
+    real = mlflow_run.MlflowTracker.log_scalars
+
+    def failing(self, values, step):
+        if step >= 10:
+            raise TrackerError(self.name, self.uri, ConnectionError("server went away"))
+        return real(self, values, step)
+
+    monkeypatch.setattr(mlflow_run.MlflowTracker, "log_scalars", failing)
+    cfg = compose_cfg(*TINY, "trainer.steps=20", "eval.every=0", "logger=[tensorboard,mlflow]")
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrackerError) as e:
+        Trainer(cfg, run_dir, validate(cfg)).fit()
+    last = run_dir / "checkpoints" / "last.pt"
+    assert str(e.value) == (
+        f"cannot log to mlflow at {(run_dir / 'mlruns').resolve().as_uri()} at step 10 "
+        f"(server went away); training stopped; checkpoint of step 10 saved: {last}; fix "
+        f"logger.mlflow (or drop mlflow from logger=), then continue with resume={run_dir}"
+    )
+    assert load_checkpoint(last)["step"] == 10

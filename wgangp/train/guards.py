@@ -20,6 +20,7 @@ import torch
 
 from wgangp.errors import CheckpointError, UserError
 from wgangp.io.tblog import EventLogError
+from wgangp.io.trackers.base import TrackerError
 from wgangp.train import distributed
 
 log = logging.getLogger("wgangp.train.trainer")  # the trainer's log lines, as users see them
@@ -142,7 +143,7 @@ class CheckpointClock:
 
 
 def event_log_failure(
-    error: EventLogError,
+    error: EventLogError | TrackerError,
     *,
     step: int,
     start_step: int,
@@ -153,17 +154,22 @@ def event_log_failure(
     last: Path,
     save: Callable[[], Path],
 ) -> EventLogError:
-    """The error to stop with when the TensorBoard log cannot be written at ``step``.
+    """The error to stop with when the TensorBoard log (or another tracker,
+    ``logger=``) cannot be written at ``step``.
 
     A checkpoint of the current step is saved first (``save``) when this process trained
     since ``start_step`` and its last checkpoint (``saved_step``), as on SIGINT, so that
     a log-only problem costs no training; when that save fails too (a full disk), the
     previous checkpoint ``last`` is intact (atomic writes) and the message says so.
     """
-    msg = f"cannot write the TensorBoard log {error.log_dir} at step {step} ({error.reason})"
+    if isinstance(error, TrackerError):
+        msg = f"cannot log to {error.name} at {error.where} at step {step} ({error.reason})"
+        fix = f"; fix logger.{error.name} (or drop {error.name} from logger=)"
+    else:
+        msg = f"cannot write the TensorBoard log {error.log_dir} at step {step} ({error.reason})"
+        fix = f"; free disk space or fix the permissions of {run_dir}"
     if start_step < step < steps:
         msg += "; training stopped"
-    fix = f"; free disk space or fix the permissions of {run_dir}"
     # under torchrun a save gathers every rank's state: rank 0 cannot save alone
     if step not in (start_step, saved_step) and not distributed_run:
         try:
@@ -176,6 +182,8 @@ def event_log_failure(
         msg += f"; no checkpoint was written{fix}"
     if last.is_file():
         msg += f", then continue with resume={run_dir}"
+    if isinstance(error, TrackerError):
+        return TrackerError(error.name, error.where, error.error, msg)
     return EventLogError(error.log_dir, error.error, msg)
 
 

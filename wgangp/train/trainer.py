@@ -34,6 +34,7 @@ from wgangp.fast.host_memory import keep_freed_host_memory
 from wgangp.fast.masks import with_detached_relu_masks
 from wgangp.io.checkpoint import CheckpointManager
 from wgangp.io.tblog import EventLogError
+from wgangp.io.trackers.base import TrackerError
 from wgangp.metrics import evaluator as evaluate
 from wgangp.models import build_critic, build_generator
 from wgangp.models.sampling import has_batchnorm
@@ -302,7 +303,7 @@ class Trainer(StepNetworks):
                         self.write_samples(writer)
                     self._checkpoint_phase(signals, clock)
                 last.update(self._finish(writer, last))
-            except EventLogError as e:
+            except (EventLogError, TrackerError) as e:
                 raise self._event_log_failed(e, start_step) from None
             finally:
                 bar.close()
@@ -459,7 +460,9 @@ class Trainer(StepNetworks):
         self._saved_step = self.step
         return path
 
-    def _event_log_failed(self, error: EventLogError, start_step: int) -> EventLogError:
+    def _event_log_failed(
+        self, error: EventLogError | TrackerError, start_step: int
+    ) -> EventLogError | TrackerError:
         return guards.event_log_failure(
             error,
             step=self.step,

@@ -15,9 +15,12 @@ Scalar = str | int | float | bool
 class TrackerError(UserError):
     """A tracker cannot record the run (unreachable server, unwritable store, ...)."""
 
-    def __init__(self, name: str, where: str, error: BaseException) -> None:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        super().__init__(f"cannot log to {name} at {where} ({reason})")
+    def __init__(
+        self, name: str, where: str, error: BaseException, message: str | None = None
+    ) -> None:
+        self.name, self.where, self.error = name, where, error
+        self.reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        super().__init__(message or f"cannot log to {name} at {where} ({self.reason})")
 
 
 class Tracker:
