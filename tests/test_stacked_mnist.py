@@ -56,7 +56,10 @@ def tiny(tmp_path_factory) -> Path:
 def cache(tiny, tmp_path_factory) -> Path:
     """A classifier cache holding the tiny MNIST's classifier (trained once here)."""
     path = tmp_path_factory.mktemp("cache")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # set up before the per-test one-thread fixture runs
     load_or_train_classifier(build(tiny, "dataset.size=10").mnist_digits, path, CPU, 0.95)
+    torch.set_num_threads(n)
     return path
 
 

@@ -20,7 +20,7 @@ def default_metrics(data: DataSource) -> list[str]:
     """The metrics ``eval.metrics=null`` means for this data set."""
     if is_text(data.sample_shape):
         return list(TEXT_METRICS)
-    if data.mnist_digits is not None:
+    if getattr(data, "mnist_digits", None) is not None:
         return list(STACKED_METRICS)  # no Inception weights needed
     if len(data.sample_shape) != 1:
         return ["fid", "kid", "is"]
@@ -46,7 +46,7 @@ def resolve_metrics(names: list[str] | None, data: DataSource) -> list[str]:
     if text:
         return names
     stacked = [n for n in names if n in STACKED_METRICS]
-    if stacked and data.mnist_digits is None:
+    if stacked and getattr(data, "mnist_digits", None) is None:
         raise ConfigError(
             "eval.metrics",
             stacked,
