@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import cli, compose_cfg
+from wgangp.cli.eval import main as eval_main
 from wgangp.data import build_data
 from wgangp.data.stacked_mnist import STACK_SEED, mnist_fingerprint
 from wgangp.errors import ConfigError, DataError, MetricUnavailable
@@ -228,6 +229,12 @@ def test_train_the_preset_end_to_end(tiny, cache, tmp_path):
         assert 0 <= r["stacked_mnist_kl"] <= math.log(1000)
         assert 150 < r["stacked_mnist_modes_real"] <= 200
     assert "stacked_mnist" in proc.stderr + proc.stdout
+    # wgangp-eval on the final checkpoint gives the numbers training logged at its step
+    out = tmp_path / "m.json"
+    eval_main([f"checkpoint={tmp_path / 'run'}", f"json={out}", f"stats_cache={cache}"])
+    got = json.loads(out.read_text())
+    assert got["step"] == 4
+    assert got["metrics"] == {k: v for k, v in rows[-1].items() if k.startswith("stacked")}
 
 
 def test_preset_holds_pacgans_numbers():
