@@ -180,7 +180,7 @@ class Evaluator:
             if self.is_points
             else (DEFAULT_TEXT_SAMPLES if self.is_text else DEFAULT_IMAGE_SAMPLES)
         )
-        if data.mnist_digits is not None:
+        if getattr(data, "mnist_digits", None) is not None:
             default_n = DEFAULT_STACKED_SAMPLES
         self.num_samples = int(eval_cfg.num_samples or default_n)
         self.extractor = extractor
