@@ -54,6 +54,8 @@ METRIC_COMPANIONS = {
     "kid": "kid_std",
     "is": "is_std",
     **{f"js{n}": f"js{n}_real" for n in range(1, 5)},
+    "stacked_mnist_modes": "stacked_mnist_modes_real",
+    "stacked_mnist_kl": "stacked_mnist_kl_real",
 }
 
 
@@ -86,8 +88,14 @@ def loggable_names(cfg: DictConfig) -> list[str]:
         image = SimpleNamespace(sample_shape=(3, 1, 1), modes=None, mode_std=None)
         points = SimpleNamespace(sample_shape=(2,), modes=True, mode_std=1.0)
         text = SimpleNamespace(sample_shape=(2, 1), modes=None, mode_std=None)
+        stacked = SimpleNamespace(sample_shape=(3, 1, 1), mnist_digits=True)
         metrics = dict.fromkeys(
-            [*default_metrics(points), *default_metrics(image), *default_metrics(text)]
+            [
+                *default_metrics(points),
+                *default_metrics(image),
+                *default_metrics(text),
+                *default_metrics(stacked),
+            ]
         )
     for m in metrics:
         names.append(f"metrics/{m}")

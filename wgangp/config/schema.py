@@ -208,20 +208,25 @@ class EvalConfig:
 
     ``every`` 0 turns evaluation off. ``metrics`` null picks defaults by data type:
     points with known modes → modes_captured, high_quality, reverse_kl, wasserstein;
-    other points → wasserstein; images → fid, kid, is; ``critic_loss`` (opt-in) is the
+    other points → wasserstein; images → fid, kid, is; stacked_mnist →
+    stacked_mnist_modes, stacked_mnist_kl; ``critic_loss`` (opt-in) is the
     critic's loss on held-out data (``split``). ``keep_best`` names one of the
     metrics: the best value so far is kept as ``checkpoints/best.pt`` and is what the
     Hydra task returns (for sweepers).
     """
 
     every: int = 0  # generator steps between evaluations (and one at the end); 0: off
-    num_samples: int | None = None  # null: 2500 for points (PacGAN's), 10000 for images
+    # null: 2500 for points (PacGAN's), 10000 for images, 26000 for stacked_mnist (PacGAN's)
+    num_samples: int | None = None
     metrics: list[str] | None = None
     keep_best: str | None = None
     # image metrics: Inception weights file (null: the torch hub cache, downloaded once)
     inception_weights: str | None = None
     download: bool = True  # fetch missing Inception weights into the cache (needs network)
-    stats_cache: str = "~/.cache/wgangp/stats"  # cached real-data feature statistics
+    # cached real-data feature statistics, and the stacked-MNIST digit classifier
+    stats_cache: str = "~/.cache/wgangp/stats"
+    # stacked_mnist metrics: refused when the digit classifier's MNIST test accuracy is lower
+    mnist_classifier_min_accuracy: float = 0.95
     split: str | None = None  # real data to compare with (null: dataset.split)
     batch_size: int = 500  # generation / feature extraction batch
     seed: int = 0  # latents and real samples of every evaluation

@@ -23,7 +23,7 @@ class DataConfig:
     """The keys every data set has; ``name`` picks the loader (:mod:`wgangp.data`)."""
 
     # the data set: gaussians8 | gaussians25 | swissroll | points | mnist | mnist_pkl |
-    # fashion_mnist | cifar10 | celeba | lsun | image_folder | billion_word
+    # stacked_mnist | fashion_mnist | cifar10 | celeba | lsun | image_folder | billion_word
     name: str = MISSING
 
 
@@ -111,6 +111,17 @@ class LsunDataConfig(DecodedImageDataConfig):
 
 
 @dataclass
+class StackedMnistDataConfig(ImageDataConfig):
+    """Stacked MNIST: three MNIST digits as the RGB channels (:mod:`wgangp.data.stacked_mnist`)."""
+
+    # stacked images in an epoch, each three digits drawn with replacement from a fixed
+    # seed (PacGAN's 128000)
+    size: int = 128_000
+    # data-loading worker processes (0: stack in the training process)
+    num_workers: int = 2
+
+
+@dataclass
 class TextDataConfig(StoredDataConfig):
     """Text data (``billion_word``, :mod:`wgangp.data.text`)."""
 
@@ -130,6 +141,7 @@ DATA_SCHEMAS: dict[str, type[DataConfig]] = {
     "image_schema": ImageDataConfig,
     "decoded_image_schema": DecodedImageDataConfig,
     "lsun_schema": LsunDataConfig,
+    "stacked_mnist_schema": StackedMnistDataConfig,
     "text_schema": TextDataConfig,
 }
 
@@ -139,6 +151,7 @@ KIND_NAMES: dict[type[DataConfig], str] = {
     ImageDataConfig: "images held as arrays",
     DecodedImageDataConfig: "image data",
     LsunDataConfig: "LSUN image data",
+    StackedMnistDataConfig: "stacked MNIST data",
     TextDataConfig: "text data",
 }
 

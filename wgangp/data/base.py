@@ -62,6 +62,9 @@ class DataSource(ABC):
     label_problem: str | None = None
     #: ``dataset.subset``: builds a source of the split's samples left out of it
     rest_of_split: Callable[[], DataSource] | None = None
+    #: stacked_mnist: its MNIST digits and labels (:class:`wgangp.data.stacked_mnist.
+    #: MnistDigits`), which its mode metrics train their digit classifier on
+    mnist_digits: Any = None
 
     @abstractmethod
     def next_batch(self) -> Tensor:

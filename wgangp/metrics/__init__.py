@@ -8,6 +8,8 @@ extractors in :mod:`wgangp.metrics.features`, the maths in
 :mod:`wgangp.metrics.image_scores`, the cached real statistics in
 :mod:`wgangp.metrics.real_stats`).
 Text (symbol sequences): ``js1`` … ``js4`` (:mod:`wgangp.metrics.text`).
+Stacked MNIST: ``stacked_mnist_modes``, ``stacked_mnist_kl`` (:mod:`wgangp.metrics.stacked_mnist`,
+read with the digit classifier of :mod:`wgangp.metrics.mnist_classifier`).
 
 :func:`compute_metrics` dispatches by name; :data:`METRIC_DIRECTION` says for each name
 whether lower (``"min"``) or higher (``"max"``) is better, :func:`is_better` applies it.
@@ -60,13 +62,14 @@ from wgangp.metrics.real_stats import (
     load_or_compute_real_stats,
     real_stats_path,
 )
+from wgangp.metrics.stacked_mnist import STACKED_METRICS
 from wgangp.metrics.text import TEXT_METRICS, reference_ngrams, text_metrics
 
 MODE_METRICS = ("modes_captured", "high_quality", "reverse_kl")
 POINT_METRICS = (*MODE_METRICS, "wasserstein")
 #: measured with the critic, not on samples alone (wgangp.metrics.evaluator.Evaluator.critic_losses)
 CRITIC_METRICS = ("critic_loss",)
-METRIC_NAMES = (*POINT_METRICS, *IMAGE_METRICS, *TEXT_METRICS, *CRITIC_METRICS)
+METRIC_NAMES = (*POINT_METRICS, *IMAGE_METRICS, *STACKED_METRICS, *TEXT_METRICS, *CRITIC_METRICS)
 
 #: "max": higher is better, "min": lower is better (drives best-checkpoint selection)
 METRIC_DIRECTION: dict[str, str] = {
@@ -79,6 +82,8 @@ METRIC_DIRECTION: dict[str, str] = {
     "is": "max",  # Inception Score, 1..n_classes
     "precision": "max",  # fraction of fakes on the real manifold, 0..1
     "recall": "max",  # fraction of reals on the fake manifold, 0..1
+    "stacked_mnist_modes": "max",  # stacked-MNIST modes with a sample, 0..1000
+    "stacked_mnist_kl": "min",  # KL(mode histogram ‖ uniform), 0..log 1000 nats
     # text: JS divergence (bits) of the character n-gram distributions, 0..1
     **dict.fromkeys(TEXT_METRICS, "min"),
     # the critic's loss on held-out real data (the official "dev disc cost"): higher
@@ -229,6 +234,7 @@ __all__ = [
     "CRITIC_METRICS",
     "MODE_METRICS",
     "POINT_METRICS",
+    "STACKED_METRICS",
     "TEXT_METRICS",
     "FeatureExtractor",
     "Features",

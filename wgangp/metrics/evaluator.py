@@ -9,6 +9,10 @@ eval mode, no grad, in batches) and computes the configured metrics of
 * images: real feature statistics from :func:`~wgangp.metrics.load_or_compute_real_stats`,
   computed once per (data set, resolution, split, sample count, extractor) and cached
   under ``eval.stats_cache``;
+* stacked MNIST (``stacked_mnist_modes``, ``stacked_mnist_kl``): the mode histogram of
+  the samples read by the MNIST classifier, trained once on the data set's MNIST and
+  cached under ``eval.stats_cache`` (:mod:`wgangp.metrics.mnist_classifier`); each comes
+  with ``_real``, the same of as many real stacked images (computed once per run);
 * ``critic_loss`` (any data but text): the critic's loss, as its update computes it, on
   held-out real data and the generator's samples, beside ``critic_loss_train``, the same
   on training data (:meth:`Evaluator.critic_losses`);
@@ -61,7 +65,14 @@ from wgangp.metrics import (
     text_metrics,
 )
 from wgangp.metrics.critic_loss import CriticLossSettings, measure_critic_batch
+from wgangp.metrics.mnist_classifier import load_or_train_classifier
 from wgangp.metrics.selection import default_metrics, resolve_metrics
+from wgangp.metrics.stacked_mnist import (
+    DEFAULT_STACKED_SAMPLES,
+    STACKED_METRICS,
+    mode_histogram,
+    stacked_scores,
+)
 from wgangp.metrics.text import NgramCounts
 from wgangp.models.sampling import sampling_mode
 
@@ -169,6 +180,8 @@ class Evaluator:
             if self.is_points
             else (DEFAULT_TEXT_SAMPLES if self.is_text else DEFAULT_IMAGE_SAMPLES)
         )
+        if getattr(data, "mnist_digits", None) is not None:
+            default_n = DEFAULT_STACKED_SAMPLES
         self.num_samples = int(eval_cfg.num_samples or default_n)
         self.extractor = extractor
         self.unavailable: str | None = None  # why the image metrics were dropped
@@ -178,6 +191,16 @@ class Evaluator:
         self._floor: dict[str, float] | None = None
         self._cpu_lines: Tensor | None = None
         self._split_source: DataSource | None = None
+        # stacked MNIST: the digit classifier, trained (or refused) before training starts
+        self.classifier: nn.Module | None = None
+        self._stacked_real: dict[str, float] | None = None
+        if any(n in STACKED_METRICS for n in self.names):
+            self.classifier, _ = load_or_train_classifier(
+                data.mnist_digits,
+                eval_cfg.stats_cache,
+                device,
+                float(eval_cfg.get("mnist_classifier_min_accuracy", 0.95)),
+            )
         # critic_loss: where the held-out reals come from, found (or refused) up front
         self.heldout: DataSource | None = self._heldout_source() if self.measures_critic else None
 
@@ -301,22 +324,34 @@ class Evaluator:
 
     def real_stats(self, extractor: FeatureExtractor) -> RealStats:
         if self._real_stats is None:
-
-            def images() -> Iterator[Tensor]:
-                src = self._real_source()
-                g = torch.Generator().manual_seed(self.cfg.seed + 1)
-                for lo in range(0, self.num_samples, self.cfg.batch_size):
-                    n = min(self.cfg.batch_size, self.num_samples - lo)
-                    yield as_signed(src.sample(n, generator=g), self.pixels)
-
             self._real_stats = load_or_compute_real_stats(
                 self.stats_key(extractor),
                 extractor,
-                images,
+                self._real_images,
                 cache_dir=self.cfg.stats_cache,
                 batch_size=self.cfg.batch_size,
             )
         return self._real_stats
+
+    def _real_images(self) -> Iterator[Tensor]:
+        """``num_samples`` real images in ``[-1, 1]``, batch by batch (``eval.seed``)."""
+        src = self._real_source()
+        g = torch.Generator().manual_seed(self.cfg.seed + 1)
+        for lo in range(0, self.num_samples, self.cfg.batch_size):
+            n = min(self.cfg.batch_size, self.num_samples - lo)
+            yield as_signed(src.sample(n, generator=g), self.pixels)
+
+    def stacked_values(self, generator: nn.Module) -> dict[str, float]:
+        """The stacked-MNIST metrics of ``generator``'s samples, and ``_real``: the same
+        of as many real stacked images (what a perfect generator would score)."""
+        assert self.classifier is not None
+        if self._stacked_real is None:
+            real = stacked_scores(mode_histogram(self._real_images(), self.classifier))
+            self._stacked_real = {f"{k}_real": v for k, v in real.items()}
+        out = stacked_scores(mode_histogram(self._fakes(generator), self.classifier))
+        return {k: out[k] for k in self.names if k in out} | {
+            f"{k}_real": self._stacked_real[f"{k}_real"] for k in self.names if k in out
+        }
 
     # ---------------------------------------------------------------- metrics
     def _get_extractor(self) -> FeatureExtractor | None:
@@ -374,24 +409,28 @@ class Evaluator:
                 mode_std=self.data.mode_std,
                 seed=self.cfg.seed,
             )
-        if not self.active_names:
-            return {}
+        out = self.stacked_values(generator) if self.classifier is not None else {}
+        names = [n for n in self.active_names if n in IMAGE_METRICS]
+        if not names:
+            return out
         extractor = self._get_extractor()
         if extractor is None:
-            return {}
+            return out
         fake_feats = extract_features(
             extractor,
             self._fakes(generator),
         )
-        names = self.active_names
         real = self.real_stats(extractor) if any(n != "is" for n in names) else None
-        return image_metrics(
-            names,
-            fake_feats,
-            real,
-            kid_subset_size=min(1000, self.num_samples),
-            seed=self.cfg.seed,
+        out.update(
+            image_metrics(
+                names,
+                fake_feats,
+                real,
+                kid_subset_size=min(1000, self.num_samples),
+                seed=self.cfg.seed,
+            )
         )
+        return out
 
     def critic_losses(
         self,

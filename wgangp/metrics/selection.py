@@ -10,6 +10,7 @@ from wgangp.metrics import (
     IMAGE_METRICS,
     MODE_METRICS,
     POINT_METRICS,
+    STACKED_METRICS,
     TEXT_METRICS,
     validate_metric_names,
 )
@@ -19,6 +20,8 @@ def default_metrics(data: DataSource) -> list[str]:
     """The metrics ``eval.metrics=null`` means for this data set."""
     if is_text(data.sample_shape):
         return list(TEXT_METRICS)
+    if getattr(data, "mnist_digits", None) is not None:
+        return list(STACKED_METRICS)  # no Inception weights needed
     if len(data.sample_shape) != 1:
         return ["fid", "kid", "is"]
     if data.modes is not None and data.mode_std is not None:
@@ -42,6 +45,13 @@ def resolve_metrics(names: list[str] | None, data: DataSource) -> list[str]:
         )
     if text:
         return names
+    stacked = [n for n in names if n in STACKED_METRICS]
+    if stacked and getattr(data, "mnist_digits", None) is None:
+        raise ConfigError(
+            "eval.metrics",
+            stacked,
+            "stacked_mnist_modes and stacked_mnist_kl only for dataset=stacked_mnist",
+        )
     if is_points:
         wrong = [n for n in names if n in IMAGE_METRICS]
         if wrong:
