@@ -99,7 +99,10 @@ def test_cfg_job_shows_only_the_keys_of_the_data_sets_kind(tmp_path, dataset, ab
     assert set(present) <= set(shown), proc.stdout
 
 
-POINTS_KEYS = "name, path, modes, mode_std, scale, noise, fixed_points"
+POINTS_KEYS = (
+    "name, path, modes, mode_std, scale, noise, standardize, standardize_mean, "
+    "standardize_scale, fixed_points"
+)
 
 
 def test_a_key_of_another_kind_is_refused_in_one_line(tmp_path):
