@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -232,7 +233,9 @@ def test_a_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path):
     assert [m.step for m in client.get_metric_history(ids["mlflow"], "wasserstein")] == [5, 10]
     assert only.data.params["trainer.steps"] == "5"  # MLflow keeps a parameter's first value
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and all(r.name.endswith(ids["wandb"]) for r in runs)
+    # offline-run-<time>-<id>, with "-1" added when both runs start in the same second
+    run_ids = [re.fullmatch(r"offline-run-\d{8}_\d{6}-([a-z0-9]+)(-\d+)?", r.name) for r in runs]
+    assert len(runs) == 2 and all(m and m.group(1) == ids["wandb"] for m in run_ids), runs
     assert not (tmp_path / "tb").exists()  # logger without tensorboard: no event log
 
 
