@@ -270,8 +270,8 @@ def test_samples_npz_critic_and_exports_are_in_the_data_units(runs, tmp_path):
     assert meta["standardize"] == st.state_dict()
     with torch.no_grad():
         assert torch.allclose(torch.jit.load(str(tmp_path / "g.pt"))(z), x, atol=1e-4)
-    session = ort.InferenceSession(str(tmp_path / "g.onnx"))
-    (onnx_x,) = session.run(None, {"z": z.numpy()})
+    runtime = ort.InferenceSession(str(tmp_path / "g.onnx"))
+    (onnx_x,) = runtime.run(None, {"z": z.numpy()})
     assert np.allclose(onnx_x, x.numpy(), rtol=1e-5, atol=1e-3)
     with torch.no_grad():
         assert torch.equal(load_safetensors(tmp_path / "g.safetensors")(z), x)

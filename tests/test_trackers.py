@@ -144,10 +144,10 @@ def test_tensorboard_hparams_entry_has_config_values_and_final_metrics(run):
         tag: plugin_data_pb2.HParamsPluginData.FromString(raw)
         for tag, raw in acc.PluginTagToContent("hparams").items()
     }
-    session = content["_hparams_/session_start_info"].session_start_info
-    assert session.hparams["gp.lambda"].number_value == 10.0
-    assert session.hparams["trainer.steps"].number_value == 10
-    assert session.hparams["dataset.name"].string_value == cfg.dataset.name
+    start = content["_hparams_/session_start_info"].session_start_info
+    assert start.hparams["gp.lambda"].number_value == 10.0
+    assert start.hparams["trainer.steps"].number_value == 10
+    assert start.hparams["dataset.name"].string_value == cfg.dataset.name
     experiment = content["_hparams_/experiment"].experiment
     metrics = {m.name.tag for m in experiment.metric_infos}
     assert {"metrics/wasserstein", "metrics/modes_captured", "wasserstein"} <= metrics

@@ -156,21 +156,22 @@ class StandardizedInput(nn.Module):
         return self.network(self.standardization.forward(x), *args, **kwargs)
 
 
-def _numbers(cfg: Any, key: str, value: Any, dim: int, allow_scalar: bool) -> list[float]:  # noqa: ANN401
-    """``dataset.<key>`` as ``dim`` finite numbers (a scalar repeated when allowed)."""
+def _numbers(key: str, value: Any, dim: int, allow_scalar: bool) -> list[float]:  # noqa: ANN401
+    """``dataset.<key>`` (a plain value) as ``dim`` finite numbers (a scalar repeated
+    when allowed)."""
     allowed = f"a list of {dim} numbers" + (" or one number" if allow_scalar else "")
-    raw = list(value) if isinstance(value, Sequence) or hasattr(value, "__iter__") else value
-    if isinstance(raw, bool) or raw is None:
-        raise ConfigError(f"dataset.{key}", raw, allowed)
-    if isinstance(raw, (int, float)):
-        if not allow_scalar:
-            raise ConfigError(f"dataset.{key}", raw, allowed)
-        raw = [raw] * dim
-    if len(raw) != dim or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in raw):
-        raise ConfigError(f"dataset.{key}", raw, allowed)
-    if not all(math.isfinite(v) for v in raw):
-        raise ConfigError(f"dataset.{key}", raw, allowed + " (finite)")
-    return [float(v) for v in raw]
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if is_number and allow_scalar:
+        value = [value] * dim
+    if (
+        not isinstance(value, list)
+        or len(value) != dim
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)
+    ):
+        raise ConfigError(f"dataset.{key}", value, allowed)
+    if not all(math.isfinite(v) for v in value):
+        raise ConfigError(f"dataset.{key}", value, allowed + " (finite)")
+    return [float(v) for v in value]
 
 
 def standardization_mode(cfg: Any) -> str:  # noqa: ANN401
@@ -190,8 +191,6 @@ def standardization_mode(cfg: Any) -> str:  # noqa: ANN401
 def configured(cfg: Any, points: Tensor) -> Standardization:  # noqa: ANN401
     """A points file's transform: ``dataset.standardize`` of ``points``, or the given
     ``dataset.standardize_mean`` / ``dataset.standardize_scale``."""
-    from omegaconf import OmegaConf
-
     mode = standardization_mode(cfg)
     dim = points.shape[1]
     given_mean, given_scale = cfg.get("standardize_mean"), cfg.get("standardize_scale")
@@ -200,7 +199,7 @@ def configured(cfg: Any, points: Tensor) -> Standardization:  # noqa: ANN401
             if value is not None:
                 raise ConfigError(
                     f"dataset.{key}",
-                    OmegaConf.to_container(value) if OmegaConf.is_config(value) else value,
+                    plain_value(value),
                     "null with dataset.standardize=none",
                     "drop it, or choose dataset.standardize=global or per_dim",
                 )
@@ -209,10 +208,10 @@ def configured(cfg: Any, points: Tensor) -> Standardization:  # noqa: ANN401
     mean = computed.mean.tolist()
     scale = computed.scale.tolist()
     if given_mean is not None:
-        mean = _numbers(cfg, "standardize_mean", _plain(given_mean), dim, allow_scalar=False)
+        mean = _numbers("standardize_mean", plain_value(given_mean), dim, allow_scalar=False)
     if given_scale is not None:
         scale = _numbers(
-            cfg, "standardize_scale", _plain(given_scale), dim, allow_scalar=mode == "global"
+            "standardize_scale", plain_value(given_scale), dim, allow_scalar=mode == "global"
         )
         if mode == "global" and len(set(scale)) > 1:
             raise ConfigError(
@@ -224,14 +223,15 @@ def configured(cfg: Any, points: Tensor) -> Standardization:  # noqa: ANN401
     if not all(s > 0 for s in scale):
         raise ConfigError(
             "dataset.standardize_scale",
-            _plain(given_scale),
+            plain_value(given_scale),
             "numbers > 0",
             "the data's spread in its units, or null to compute it from the points",
         )
     return Standardization(mode, mean, scale)
 
 
-def _plain(value: Any) -> Any:  # noqa: ANN401
+def plain_value(value: Any) -> Any:  # noqa: ANN401
+    """A config value as plain Python (lists for OmegaConf lists), for messages and checks."""
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
@@ -243,5 +243,6 @@ __all__ = [
     "StandardizedInput",
     "adopt_saved",
     "configured",
+    "plain_value",
     "standardization_mode",
 ]

@@ -20,11 +20,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from wgangp.data.base import DataSource, TensorSource
-from wgangp.data.standardize import Standardization, configured, standardization_mode
+from wgangp.data.standardize import (
+    Standardization,
+    configured,
+    plain_value,
+    standardization_mode,
+)
 from wgangp.errors import ConfigError, DataError
 from wgangp.io.paths import expand_path
 
@@ -245,7 +249,7 @@ class PointsFile(TensorSource):
         super().__init__(data, batch_size, seed, name=str(cfg.path))
         if cfg.modes is not None:
             allowed = f"a list of K points of dimension {self.sample_shape[0]}, e.g. [[0,0],[1,1]]"
-            raw = OmegaConf.to_container(cfg.modes) if OmegaConf.is_config(cfg.modes) else cfg.modes
+            raw = plain_value(cfg.modes)
             try:
                 arr = np.asarray(raw, dtype=np.float32)
             except (TypeError, ValueError):  # words, ragged rows: not K points of D numbers
@@ -299,7 +303,7 @@ def builtin_standardization_mode(cfg: Any) -> str:  # noqa: ANN401
             value = cfg.get(key)
             raise ConfigError(
                 f"dataset.{key}",
-                OmegaConf.to_container(value) if OmegaConf.is_config(value) else value,
+                plain_value(value),
                 f"null for {cfg.name}",
                 f"{cfg.name} is drawn in standardized coordinates (dataset.scale/2 is its "
                 "scale); given statistics are for dataset=points",

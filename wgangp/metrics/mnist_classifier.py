@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wgangp.errors import MetricUnavailable
+from wgangp.io.checkpoint import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -123,23 +123,16 @@ def classifier_path(digits: Any, cache_dir: str | os.PathLike[str]) -> Path:  # 
 
 
 def _save(model: nn.Module, acc: float, digits: Any, path: Path) -> None:  # noqa: ANN401
-    """Write the weights atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT,
-        "fingerprint": digits.fingerprint,
-        "image_size": digits.image_size,
-        "test_accuracy": acc,
-        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-    }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save(
+        {
+            "format": FORMAT,
+            "fingerprint": digits.fingerprint,
+            "image_size": digits.image_size,
+            "test_accuracy": acc,
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        },
+        path,
+    )
 
 
 def _load(path: Path, digits: Any, device: torch.device) -> tuple[DigitClassifier, float] | None:  # noqa: ANN401

@@ -75,7 +75,7 @@ def open_run_log(run_dir: Path, step: int, is_main: bool, cfg: Any) -> RunLog | 
             w = chosen.wandb
             trackers.append(WandbTracker(run_dir, params, w.mode, w.project, w.entity, step > 0))
         tb = chosen.get("tensorboard")
-        events = EventLog(run_dir / "tb", purge_step=step or None) if tb is not None else None
+        events = open_event_log(run_dir, step, True) if tb is not None else None
         log_ = RunLog(events, trackers, hparams=bool(tb is not None and tb.hparams))
         log_.log_params(params)
     except BaseException:

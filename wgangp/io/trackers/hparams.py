@@ -10,7 +10,8 @@ from wgangp.io.trackers.base import Scalar
 
 
 def hparams_summaries(params: dict[str, Scalar], metrics: dict[str, float]) -> list[Any]:
-    """The experiment, session-start and session-end summaries: ``params`` the
+    """The HParams plugin's three summaries (the experiment, the run's start and its
+    end, in TensorBoard's protos): ``params`` the
     hyper-parameters; ``metrics`` the scalar tags whose last values the dashboard shows."""
     from torch.utils.tensorboard.summary import hparams
 
